@@ -1,0 +1,139 @@
+"""The export as a library: build -> convert -> sidecar -> parity. The CLI only calls these."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import os
+import platform
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from export import parity, registry
+from export.convert import INPUT_NAME, OPSET, OUTPUT_NAME, describe, export_onnx
+from export.registry import BuiltModel
+from lambda_onnx.classifier import Classifier
+from lambda_onnx.sidecar import Sidecar, file_sha256, load_verified, sidecar_path
+from local import photos as sample_photos
+
+Step = Callable[[str], None]
+_PACKAGES = ("torch", "torchvision", "onnx", "onnxscript", "onnxruntime", "numpy", "pillow")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def export_module(built: BuiltModel, out_path: Path, *, opset: int = OPSET,
+                  photos: Sequence[sample_photos.Photo] | None = None, on_step: Step = _noop,
+                  on_check: Callable[[parity.Check], None] | None = None) -> Sidecar:
+    """Export any classification module with its preprocessing and categories, then prove parity.
+
+    Writes ``out_path`` and its sidecar only when parity passes; otherwise raises
+    :class:`ParityError` listing every failure and leaves nothing behind under ``out_path``.
+    """
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_path.with_name(out_path.stem + ".partial.onnx")
+    on_step(f"exporting {built.arch} to ONNX (opset {opset}, dynamo exporter)")
+    export_onnx(built.module, partial, built.preprocessing.crop_size, opset=opset)
+    inputs, outputs = describe(partial)
+    meta = Sidecar(
+        arch=built.arch,
+        weights=built.weights,
+        random_weights=built.random_weights,
+        seed=built.seed,
+        precision="fp32",
+        preprocessing=built.preprocessing,
+        categories=built.categories,
+        input_name=INPUT_NAME,
+        output_name=OUTPUT_NAME,
+        input_shape=inputs[0][1],
+        opset=opset,
+        onnx_file=out_path.name,
+        onnx_bytes=partial.stat().st_size,
+        sha256=file_sha256(partial),
+        versions=versions(),
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        extra={"weights_path": built.weights_path} if built.weights_path else {},
+    )
+    partial_meta = sidecar_path(partial)
+    meta.save(partial_meta)
+    try:
+        chosen = list(photos) if photos is not None else sample_photos.available()
+        on_step(f"checking parity against PyTorch on a random batch and {len(chosen)} real photos")
+        classifier = Classifier(partial, threads=os.cpu_count() or 1, fast_preprocess=False, warmup=False)
+        report = parity.check_onnx(built.module, classifier, chosen, built.reference_transforms, on_check=on_check)
+        meta.parity = report.to_dict()
+        report.raise_if_failed()
+        meta.save(sidecar_path(out_path))
+        partial.replace(out_path)
+    finally:
+        partial_meta.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+    return meta
+
+
+def default_path(arch: str, out_dir: Path = Path("models")) -> Path:
+    return Path(out_dir) / f"{arch}.onnx"
+
+
+def export_model(arch: str = registry.DEFAULT_ARCH, *, out: Path | None = None, weights_file: Path | None = None,
+                 random_weights: bool = False, seed: int = 0, pretrained: str = "DEFAULT", opset: int = OPSET,
+                 on_step: Step = _noop, on_check: Callable[[parity.Check], None] | None = None,
+                 download_progress: bool = False) -> Sidecar:
+    """Build ``arch`` by name and export it (see :func:`export_module`)."""
+    source = "random weights" if random_weights else (str(weights_file) if weights_file else "pretrained weights")
+    on_step(f"building {arch} with {source}")
+    built = registry.build(arch, weights_file=weights_file, random_weights=random_weights, seed=seed,
+                           pretrained=pretrained, download_progress=download_progress)
+    return export_module(built, out or default_path(arch), opset=opset, on_step=on_step, on_check=on_check)
+
+
+def rebuild(meta: Sidecar) -> BuiltModel:
+    """The torch model a sidecar describes (same arch, same weights or same seed)."""
+    if meta.random_weights:
+        return registry.build(meta.arch, random_weights=True, seed=meta.seed or 0)
+    if meta.weights.startswith("file:"):
+        path = meta.extra.get("weights_path")
+        if not path:
+            raise ValueError(f"the sidecar does not record where {meta.weights} lives")
+        return registry.build(meta.arch, weights_file=Path(path))
+    pretrained = meta.weights.split(".", 1)[1] if "." in meta.weights and meta.arch != registry.EFFICIENTNET_LITE0 else "DEFAULT"
+    return registry.build(meta.arch, pretrained=pretrained)
+
+
+def check_model(model_path: Path, *, on_step: Step = _noop,
+                on_check: Callable[[parity.Check], None] | None = None) -> parity.ParityReport:
+    """Re-run the parity check of an existing fp32 export against a freshly built PyTorch model.
+
+    The file's sha256 is checked too but does not stop the check, so a tampered file that
+    still matches PyTorch and a consistent file that does not are both reported.
+    """
+    model_path = Path(model_path)
+    meta = load_verified(model_path, verify_sha256=False)
+    digest = file_sha256(model_path)
+    on_step(f"rebuilding {meta.arch} ({meta.label}) in PyTorch")
+    built = rebuild(meta)
+    classifier = Classifier(model_path, threads=os.cpu_count() or 1, fast_preprocess=False,
+                            verify_sha256=False, warmup=False)
+    on_step("checking parity against PyTorch")
+    sha = parity.Check("sha256 matches the sidecar", 1, digest == meta.sha256,
+                       failures=[] if digest == meta.sha256 else [f"file has {digest[:12]}…, sidecar says {meta.sha256[:12]}…"])
+    if on_check:
+        on_check(sha)
+    report = parity.check_onnx(built.module, classifier, sample_photos.available(), built.reference_transforms,
+                               on_check=on_check)
+    report.checks.insert(0, sha)
+    return report
+

@@ -1,0 +1,99 @@
+"""Inference engines: the same ``.onnx`` run by ONNX Runtime (everywhere) or OpenVINO (server side).
+
+An engine takes a preprocessed NCHW float32 batch and returns the logits; nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from lambda_onnx.errors import ModelLoadError
+from lambda_onnx.resources import available_cpus
+
+RUNTIMES = ("onnxruntime", "openvino")
+
+
+class Engine(Protocol):
+    runtime: str
+    threads: int
+
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class OnnxRuntimeEngine:
+    """ONNX Runtime on the CPU provider, all graph optimisations, a fixed intra-op thread count."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, model_path: Path, input_name: str, output_name: str, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        if available_cpus() % 1:
+            # Under a fractional CPU quota (Lambda below 1,769 MB per vCPU) spinning workers burn
+            # the quota the computing threads need.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
+            raise ModelLoadError(f"ONNX Runtime cannot load {model_path}: {exc}") from None
+        _check_names(model_path, [i.name for i in self.session.get_inputs()],
+                     [o.name for o in self.session.get_outputs()], input_name, output_name)
+        self.input_name, self.output_name, self.threads = input_name, output_name, threads
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+
+class OpenVinoEngine:
+    """OpenVINO reading the same ``.onnx`` (fp32 or QDQ INT8) on the CPU device."""
+
+    runtime = "openvino"
+
+    def __init__(self, model_path: Path, input_name: str, output_name: str, threads: int,
+                 precision_hint: str | None = None) -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise ModelLoadError("the openvino runtime is not installed (pip install openvino)") from None
+        core = ov.Core()
+        config: dict[str, object] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        if precision_hint:
+            config["INFERENCE_PRECISION_HINT"] = precision_hint
+        try:
+            model = core.read_model(str(model_path))
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
+            raise ModelLoadError(f"OpenVINO cannot load {model_path}: {exc}") from None
+        _check_names(model_path, [i.get_any_name() for i in self.compiled.inputs],
+                     [o.get_any_name() for o in self.compiled.outputs], input_name, output_name)
+        self.request = self.compiled.create_infer_request()
+        self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.input_name, self.output_name, self.threads = input_name, output_name, threads
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        result = self.request.infer({self.input_name: batch})
+        return np.asarray(result[self.compiled.output(self.output_name)])
+
+
+def _check_names(path: Path, inputs: list[str], outputs: list[str], input_name: str, output_name: str) -> None:
+    if input_name not in inputs or output_name not in outputs:
+        raise ModelLoadError(
+            f"{path} has inputs {inputs} and outputs {outputs}, but its sidecar names "
+            f"input {input_name!r} and output {output_name!r}"
+        )
+
+
+def make_engine(runtime: str, model_path: Path, input_name: str, output_name: str, threads: int) -> Engine:
+    if runtime == "onnxruntime":
+        return OnnxRuntimeEngine(model_path, input_name, output_name, threads)
+    if runtime == "openvino":
+        return OpenVinoEngine(model_path, input_name, output_name, threads)
+    raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")

@@ -1,0 +1,34 @@
+"""Thin command-line shells over the ``local`` library: one module per ``python -m local`` subcommand.
+
+Each module has ``add_parser(subparsers)`` and ``run(args) -> int`` and only parses, calls the
+library and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lambda_onnx.engines import RUNTIMES
+
+DEFAULT_MODEL = Path("models/resnet50.onnx")
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The options every command that loads a model shares."""
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="exported .onnx (default: %(default)s)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime", help="inference runtime (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="inference threads (default: one per CPU this process may use)")
+    parser.add_argument("--exact-preprocess", action="store_true",
+                        help="always use the reference preprocessing path, even for large photos")
+
+
+def load_classifier(args: argparse.Namespace):
+    """Build the classifier the shared options describe (raises ModelLoadError with a reason)."""
+    from lambda_onnx.classifier import Classifier
+
+    return Classifier(args.model, threads=args.threads, runtime=args.runtime, fast_preprocess=not args.exact_preprocess)
+
+
+RANDOM_WEIGHTS_BANNER = "WARNING: RANDOM WEIGHTS — predictions are meaningless (offline demo/test model)"

