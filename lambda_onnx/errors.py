@@ -37,6 +37,13 @@ class InvalidImageError(BadRequestError):
     code = "invalid_image"
 
 
+class MethodNotAllowedError(ClassifierError):
+    """Only POST classifies."""
+
+    status = 405
+    code = "method_not_allowed"
+
+
 class PayloadTooLargeError(ClassifierError):
     """More bytes or more pixels than the stated limits."""
 

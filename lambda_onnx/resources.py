@@ -5,14 +5,16 @@ from __future__ import annotations
 import math
 import os
 import resource
+from collections.abc import Iterator
 from pathlib import Path
 
-# Lambda allocates CPU in proportion to memory: 1,769 MB is one full vCPU.
+# Lambda allocates CPU in proportion to memory: 1,769 MB is one full vCPU, 6 vCPUs at most.
 # https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html
 LAMBDA_MB_PER_VCPU = 1769
 LAMBDA_MAX_VCPUS = 6
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
+_PROC_CGROUP = Path("/proc/self/cgroup")
 
 
 def lambda_memory_mb() -> int | None:
@@ -21,42 +23,59 @@ def lambda_memory_mb() -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
-def _cgroup_cpu_quota(root: Path = _CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
-    """CPUs granted by the cgroup CPU quota of this process (v2 ``cpu.max`` or v1 CFS), if any."""
+def _cgroup_dirs(controller: str, root: Path = _CGROUP_ROOT, proc_cgroup: Path = _PROC_CGROUP) -> Iterator[tuple[int, Path]]:
+    """(cgroup version, directory) candidates holding ``controller``'s files for this process."""
     try:
         lines = proc_cgroup.read_text().splitlines()
     except OSError:
-        return None
+        return
     for line in lines:
         _, controllers, path = line.split(":", 2)
         rel = path.lstrip("/")
-        if controllers == "":  # cgroup v2 unified hierarchy
-            candidates = [root / rel / "cpu.max", root / "cpu.max"]
-            for file in candidates:
-                try:
-                    quota, period = file.read_text().split()
-                except (OSError, ValueError):
-                    continue
-                if quota != "max":
-                    return int(quota) / int(period)
-        elif "cpu" in controllers.split(","):
-            for base in (root / "cpu" / rel, root / "cpu,cpuacct" / rel, root / "cpu"):
-                try:
-                    quota = int((base / "cpu.cfs_quota_us").read_text())
-                    period = int((base / "cpu.cfs_period_us").read_text())
-                except (OSError, ValueError):
-                    continue
-                if quota > 0:
-                    return quota / period
-                break
+        if controllers == "":  # v2 unified hierarchy
+            yield 2, root / rel
+            yield 2, root
+        elif controller in controllers.split(","):
+            for mount in (controller, controllers):
+                yield 1, root / mount / rel
+            yield 1, root / controller
+
+
+def _cgroup_cpu_quota(root: Path = _CGROUP_ROOT, proc_cgroup: Path = _PROC_CGROUP) -> float | None:
+    """CPUs granted by this process's cgroup CPU quota (v2 ``cpu.max`` or v1 CFS), if any."""
+    for version, directory in _cgroup_dirs("cpu", root, proc_cgroup):
+        try:
+            if version == 2:
+                quota, period = (directory / "cpu.max").read_text().split()
+                if quota == "max":
+                    return None
+            else:
+                quota = (directory / "cpu.cfs_quota_us").read_text().strip()
+                period = (directory / "cpu.cfs_period_us").read_text().strip()
+                if int(quota) <= 0:
+                    return None
+        except (OSError, ValueError):
+            continue
+        return int(quota) / int(period)
+    return None
+
+
+def _cgroup_memory_limit_mb(root: Path = _CGROUP_ROOT, proc_cgroup: Path = _PROC_CGROUP) -> int | None:
+    for version, directory in _cgroup_dirs("memory", root, proc_cgroup):
+        try:
+            value = (directory / ("memory.max" if version == 2 else "memory.limit_in_bytes")).read_text().strip()
+        except OSError:
+            continue
+        # "max" (v2) or a page-rounded 2^63 (v1) mean no limit
+        return int(value) // (1024 * 1024) if value.isdigit() and int(value) < (1 << 50) else None
     return None
 
 
 def available_cpus() -> float:
     """CPUs this process can use: on Lambda from the memory size (no quota is visible there),
     elsewhere the smaller of the CPU affinity and the cgroup quota."""
-    memory = lambda_memory_mb()
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    memory = lambda_memory_mb()
     if memory is not None:
         return min(memory / LAMBDA_MB_PER_VCPU, LAMBDA_MAX_VCPUS, affinity)
     quota = _cgroup_cpu_quota()
@@ -66,12 +85,18 @@ def available_cpus() -> float:
 def default_threads(cpus: float | None = None) -> int:
     """The one place that decides ONNX Runtime's intra-op thread count, for every runner.
 
-    A thread per whole CPU, rounding a fractional share down: on a fractional CPU quota, an extra
-    thread only waits for quota (measured here with a half-CPU quota on INT8 ResNet-50: 45.3 ms with
-    1 thread against 54.6 ms with 2).
+    A thread per whole CPU, rounding a fractional share down: under a fractional CPU quota an
+    extra thread only waits for quota (measured here with a half-CPU quota on INT8 ResNet-50:
+    45.3 ms with 1 thread against 54.6 ms with 2).
     """
     cpus = available_cpus() if cpus is None else cpus
     return max(1, math.floor(cpus + 1e-6))
+
+
+def configured_memory_mb() -> int | None:
+    """Memory this process is allowed: the Lambda setting, else its cgroup limit, else None."""
+    memory = lambda_memory_mb()
+    return memory if memory is not None else _cgroup_memory_limit_mb()
 
 
 def peak_rss_mb() -> float:

@@ -1,20 +1,25 @@
-"""``python -m local <command>``: the server side from the command line."""
+"""``python -m local <command>``: the server side from the command line.
+
+Every module in ``local/commands`` with ``add_parser(subparsers)`` is a subcommand.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 
-# Each name is a module under local/commands with add_parser() and run().
-COMMANDS = ("predict",)
+import local.commands
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m local", description="Local ONNX Runtime runner and tools.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"local.commands.{name}").add_parser(subparsers)
+    for info in sorted(pkgutil.iter_modules(local.commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"local.commands.{info.name}")
+        if hasattr(module, "add_parser"):
+            module.add_parser(subparsers)
     return parser
 
 
