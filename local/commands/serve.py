@@ -1,0 +1,50 @@
+"""``python -m local serve``: the local model behind ``POST /classify`` over HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lambda_onnx.errors import ClassifierError
+from local.commands import RANDOM_WEIGHTS_BANNER, add_model_args
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("serve", help="serve POST /classify over HTTP (same contract as the Lambda function)")
+    add_model_args(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; loopback only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes, each with its own model (default: %(default)s)")
+    parser.add_argument("--max-concurrency", type=int, default=1, help="inferences at once per worker (default: %(default)s)")
+    parser.add_argument("--max-queue", type=int, default=16,
+                        help="requests that may wait per worker before the server answers 503 (default: %(default)s)")
+    parser.add_argument("--body-timeout", type=float, default=30.0,
+                        help="seconds a client has to send its request body before 408 (default: %(default)s)")
+    parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                        help="allow cross-origin requests from this origin (repeatable; default: none)")
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from local.serve import ServeConfig, create_app, run as serve
+
+    config = ServeConfig(model=str(args.model), runtime=args.runtime, threads=args.threads,
+                         fast_preprocess=not args.exact_preprocess, max_concurrency=args.max_concurrency,
+                         max_queue=args.max_queue, cors_origins=args.cors_origin, workers=args.workers,
+                         body_timeout_s=args.body_timeout)
+    try:  # load now, so a bad model is a one-line error before anything binds
+        app = create_app(config)
+        service = app.state.service
+    except ClassifierError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    meta = service.classifier.sidecar
+    print(f"serving {meta.label} ({service.classifier.engine.runtime}, {service.classifier.threads} thread(s)) "
+          f"on http://{args.host}:{args.port}/classify", flush=True)
+    if meta.random_weights:
+        print(RANDOM_WEIGHTS_BANNER, flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"note: listening on {args.host}, reachable from other machines", flush=True)
+    serve(config, host=args.host, port=args.port, log_level=args.log_level, app=app if args.workers == 1 else None)
+    return 0

@@ -1,0 +1,192 @@
+"""The server approach over HTTP: ``POST /classify`` with the same contract as the Lambda function.
+
+An ASGI app (Starlette on uvicorn) over the shared :class:`Service`. Inference runs in worker
+threads limited to ``max_concurrency`` at a time; at most ``max_queue`` more may wait, and past
+that the server answers 503 with a reason instead of queueing without bound. Bodies are read
+with a size limit and a timeout, so a slow or half-open client holds only its own connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from lambda_onnx.classifier import Classifier
+from lambda_onnx.contract import Service, error_body
+from lambda_onnx.errors import ClassifierError, OverloadedError, PayloadTooLargeError
+from lambda_onnx.limits import MAX_REQUEST_BYTES
+from lambda_onnx.resources import available_cpus, default_threads
+
+log = logging.getLogger(__name__)
+
+# Environment variables carry the configuration into each uvicorn worker process.
+_ENV = "LOCAL_SERVE_CONFIG"
+
+
+class RequestTimeoutError(ClassifierError):
+    status = 408
+    code = "request_timeout"
+
+
+@dataclass
+class ServeConfig:
+    """Everything ``create_app`` needs; serialisable so uvicorn workers can rebuild it."""
+
+    model: str = "models/resnet50.onnx"
+    runtime: str = "onnxruntime"
+    threads: int | None = None  # per worker; default: this worker's share of the CPUs
+    fast_preprocess: bool = True
+    max_concurrency: int = 1  # inferences at once per worker (each already uses all its threads)
+    max_queue: int = 16  # requests allowed to wait for a slot before 503
+    body_timeout_s: float = 30.0
+    cors_origins: list[str] = field(default_factory=list)  # empty: no cross-origin access
+    workers: int = 1
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> ServeConfig:
+        return cls(**json.loads(os.environ[_ENV]))
+
+
+class Gate:
+    """Admission control: ``max_concurrency`` running, ``max_queue`` waiting, the rest refused."""
+
+    def __init__(self, max_concurrency: int, max_queue: int) -> None:
+        self.limiter = anyio.CapacityLimiter(max_concurrency)
+        self.max_queue = max_queue
+        self.in_flight = 0  # admitted: running or waiting
+
+    @property
+    def capacity(self) -> int:
+        return int(self.limiter.total_tokens) + self.max_queue
+
+    def admit(self) -> None:
+        if self.in_flight >= self.capacity:
+            raise OverloadedError(
+                f"server at capacity: {int(self.limiter.total_tokens)} classifying and {self.max_queue} waiting; retry shortly"
+            )
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+
+
+async def _read_body(request: Request, timeout_s: float) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+        raise PayloadTooLargeError(f"request body is {int(declared):,} bytes; the limit is {MAX_REQUEST_BYTES:,} bytes")
+    chunks: list[bytes] = []
+    size = 0
+
+    async def collect() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_REQUEST_BYTES:
+                raise PayloadTooLargeError(f"request body exceeds the limit of {MAX_REQUEST_BYTES:,} bytes")
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(collect(), timeout_s)
+    except asyncio.TimeoutError:
+        raise RequestTimeoutError(f"the request body did not arrive within {timeout_s:.0f} s") from None
+    return b"".join(chunks)
+
+
+def create_app(config: ServeConfig | None = None, service: Service | None = None) -> Starlette:
+    """The ASGI app. Loads the model now, so a bad model fails at start-up, not on a request."""
+    config = config or ServeConfig.from_env()
+    if service is None:
+        threads = config.threads or max(1, default_threads() // max(1, config.workers))
+        classifier = Classifier(config.model, threads=threads, runtime=config.runtime,
+                                fast_preprocess=config.fast_preprocess)
+        service = Service(classifier)
+    gate = Gate(config.max_concurrency, config.max_queue)
+    meta = service.classifier.sidecar
+
+    def answer(status: int, body: dict[str, Any], request_id: str) -> JSONResponse:
+        headers = {"x-request-id": request_id}
+        if status == 503:
+            headers["retry-after"] = "1"
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    async def classify(request: Request) -> JSONResponse:
+        request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
+        try:
+            gate.admit()
+        except OverloadedError as exc:
+            return answer(exc.status, error_body(exc, request_id), request_id)
+        try:
+            body = await _read_body(request, config.body_timeout_s)
+            status, payload = await anyio.to_thread.run_sync(
+                lambda: service.respond(body=body, content_type=request.headers.get("content-type"),
+                                        request_id=request_id),
+                limiter=gate.limiter,
+            )
+        except ClassifierError as exc:
+            status, payload = exc.status, error_body(exc, request_id)
+        finally:
+            gate.release()
+        return answer(status, payload, request_id)
+
+    async def health(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "in_flight": gate.in_flight, "capacity": gate.capacity})
+
+    async def model(_: Request) -> JSONResponse:
+        return JSONResponse({
+            "arch": meta.arch, "weights": meta.weights, "random_weights": meta.random_weights,
+            "precision": meta.precision, "sha256": meta.sha256, "runtime": service.classifier.engine.runtime,
+            "threads": service.classifier.threads, "opset": meta.opset, "num_classes": meta.num_classes,
+            "preprocessing": asdict(meta.preprocessing), "init_ms": round(service.init_ms, 1),
+            "cpus": available_cpus(),
+        })
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        error = ClassifierError(exc.detail if isinstance(exc.detail, str) else "error")
+        error.status, error.code = exc.status_code, {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(error), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    middleware = []
+    if config.cors_origins:
+        middleware.append(Middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["POST", "GET"],
+                                     allow_headers=["content-type", "authorization", "x-request-id"]))
+    app = Starlette(
+        routes=[Route("/classify", classify, methods=["POST"]), Route("/health", health, methods=["GET"]),
+                Route("/model", model, methods=["GET"])],
+        middleware=middleware,
+        exception_handlers={HTTPException: http_error},
+    )
+    app.state.service, app.state.gate = service, gate
+    return app
+
+
+def run(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+        app: Starlette | None = None) -> None:
+    """Serve until interrupted. With several workers, each process loads its own copy of the model;
+    with one, an ``app`` already built (model loaded) is served as it is."""
+    import uvicorn
+
+    os.environ[_ENV] = config.to_env()
+    if config.workers > 1:
+        uvicorn.run("local.serve:create_app", factory=True, host=host, port=port, workers=config.workers,
+                    log_level=log_level, timeout_keep_alive=5)
+    else:
+        uvicorn.run(app or create_app(config), host=host, port=port, log_level=log_level, timeout_keep_alive=5)
