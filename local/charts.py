@@ -1,0 +1,110 @@
+"""Every chart the product draws (matplotlib, headless): used by the GUI, the HTML report and the CLI."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")  # no display on servers and in CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from local.monitor import Sample  # noqa: E402
+
+STEPS = (("overhead_ms", "network / invoke"), ("json_parse_ms", "JSON parse"), ("decode_ms", "decode"),
+         ("preprocess_ms", "preprocess"), ("inference_ms", "inference"), ("postprocess_ms", "postprocess"))
+COLOURS = ("#9e9e9e", "#bcaaa4", "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1")
+
+
+def to_png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def to_data_uri(figure: Figure) -> str:
+    return "data:image/png;base64," + base64.b64encode(to_png(figure)).decode()
+
+
+def timing_breakdown(rows: Sequence[tuple[str, dict[str, float]]]) -> Figure:
+    """One horizontal stacked bar per backend: where the client's round trip went."""
+    figure, axes = plt.subplots(figsize=(8, 1.2 + 0.7 * len(rows)))
+    for y, (name, parts) in enumerate(rows):
+        left = 0.0
+        for (key, label), colour in zip(STEPS, COLOURS):
+            width = float(parts.get(key) or 0.0)
+            axes.barh(y, width, left=left, color=colour, label=label if y == 0 else None, edgecolor="white")
+            if width >= 3:
+                axes.text(left + width / 2, y, f"{width:.0f}", ha="center", va="center", fontsize=8, color="white")
+            left += width
+        axes.text(left, y, f"  {left:.0f} ms", va="center", fontsize=9)
+    axes.set_yticks(range(len(rows)), [name for name, _ in rows])
+    axes.invert_yaxis()
+    axes.set_xlabel("milliseconds (client round trip)")
+    axes.legend(ncol=3, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(rows) < 3 else -0.2), frameon=False)
+    axes.spines[["top", "right"]].set_visible(False)
+    axes.set_xlim(0, max((sum(float(p.get(k) or 0) for k, _ in STEPS) for _, p in rows), default=1) * 1.18)
+    return figure
+
+
+def latency_over_time(samples: Sequence[Sample], backends: Sequence[str]) -> Figure:
+    """Round trip per request over the run; cold starts ringed, errors as crosses on the axis."""
+    figure, axes = plt.subplots(figsize=(9, 3.6))
+    for index, name in enumerate(backends):
+        mine = [s for s in samples if s.backend == name]
+        ok = [s for s in mine if s.ok and s.round_trip_ms is not None]
+        colour = f"C{index}"
+        axes.plot([s.t_s for s in ok], [s.round_trip_ms for s in ok], ".-", color=colour, label=name, lw=1, ms=4)
+        cold = [s for s in ok if s.cold_start]
+        if cold:
+            axes.scatter([s.t_s for s in cold], [s.round_trip_ms for s in cold], s=90, facecolors="none", edgecolors="red",
+                         linewidths=1.5, label="cold start" if index == 0 else None, zorder=3)
+        errors = [s for s in mine if not s.ok]
+        if errors:
+            axes.scatter([s.t_s for s in errors], [0] * len(errors), marker="x", color=colour, s=40,
+                         label=f"{name}: errors", zorder=3)
+    axes.set_xlabel("seconds since start")
+    axes.set_ylabel("round trip (ms)")
+    axes.set_yscale("log")  # a cold start is 10-100x a warm request; both stay readable
+    axes.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    return figure
+
+
+def latency_histogram(samples: Sequence[Sample], backends: Sequence[str]) -> Figure:
+    figure, axes = plt.subplots(figsize=(9, 3.2))
+    for index, name in enumerate(backends):
+        times = [s.round_trip_ms for s in samples if s.backend == name and s.ok and s.round_trip_ms is not None]
+        if times:
+            axes.hist(times, bins=30, alpha=0.6, color=f"C{index}", label=name)
+    axes.set_xlabel("round trip (ms)")
+    axes.set_ylabel("requests")
+    axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+    return figure
+
+
+def cost_curve(rows: Sequence[dict[str, float]], crossover: float | None) -> Figure:
+    """Monthly cost of serverless and servers against monthly requests (log-log)."""
+    figure, axes = plt.subplots(figsize=(8, 3.8))
+    volumes = [r["requests_per_month"] for r in rows]
+    axes.plot(volumes, [r["serverless_usd"] for r in rows], label="serverless (Lambda)", color="C1")
+    axes.plot(volumes, [r["server_usd"] for r in rows], label="server(s)", color="C0", drawstyle="steps-post")
+    if crossover:
+        axes.axvline(crossover, color="grey", ls="--", lw=1)
+        axes.text(crossover, max(r["server_usd"] for r in rows), f" crossover\n {crossover:,.0f}/month", fontsize=8, va="top")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("requests per month")
+    axes.set_ylabel("USD per month")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize=8)
+    return figure

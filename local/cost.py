@@ -1,0 +1,106 @@
+"""What each approach costs per month, from measured durations and throughput.
+
+Serverless: requests x (price per request + billed GB-seconds), API Gateway per request, and the
+billed INIT time of cold starts (container images have their INIT billed). Server: an hourly
+price times the number of machines the measured throughput needs. Every price is an input with a
+default; the defaults are AWS's published us-east-1 prices on the date below.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+# https://aws.amazon.com/lambda/pricing/ and https://aws.amazon.com/api-gateway/pricing/ (us-east-1)
+PRICES_DATE = "2025-11 (us-east-1, on-demand, no free tier)"
+LAMBDA_GB_SECOND_USD = {"x86_64": 0.0000166667, "arm64": 0.0000133334}
+LAMBDA_REQUEST_USD = 0.20 / 1e6
+HTTP_API_REQUEST_USD = 1.00 / 1e6  # first 300 million requests a month
+# An on-demand c7i.large (2 vCPU, 4 GiB), the size of the machine the benchmarks here ran on.
+# https://aws.amazon.com/ec2/pricing/on-demand/
+SERVER_HOURLY_USD = 0.08925
+HOURS_PER_MONTH = 730.0
+
+
+@dataclass(frozen=True)
+class CostInputs:
+    """Measured figures and prices; everything the cost view lets a user edit."""
+
+    memory_mb: int = 3008
+    architecture: str = "x86_64"
+    warm_duration_ms: float = 50.0  # handler duration of a warm request (billed, rounded up to 1 ms)
+    init_ms: float = 1000.0  # billed INIT duration of a cold start
+    cold_start_fraction: float = 0.01  # share of requests that hit a new execution environment
+    api_gateway: bool = True
+    gb_second_usd: float | None = None  # None: the default for ``architecture``
+    request_usd: float = LAMBDA_REQUEST_USD
+    api_request_usd: float = HTTP_API_REQUEST_USD
+    server_hourly_usd: float = SERVER_HOURLY_USD
+    server_throughput_rps: float = 20.0  # measured requests per second one server sustains
+    server_utilisation: float = 0.5  # plan servers to run at most this busy (headroom for peaks)
+
+
+@dataclass(frozen=True)
+class CostResult:
+    serverless_per_request_usd: float
+    serverless_per_million_usd: float
+    server_monthly_usd_one: float  # one server, any volume it can carry
+    server_capacity_per_month: float  # requests one server carries at the planned utilisation
+    crossover_requests_per_month: float | None  # where serverless starts to cost more than servers
+    inputs: CostInputs
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "inputs": asdict(self.inputs)}
+
+
+def gb_second_price(inputs: CostInputs) -> float:
+    if inputs.gb_second_usd is not None:
+        return inputs.gb_second_usd
+    try:
+        return LAMBDA_GB_SECOND_USD[inputs.architecture]
+    except KeyError:
+        raise ValueError(f"architecture must be one of {sorted(LAMBDA_GB_SECOND_USD)}, got {inputs.architecture!r}") from None
+
+
+def serverless_per_request(inputs: CostInputs) -> float:
+    """Average cost of one request, cold starts' billed INIT included."""
+    gb = inputs.memory_mb / 1024.0
+    billed_s = (math.ceil(inputs.warm_duration_ms) + inputs.cold_start_fraction * math.ceil(inputs.init_ms)) / 1000.0
+    api = inputs.api_request_usd if inputs.api_gateway else 0.0
+    return gb * billed_s * gb_second_price(inputs) + inputs.request_usd + api
+
+
+def servers_needed(requests_per_month: float, inputs: CostInputs) -> int:
+    capacity = inputs.server_throughput_rps * 3600 * HOURS_PER_MONTH * inputs.server_utilisation
+    return max(1, math.ceil(requests_per_month / capacity)) if capacity > 0 else 1
+
+
+def server_monthly(requests_per_month: float, inputs: CostInputs) -> float:
+    return servers_needed(requests_per_month, inputs) * inputs.server_hourly_usd * HOURS_PER_MONTH
+
+
+def serverless_monthly(requests_per_month: float, inputs: CostInputs) -> float:
+    return requests_per_month * serverless_per_request(inputs)
+
+
+def compare(inputs: CostInputs) -> CostResult:
+    """Per-request serverless cost, one server's cost and capacity, and the crossover volume."""
+    per_request = serverless_per_request(inputs)
+    one_server = inputs.server_hourly_usd * HOURS_PER_MONTH
+    capacity = inputs.server_throughput_rps * 3600 * HOURS_PER_MONTH * inputs.server_utilisation
+    # Serverless grows linearly (p x V); servers step up by one machine per ``capacity`` (C). If
+    # the line meets the first step (S / p <= C) that is the crossover; if not, p < S / C: Lambda
+    # is cheaper per request than even a fully busy server, at every volume.
+    crossover = one_server / per_request if per_request > 0 and one_server / per_request <= capacity else None
+    return CostResult(per_request, per_request * 1e6, one_server, capacity, crossover, inputs)
+
+
+def curve(inputs: CostInputs, volumes: list[float]) -> list[dict[str, float]]:
+    """Monthly cost of both approaches at each volume (for the chart)."""
+    return [{"requests_per_month": v, "serverless_usd": serverless_monthly(v, inputs), "server_usd": server_monthly(v, inputs)}
+            for v in volumes]
+
+
+def log_volumes(low: float = 1e4, high: float = 1e9, points: int = 61) -> list[float]:
+    step = (math.log10(high) - math.log10(low)) / (points - 1)
+    return [10 ** (math.log10(low) + i * step) for i in range(points)]

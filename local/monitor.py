@@ -1,0 +1,172 @@
+"""Long-run monitoring: the reference project's one-hour CloudWatch run, done here.
+
+Each backend gets ``concurrency`` workers; every worker sends the same image once per
+``interval_s`` until the duration or the request count is reached, or ``stop`` is set. Every
+answer (or error) becomes a :class:`Sample`; :func:`summarise` gives the per-backend table.
+The GUI's monitor view and ``python -m local monitor`` both run this.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from lambda_onnx.errors import ClassifierError
+from local.backends import Backend
+
+
+@dataclass(frozen=True)
+class Sample:
+    backend: str
+    kind: str
+    worker: int
+    seq: int  # this worker's request number, from 0
+    t_s: float  # seconds since the run started, when the request was sent
+    timestamp: str  # wall clock, UTC ISO 8601
+    ok: bool
+    status: int
+    round_trip_ms: float | None
+    server_ms: float | None
+    inference_ms: float | None
+    cold_start: bool | None
+    init_ms: float | None
+    peak_rss_mb: float | None
+    error: str
+
+
+@dataclass(frozen=True)
+class Stats:
+    backend: str
+    count: int
+    errors: int
+    cold_starts: int
+    min_ms: float | None
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    mean_ms: float | None
+
+
+class MonitorRun:
+    """Samples of one run, appended from worker threads; read them at any time."""
+
+    def __init__(self, backends: Sequence[str], planned: int | None) -> None:
+        self.backends = list(backends)
+        self.planned = planned  # total requests planned, or None for a duration-bound run
+        self.started = time.monotonic()
+        self.stop = threading.Event()
+        self.finished = threading.Event()
+        self._samples: list[Sample] = []
+        self._lock = threading.Lock()
+
+    def add(self, sample: Sample) -> None:
+        with self._lock:
+            self._samples.append(sample)
+
+    @property
+    def samples(self) -> list[Sample]:
+        with self._lock:
+            return sorted(self._samples, key=lambda s: (s.t_s, s.backend, s.worker))
+
+    def stats(self) -> list[Stats]:
+        return summarise(self.samples, self.backends)
+
+    def csv_text(self) -> str:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(Sample)])
+        writer.writeheader()
+        for sample in self.samples:
+            writer.writerow(asdict(sample))
+        return buffer.getvalue()
+
+
+def summarise(samples: Sequence[Sample], backends: Sequence[str] | None = None) -> list[Stats]:
+    """Count, errors, cold starts and round-trip percentiles per backend (successes only)."""
+    names = list(backends) if backends is not None else sorted({s.backend for s in samples})
+    out = []
+    for name in names:
+        mine = [s for s in samples if s.backend == name]
+        times = np.array([s.round_trip_ms for s in mine if s.ok and s.round_trip_ms is not None], dtype=float)
+
+        def pct(q: float) -> float | None:
+            return round(float(np.percentile(times, q)), 2) if times.size else None
+
+        out.append(Stats(
+            backend=name, count=len(mine), errors=sum(not s.ok for s in mine),
+            cold_starts=sum(bool(s.cold_start) for s in mine),
+            min_ms=round(float(times.min()), 2) if times.size else None, p50_ms=pct(50), p90_ms=pct(90),
+            p99_ms=pct(99), max_ms=round(float(times.max()), 2) if times.size else None,
+            mean_ms=round(float(times.mean()), 2) if times.size else None,
+        ))
+    return out
+
+
+def _sample(backend: Backend, worker: int, seq: int, started: float, image: bytes) -> Sample:
+    sent = time.monotonic()
+    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    try:
+        result = backend.classify(image)
+    except ClassifierError as exc:
+        return Sample(backend.name, backend.kind, worker, seq, round(sent - started, 3), stamp, False, exc.status,
+                      None, None, None, None, None, None, f"{exc.code}: {exc.message}")
+    m = result.metrics
+    return Sample(backend.name, backend.kind, worker, seq, round(sent - started, 3), stamp, True, result.status,
+                  round(result.round_trip_ms, 3), m.get("handler_ms"), m.get("inference_ms"), m.get("cold_start"),
+                  m.get("init_ms"), m.get("peak_rss_mb"), "")
+
+
+def start_monitor(backends: Sequence[Backend], image: bytes, *, interval_s: float = 30.0, duration_s: float | None = None,
+                  requests: int | None = None, concurrency: int = 1,
+                  on_sample: Callable[[Sample], None] | None = None) -> MonitorRun:
+    """Start a run in background threads and return at once; ``run.finished`` is set at the end.
+
+    ``requests`` is per backend (split across its ``concurrency`` workers); with neither
+    ``requests`` nor ``duration_s`` the run goes on until ``run.stop`` is set.
+    """
+    if interval_s < 0 or concurrency < 1:
+        raise ValueError("interval must be >= 0 and concurrency >= 1")
+    per_worker = None if requests is None else [requests // concurrency + (w < requests % concurrency) for w in range(concurrency)]
+    run = MonitorRun([b.name for b in backends], None if requests is None else requests * len(backends))
+
+    def worker(backend: Backend, index: int) -> None:
+        limit = None if per_worker is None else per_worker[index]
+        seq = 0
+        while not run.stop.is_set() and (limit is None or seq < limit):
+            due = run.started + seq * interval_s
+            if duration_s is not None and due - run.started >= duration_s:
+                break
+            if run.stop.wait(max(0.0, due - time.monotonic())):
+                break
+            sample = _sample(backend, index, seq, run.started, image)
+            run.add(sample)
+            if on_sample:
+                on_sample(sample)
+            seq += 1
+
+    threads = [threading.Thread(target=worker, args=(b, w), daemon=True, name=f"monitor-{b.name}-{w}")
+               for b in backends for w in range(concurrency)]
+
+    def supervise() -> None:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        run.finished.set()
+
+    threading.Thread(target=supervise, daemon=True, name="monitor").start()
+    return run
+
+
+def run_monitor(backends: Sequence[Backend], image: bytes, **kwargs) -> MonitorRun:
+    """Like :func:`start_monitor`, but waits for the run to end."""
+    run = start_monitor(backends, image, **kwargs)
+    run.finished.wait()
+    return run

@@ -1,0 +1,46 @@
+"""A one-file HTML report of a monitor run: charts embedded, tables, the raw samples as CSV."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+from dataclasses import asdict
+from typing import Any
+
+from local import charts
+from local.monitor import MonitorRun
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p>no samples</p>"
+    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{'' if v is None else html.escape(str(v))}</td>" for v in row.values()) + "</tr>"
+                   for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def monitor_html(run: MonitorRun, title: str = "Monitor run", settings: dict[str, Any] | None = None) -> str:
+    """Everything needed to keep or share the run, in one self-contained HTML document."""
+    samples = run.samples
+    over_time = charts.to_data_uri(charts.latency_over_time(samples, run.backends))
+    histogram = charts.to_data_uri(charts.latency_histogram(samples, run.backends))
+    csv_uri = "data:text/csv;base64," + base64.b64encode(run.csv_text().encode()).decode()
+    made = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    settings_rows = [{"setting": k, "value": v} for k, v in (settings or {}).items()]
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
+th{{background:#f3f3f3}}img{{max-width:100%}}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>Made {made}. {len(samples)} requests. Round-trip times are measured by the client; percentiles over successful requests.</p>
+{_table(settings_rows)}
+<h2>Summary</h2>
+{_table([asdict(s) for s in run.stats()])}
+<h2>Latency over time</h2><img alt="latency over time" src="{over_time}">
+<h2>Distribution</h2><img alt="latency histogram" src="{histogram}">
+<h2>Raw samples</h2><p><a download="samples.csv" href="{csv_uri}">samples.csv</a></p>
+</body></html>
+"""

@@ -1,0 +1,69 @@
+"""The monitor: samples, percentiles, CSV and the one-file HTML report, on real backends."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+
+import numpy as np
+import pytest
+
+from local.backends import InProcessBackend
+from local.monitor import run_monitor, start_monitor, summarise
+from local.photos import by_name
+from local.report import monitor_html
+
+
+@pytest.fixture(scope="module")
+def backends(lite0):
+    return [InProcessBackend(lite0, name="server A"), InProcessBackend(lite0, name="server B")]
+
+
+def test_request_count_run_gives_samples_and_percentiles(backends):
+    run = run_monitor(backends, by_name("coffee").read(), interval_s=0.05, requests=5, concurrency=2)
+    samples = run.samples
+    assert len(samples) == 10 and {s.backend for s in samples} == {"server A", "server B"}
+    assert all(s.ok and s.status == 200 and s.round_trip_ms > 0 for s in samples)
+    assert sorted({s.worker for s in samples if s.backend == "server A"}) == [0, 1]
+    stats = {s.backend: s for s in run.stats()}
+    a_times = np.array([s.round_trip_ms for s in samples if s.backend == "server A"])
+    assert stats["server A"].count == 5 and stats["server A"].errors == 0
+    assert stats["server A"].p50_ms == pytest.approx(np.percentile(a_times, 50), abs=0.01)
+    assert stats["server A"].min_ms <= stats["server A"].p90_ms <= stats["server A"].max_ms
+
+
+def test_errors_are_samples_not_crashes(backends):
+    run = run_monitor(backends[:1], b"not an image", interval_s=0, requests=3)
+    assert [(s.ok, s.status) for s in run.samples] == [(False, 400)] * 3
+    assert "invalid_image" in run.samples[0].error
+    assert run.stats()[0].errors == 3 and run.stats()[0].p50_ms is None
+
+
+def test_stop_ends_an_open_ended_run(backends):
+    run = start_monitor(backends[:1], by_name("coffee").read(), interval_s=0.2)
+    time.sleep(0.7)
+    run.stop.set()
+    assert run.finished.wait(10)
+    assert 1 <= len(run.samples) <= 6
+
+
+def test_duration_bounds_the_run(backends):
+    run = run_monitor(backends[:1], by_name("coffee").read(), interval_s=0.25, duration_s=1.0)
+    assert [s.seq for s in run.samples] == [0, 1, 2, 3]
+
+
+def test_csv_and_html_report(backends, artifacts):
+    run = run_monitor(backends, by_name("lion").read(), interval_s=0, requests=4)
+    rows = list(csv.DictReader(io.StringIO(run.csv_text())))
+    assert len(rows) == 8 and set(rows[0]) >= {"backend", "t_s", "round_trip_ms", "cold_start", "status"}
+    page = monitor_html(run, title="test run", settings={"interval_s": 0, "requests": 4})
+    assert page.count("data:image/png;base64,") == 2 and "server A" in page and "samples.csv" in page
+    (artifacts / "monitor_report.html").write_text(page)
+
+
+def test_summarise_counts_cold_starts(backends):
+    fresh = InProcessBackend(backends[0].service.classifier, name="fresh")
+    run = run_monitor([fresh], by_name("coffee").read(), interval_s=0, requests=3)
+    assert [s.cold_start for s in run.samples] == [True, False, False]
+    assert summarise(run.samples)[0].cold_starts == 1
