@@ -161,3 +161,21 @@ def fetch_report(logs: Any, function_name: str, request_id: str, *, start_time_m
         if attempt < attempts:
             sleep(delay_s * (1.5 ** (attempt - 1)))
     return None
+
+
+def lookup_request(*, region: str | None, function_name: str | None, request_id: str | None, trace_id: str | None,
+                   attempts: int = 6, endpoint_url: str | None = None) -> tuple[TraceTiming, Report | None]:
+    """X-Ray timings and the REPORT line of one request, through boto3 with bounded timeouts."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 3, "mode": "standard"})
+    session = boto3.session.Session(region_name=region)
+    xray = session.client("xray", config=config, endpoint_url=endpoint_url)
+    timing = fetch_trace(xray, trace_id, attempts=attempts)
+    report = None
+    if function_name and request_id:
+        logs = session.client("logs", config=config, endpoint_url=endpoint_url)
+        start = int((time.time() - 3600) * 1000)
+        report = fetch_report(logs, function_name, request_id, start_time_ms=start, attempts=attempts)
+    return timing, report

@@ -1,0 +1,1 @@
+"""The Gradio app: views over the backends; it computes nothing the CLI cannot compute too."""
