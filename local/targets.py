@@ -71,3 +71,24 @@ def serverless_backend(targets: Targets, pool: int = 1) -> Backend:
     emulators = EmulatorPool(targets.model, size=pool, memory_mb=targets.emulator_memory_mb)
     emulators.start()
     return EmulatorBackend(emulators, name=targets.serverless_label)
+
+
+def add_target_args(parser) -> None:
+    """The options that say where the two sides run (shared by ``python -m gui`` and ``local monitor``)."""
+    from local.commands import DEFAULT_MODEL
+
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="exported .onnx (default: %(default)s)")
+    serverless = parser.add_argument_group("serverless side (default: the local Lambda emulator)")
+    serverless.add_argument("--lambda-url", help="API Gateway or Function URL of a deployed function (…/classify)")
+    serverless.add_argument("--sigv4", action="store_true", help="sign --lambda-url requests (IAM-protected Function URL)")
+    serverless.add_argument("--lambda-function", help="function name or ARN, invoked through boto3")
+    serverless.add_argument("--region", help="AWS region for --lambda-function, --sigv4 and the AWS view")
+    serverless.add_argument("--emulator-memory", type=int, default=DEFAULT_EMULATOR_MEMORY_MB,
+                            help="memory size the emulator gives the function (default: %(default)s MB)")
+    parser.add_argument("--server-url", help="a `python -m local serve` URL instead of the in-process runner")
+
+
+def targets_from_args(args) -> Targets:
+    return Targets(model=args.model, server_url=args.server_url, lambda_url=args.lambda_url,
+                   lambda_function=args.lambda_function, region=args.region, sigv4=args.sigv4,
+                   emulator_memory_mb=args.emulator_memory)

@@ -1,0 +1,86 @@
+"""``python -m local monitor``: the GUI's monitor run from the command line (same code)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lambda_onnx.errors import ClassifierError
+from local.targets import add_target_args, targets_from_args
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("monitor", help="send requests at an interval to both sides; percentiles, CSV, HTML report")
+    add_target_args(parser)
+    parser.add_argument("--backends", default="server,serverless", help="which sides: server, serverless or both (default: %(default)s)")
+    parser.add_argument("--interval", type=float, default=30.0, help="seconds between a worker's requests (default: %(default)s)")
+    stop = parser.add_mutually_exclusive_group()
+    stop.add_argument("--duration", type=float, help="seconds to run (default: 3600 unless --requests)")
+    stop.add_argument("--requests", type=int, help="requests per backend")
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="workers per backend; on the emulator, a pool of this many environments (default: %(default)s)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--photo", default="chelsea", help="a sample photo by name (default: %(default)s)")
+    source.add_argument("--image", type=Path, help="an image file to send instead")
+    parser.add_argument("--out", type=Path, default=Path("artifacts/monitor"), help="where CSV and HTML go (default: %(default)s)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from local import photos
+    from local.monitor import start_monitor
+    from local.report import monitor_html
+    from local.targets import server_backend, serverless_backend
+
+    wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = set(wanted) - {"server", "serverless"}
+    if unknown or not wanted:
+        print(f"error: --backends takes server and/or serverless, not {', '.join(sorted(unknown)) or 'nothing'}", file=sys.stderr)
+        return 2
+    try:
+        image = args.image.read_bytes() if args.image else photos.by_name(args.photo).read()
+    except (OSError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    targets = targets_from_args(args)
+    backends = []
+    try:
+        if "server" in wanted:
+            backends.append(server_backend(targets))
+        if "serverless" in wanted:
+            backends.append(serverless_backend(targets, pool=args.concurrency))
+    except ClassifierError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        for backend in backends:
+            backend.close()
+        return 1
+    duration = args.duration if args.duration is not None or args.requests is not None else 3600.0
+    total = f"{args.requests} requests per backend" if args.requests else f"{duration:.0f} s"
+    print(f"monitoring {', '.join(b.name for b in backends)}: every {args.interval} s, concurrency {args.concurrency}, {total}",
+          flush=True)
+
+    def show(sample) -> None:
+        what = (f"{sample.round_trip_ms:8.1f} ms" + (" cold" if sample.cold_start else "")) if sample.ok else f"ERROR {sample.error}"
+        print(f"  {sample.t_s:8.1f} s  {sample.backend:<40} {what}", flush=True)
+
+    run_ = start_monitor(backends, image, interval_s=args.interval, duration_s=None if args.requests else duration,
+                         requests=args.requests, concurrency=args.concurrency, on_sample=show)
+    try:
+        run_.finished.wait()
+    except KeyboardInterrupt:
+        print("stopping…", flush=True)
+        run_.stop.set()
+        run_.finished.wait()
+    finally:
+        for backend in backends:
+            backend.close()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "samples.csv").write_text(run_.csv_text())
+    (args.out / "report.html").write_text(monitor_html(run_, "Monitor run", vars(args) | {"out": str(args.out)}))
+    print(f"\n{'backend':<40} {'n':>5} {'err':>4} {'cold':>4} {'min':>8} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8} {'mean':>8}")
+    for s in run_.stats():
+        cells = [f"{v:8.1f}" if v is not None else f"{'—':>8}" for v in (s.min_ms, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, s.mean_ms)]
+        print(f"{s.backend:<40} {s.count:>5} {s.errors:>4} {s.cold_starts:>4} " + " ".join(cells))
+    print(f"\nwrote {args.out / 'samples.csv'} and {args.out / 'report.html'}")
+    return 0 if all(s.errors == 0 for s in run_.stats()) else 1
