@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,16 +38,18 @@ def check_size(data: bytes) -> None:
 
 
 def classify_both(backends: list[Backend], data: bytes) -> list[Outcome]:
-    """Send the same bytes to every backend at once; an error on one does not hide the other."""
+    """Send the same bytes to each backend in turn; an error on one does not hide the other.
 
-    def one(backend: Backend) -> Outcome:
+    In turn, not at once: when both run on this machine they would otherwise share its CPUs and
+    slow each other down, and the comparison would measure the contention.
+    """
+    outcomes = []
+    for backend in backends:
         try:
-            return Outcome(backend.name, result=backend.classify(data))
+            outcomes.append(Outcome(backend.name, result=backend.classify(data)))
         except ClassifierError as exc:
-            return Outcome(backend.name, error=exc.message, status=exc.status)
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(backends)) as pool:
-        return list(pool.map(one, backends))
+            outcomes.append(Outcome(backend.name, error=exc.message, status=exc.status))
+    return outcomes
 
 
 def label_value(outcome: Outcome) -> dict[str, float] | None:
@@ -73,6 +74,8 @@ def facts_markdown(outcome: Outcome) -> str:
     peak = m.get("peak_rss_mb")
     used = (f"peak {peak:.0f} MB of {memory} MB configured ({m.get('memory_utilisation_pct')}%)" if memory
             else f"peak RSS {peak:.0f} MB (no memory limit configured)") if peak is not None else "n/a"
+    if r.kind == "server" and r.request_bytes and "in-process" in outcome.name:
+        used += " — the app's own process, GUI included"
     model = r.model
     return "\n".join([
         badge,
@@ -110,7 +113,7 @@ def agreement_markdown(outcomes: list[Outcome]) -> str:
 
 
 def breakdown_figure(outcomes: list[Outcome]) -> Any:
-    rows = [(o.name, {**o.result.metrics, "overhead_ms": o.result.overhead_ms}) for o in outcomes if o.result is not None]
+    rows = [(o.result.kind, {**o.result.metrics, "overhead_ms": o.result.overhead_ms}) for o in outcomes if o.result is not None]
     return charts.timing_breakdown(rows) if rows else None
 
 

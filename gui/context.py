@@ -65,7 +65,7 @@ class AppContext:
     def restart_serverless(self) -> str:
         """Force a cold start: restart the emulator (only the local emulator can do this)."""
         backend = self.serverless()
-        restart = getattr(backend, "restart", None)
+        restart = getattr(getattr(backend, "target", None), "restart", None)  # EmulatorBackend's emulator(s)
         if restart is None:
             return "a cold start can only be forced on the local emulator; on AWS, wait for environments to expire"
         restart()

@@ -1,0 +1,213 @@
+"""The Gradio app, launched for real: driven by gradio_client and by a real browser (Chromium)."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+import corpus
+from conftest import run_module
+from gui.launch import LaunchOptions, UsageError, launch, parse_auth
+from lambda_onnx.limits import MAX_IMAGE_BYTES
+from local import cost
+from local.photos import by_name
+from local.targets import Targets
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(lite0):
+    running = launch(Targets(model=lite0), LaunchOptions(port=free_port()), quiet=True)
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return Client(app.local_url, verbose=False, download_files=False)
+
+
+def compare(client: Client, path) -> dict:
+    outputs = client.predict(handle_file(str(path)), api_name="/compare")
+    return outputs[-1]
+
+
+def test_compare_returns_both_backends_predictions_and_timings(client):
+    photo = by_name("chelsea")
+    summary = compare(client, photo.path)
+    assert len(summary) == 2
+    kinds = {v["kind"]: v for v in summary.values()}
+    assert set(kinds) == {"server", "serverless"}
+    for side in kinds.values():
+        assert side["predictions"][0]["label"] in photo.expected
+        m = side["metrics"]
+        assert all(m[k] > 0 for k in ("decode_ms", "preprocess_ms", "inference_ms", "handler_ms"))
+        assert side["round_trip_ms"] >= m["handler_ms"] and side["request_bytes"] > 0 and side["response_bytes"] > 0
+    assert kinds["server"]["model"]["sha256"] == kinds["serverless"]["model"]["sha256"]
+    again = {v["kind"]: v for v in compare(client, by_name("coffee").path).values()}
+    assert again["serverless"]["metrics"]["cold_start"] is False
+    assert all(v["predictions"][0]["label"] == "espresso" for v in again.values())
+
+
+def test_forced_cold_start(client):
+    compare(client, by_name("lion").path)
+    assert "cold start" in client.predict(api_name="/cold_start")
+    after = {v["kind"]: v for v in compare(client, by_name("lion").path).values()}
+    assert after["serverless"]["metrics"]["cold_start"] is True and after["serverless"]["metrics"]["init_ms"] > 0
+
+
+def test_agreement_and_facts_are_shown(client):
+    outputs = client.predict(handle_file(str(by_name("china").path)), api_name="/compare")
+    server_facts, serverless_facts, agreement = outputs[1], outputs[3], outputs[4]
+    assert "✅ both say **palace**" in agreement and "identical" in agreement and "the same model file" in agreement
+    for facts in (server_facts, serverless_facts):
+        assert "round trip" in facts and "payload" in facts and "memory" in facts and ("warm" in facts or "cold" in facts)
+    assert "3008 MB configured" in serverless_facts
+
+
+def test_too_large_image_is_refused_with_the_reason_then_downscaled(client, tmp_path):
+    big = tmp_path / "big.png"
+    rng_image = Image.effect_noise((1600, 1400), 64).convert("RGB")
+    rng_image.save(big, format="PNG")
+    assert big.stat().st_size > MAX_IMAGE_BYTES
+    with pytest.raises(Exception, match="Downscale"):
+        client.predict(handle_file(str(big)), api_name="/compare")
+    smaller = client.predict(handle_file(str(big)), api_name="/downscale")
+    path = smaller["path"] if isinstance(smaller, dict) else smaller
+    data = httpx.get(smaller["url"]).content if isinstance(smaller, dict) and smaller.get("url") else Path(path).read_bytes()
+    assert len(data) <= MAX_IMAGE_BYTES and Image.open(io.BytesIO(data)).format == "JPEG"
+
+
+def test_bad_image_is_a_visible_error_not_a_crash(client, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(corpus.truncated_jpeg())
+    outputs = client.predict(handle_file(str(bad)), api_name="/compare")
+    assert "❌ 400" in outputs[1] and "❌ 400" in outputs[3]
+    assert compare(client, by_name("coffee").path)  # and the next request works
+
+
+def test_short_monitor_run_returns_samples_and_percentiles(client):
+    outputs = client.predict(["server", "serverless"], 0.05, "request count", 3, 60, 1, "coffee", api_name="/monitor")
+    status, _, _, stats, csv_file, html_file = outputs
+    assert status.startswith("Finished: 6 requests, 0 errors")
+    rows = {row[0]: dict(zip(stats["headers"], row)) for row in stats["data"]}
+    assert len(rows) == 2 and all(r["count"] == 3 and r["errors"] == 0 for r in rows.values())
+    assert all(r["min_ms"] <= r["p50_ms"] <= r["max_ms"] for r in rows.values())
+    serverless = next(r for name, r in rows.items() if "emulator" in name)
+    assert serverless["cold_starts"] == 1  # a fresh environment for the run, as on Lambda
+    assert csv_file and html_file
+
+
+def test_cost_figures_follow_from_their_inputs(client):
+    args = dict(memory_mb=2048, architecture="arm64", warm_duration_ms=40.0, init_ms=900.0, cold_start_fraction=0.02,
+                api_gateway=True, gb_second_usd=0.0000133334, request_per_million=0.2, api_per_million=1.0,
+                server_hourly=0.1, server_rps=30.0, utilisation=0.6)
+    outputs = client.predict(*args.values(), api_name="/cost")
+    expected = cost.compare(cost.CostInputs(
+        memory_mb=2048, architecture="arm64", warm_duration_ms=40, init_ms=900, cold_start_fraction=0.02, api_gateway=True,
+        gb_second_usd=0.0000133334, request_usd=0.2e-6, api_request_usd=1e-6, server_hourly_usd=0.1,
+        server_throughput_rps=30, server_utilisation=0.6))
+    assert outputs[-1]["serverless_per_million_usd"] == pytest.approx(expected.serverless_per_million_usd)
+    assert outputs[-1]["crossover_requests_per_month"] == pytest.approx(expected.crossover_requests_per_month)
+    assert f"${expected.serverless_per_million_usd:,.2f} per million" in outputs[0]
+
+
+def test_share_needs_auth_or_an_explicit_no_auth():
+    with pytest.raises(UsageError, match="--auth"):
+        parse_auth(LaunchOptions(share=True))
+    assert parse_auth(LaunchOptions(share=True, no_auth=True)) is None
+    assert parse_auth(LaunchOptions(share=True, auth="ann:secret")) == ("ann", "secret")
+    out = run_module("gui", "--share", timeout=60)
+    assert out.returncode == 2 and "--auth" in out.stderr
+
+
+def test_share_offline_still_serves_and_says_no_link(lite0):
+    running = launch(Targets(model=lite0), LaunchOptions(port=free_port(), share=True, auth="ann:secret"), quiet=True)
+    try:
+        assert running.share_url is None
+        assert "No public link could be made" in running.context.share_status
+        assert httpx.get(running.local_url, timeout=10).status_code == 200
+        client = Client(running.local_url, auth=("ann", "secret"), verbose=False, download_files=False)
+        assert "fits the serverless limit" in client.predict(handle_file(str(by_name("coffee").path)), api_name="/describe")[1]
+    finally:
+        running.close()
+
+
+# ---- a real browser ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def classify_in_page(page, url: str, photo_path: Path) -> None:
+    page.goto(url)
+    page.locator("#image-file input[type=file]").set_input_files(str(photo_path))
+    page.get_by_text("fits the serverless limit").wait_for(timeout=60_000)
+    page.locator("#classify").click()
+
+
+def test_browser_uploads_classifies_and_sees_both_top5_and_the_chart(app, browser, artifacts):
+    page = browser.new_page(viewport={"width": 1400, "height": 1300})
+    photo = by_name("chelsea")
+    classify_in_page(page, app.local_url, photo.path)
+    for side in ("#server-top5", "#serverless-top5"):
+        label = page.locator(side)
+        label.get_by_text("tiger cat").first.wait_for(timeout=120_000)
+        assert "Egyptian cat" in label.inner_text()
+    page.locator("#breakdown img, #breakdown svg, #breakdown canvas").first.wait_for(timeout=60_000)
+    page.screenshot(path=str(artifacts / "gui_compare.png"), full_page=True)
+    page.close()
+
+
+def test_browser_sessions_each_get_their_own_results(app, browser):
+    photos = [by_name("coffee"), by_name("china"), by_name("lion")]
+    pages = [browser.new_page() for _ in photos]
+    for page, photo in zip(pages, photos):
+        classify_in_page(page, app.local_url, photo.path)  # all three clicks in flight together
+    for page, photo in zip(pages, photos):
+        expected = photo.expected[0]
+        for side in ("#server-top5", "#serverless-top5"):
+            page.locator(side).get_by_text(expected).first.wait_for(timeout=120_000)
+        others = {p.expected[0] for p in photos} - {expected}
+        text = page.locator("#server-top5").inner_text() + page.locator("#serverless-top5").inner_text()
+        assert not any(f"\n{o}\n" in f"\n{text}\n" for o in others)
+        page.close()
+
+
+def test_browser_shows_the_random_weights_banner(resnet_random, browser, artifacts):
+    running = launch(Targets(model=resnet_random), LaunchOptions(port=free_port()), quiet=True)
+    try:
+        page = browser.new_page()
+        page.goto(running.local_url)
+        page.get_by_text("RANDOM WEIGHTS").first.wait_for(timeout=30_000)
+        for tab in ("Monitor", "Cost"):
+            page.get_by_role("tab", name=tab).click()
+            page.get_by_text("RANDOM WEIGHTS").first.wait_for(timeout=30_000)
+        page.screenshot(path=str(artifacts / "gui_random_banner.png"))
+        page.close()
+    finally:
+        running.close()
