@@ -240,8 +240,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         header = gr.Markdown(_header(ctx))
         share_note = gr.Markdown(ctx.share_status, visible=bool(ctx.share_status))
         banners: list[gr.Markdown] = []
+        setup_message = gr.Markdown("" if ctx.model_ready() else f"No model at `{ctx.model_path}` yet: exporting it (pretrained weights)…")
         with gr.Column(visible=not ctx.model_ready()) as setup_column:
-            setup_message = gr.Markdown(f"No model at `{ctx.model_path}` yet: exporting it (pretrained weights)…")
             with gr.Row(visible=False) as fallback_row:
                 lite0_button = gr.Button("Export EfficientNet-Lite0 (real ImageNet weights, works offline)", variant="primary")
                 random_button = gr.Button("Export ResNet-50 with RANDOM weights (predictions meaningless)", variant="stop")

@@ -211,3 +211,44 @@ def test_browser_shows_the_random_weights_banner(resnet_random, browser, artifac
         page.close()
     finally:
         running.close()
+
+
+def test_first_run_exports_a_model_and_offers_explicit_fallbacks(tmp_path, browser, artifacts):
+    """No model yet and no network: the app says why and exports EfficientNet-Lite0 when asked."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    port = free_port()
+    env = {**__import__("os").environ, "TORCH_HOME": str(tmp_path / "torch"), "https_proxy": "http://127.0.0.1:9",
+           "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    model = tmp_path / "models" / "resnet50.onnx"
+    proc = subprocess.Popen([sys.executable, "-m", "gui", "--port", str(port), "--model", str(model)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "the app did not start"
+            time.sleep(0.5)
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page.goto(url)
+        page.get_by_text("could not download ResNet50_Weights.IMAGENET1K_V2").wait_for(timeout=120_000)
+        assert page.get_by_text("RANDOM weights").first.is_visible()  # offered, not taken
+        assert not model.exists()
+        page.get_by_role("button", name="Export EfficientNet-Lite0").click()
+        page.get_by_text("exported EfficientNet-Lite0").wait_for(timeout=180_000)
+        page.get_by_role("tab", name="Compare").wait_for(timeout=30_000)
+        page.screenshot(path=str(artifacts / "gui_first_run.png"))
+        assert (model.parent / "efficientnet_lite0.onnx").is_file()
+        page.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
