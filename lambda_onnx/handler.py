@@ -33,13 +33,29 @@ from lambda_onnx.errors import BadRequestError, ClassifierError, MethodNotAllowe
 SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "resnet-serverless")
 # The image bakes the model in here (see Dockerfile); MODEL_PATH overrides it for local runs.
 MODEL_PATH = Path(os.environ.get("MODEL_PATH", Path(os.environ.get("LAMBDA_TASK_ROOT", Path(__file__).parent.parent)) / "model" / "model.onnx"))
+# The precision the stack was deployed for (template.yaml sets it). SAM bakes the model into the
+# image at `sam build` time, so a stack deployed with another ModelPrecision than it was built
+# with would serve the wrong model under the wrong name: refuse it at start-up instead.
+EXPECTED_PRECISION = os.environ.get("MODEL_PRECISION") or None
 HEADERS = {"content-type": "application/json"}
 
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ResnetServerless"), service=SERVICE_NAME)
 
+
+def _load() -> Service:
+    """The model behind the contract, or a ModelLoadError with a one-line reason."""
+    classifier = Classifier(MODEL_PATH)
+    if EXPECTED_PRECISION and classifier.sidecar.precision != EXPECTED_PRECISION:
+        raise ModelLoadError(
+            f"the image holds the {classifier.sidecar.precision} model but the function is configured for "
+            f"{EXPECTED_PRECISION}: give `sam build` and `sam deploy` the same ModelPrecision"
+        )
+    return Service(classifier, init_started=_INIT_STARTED)
+
+
 try:
-    SERVICE: Service | None = Service(Classifier(MODEL_PATH), init_started=_INIT_STARTED)
+    SERVICE: Service | None = _load()
     LOAD_ERROR: ModelLoadError | None = None
     logger.info("model ready", extra={"model": SERVICE.classifier.sidecar.label, "init_ms": round(SERVICE.init_ms, 1),
                                       "threads": SERVICE.classifier.threads, "sha256": SERVICE.classifier.sidecar.sha256})
@@ -52,20 +68,33 @@ def _is_http_event(event: Any) -> bool:
     return isinstance(event, dict) and ("requestContext" in event or "httpMethod" in event or "routeKey" in event)
 
 
+def _headers(event: dict[str, Any]) -> dict[str, str]:
+    headers = event.get("headers")
+    return {str(k).lower(): str(v) for k, v in headers.items()} if isinstance(headers, dict) else {}
+
+
 def _http_request(event: dict[str, Any]) -> tuple[str, bytes, str | None]:
     """(method, body bytes, content type) of an HTTP API 2.0 / Function URL / REST 1.0 event."""
-    context = event.get("requestContext") or {}
-    method = (context.get("http") or {}).get("method") or event.get("httpMethod") or "POST"
-    headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
+    context = event.get("requestContext")
+    http = context.get("http") if isinstance(context, dict) else None
+    method = (http.get("method") if isinstance(http, dict) else None) or event.get("httpMethod") or "POST"
     body = event.get("body") or ""
+    if not isinstance(body, str):  # API Gateway and Function URLs always send a string (or null)
+        raise BadRequestError(f"the event body must be a string, got {type(body).__name__}")
     if event.get("isBase64Encoded"):
         try:
             raw = base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
             raise BadRequestError("the event body is marked isBase64Encoded but is not valid base64") from None
     else:
-        raw = body.encode("utf-8") if isinstance(body, str) else bytes(body)
-    return method.upper(), raw, headers.get("content-type")
+        raw = body.encode("utf-8")
+    return str(method).upper(), raw, _headers(event).get("content-type")
+
+
+def trace_id_of(event: Any) -> str | None:
+    """The X-Ray trace id: Lambda's ``_X_AMZN_TRACE_ID``, else the ``X-Amzn-Trace-Id`` header that
+    API Gateway and Function URLs put in the event (the local emulator only provides the latter)."""
+    return os.environ.get("_X_AMZN_TRACE_ID") or (_headers(event).get("x-amzn-trace-id") if _is_http_event(event) else None)
 
 
 def classify(event: Any, request_id: str, trace_id: str | None) -> tuple[int, dict[str, Any]]:
@@ -86,11 +115,17 @@ def classify(event: Any, request_id: str, trace_id: str | None) -> tuple[int, di
 
 
 @metrics.log_metrics(capture_cold_start_metric=True)
-@logger.inject_lambda_context(log_event=False)
+@logger.inject_lambda_context(log_event=False)  # never log whole events: they carry the image
 def handler(event: Any, context: Any) -> dict[str, Any]:
     request_id = getattr(context, "aws_request_id", "") or ""
-    trace_id = os.environ.get("_X_AMZN_TRACE_ID")
-    status, body = classify(event, request_id, trace_id)
+    try:
+        trace_id = trace_id_of(event)
+        status, body = classify(event, request_id, trace_id)
+    except Exception:  # a fault of ours outside the Service: still one response shape, never a crash
+        logger.exception("internal error while handling the event")
+        trace_id = os.environ.get("_X_AMZN_TRACE_ID")
+        fault = ClassifierError(f"internal error; quote request id {request_id or 'n/a'}")
+        status, body = fault.status, error_body(fault, request_id, trace_id)
     if status == 200:
         m = body["metrics"]
         metrics.add_metric(name="HandlerDuration", unit=MetricUnit.Milliseconds, value=m["handler_ms"])

@@ -1,0 +1,28 @@
+# The Lambda function: the torch-free core (lambda_onnx/), its pinned runtime requirements and one
+# exported model with its sidecar. Build from the repository root:
+#   docker build -t resnet-serverless .
+#   docker build -t resnet-serverless --build-arg MODEL=models/resnet50.int8.onnx --build-arg SIDECAR=models/resnet50.int8.json .
+# (`sam build` passes the same two arguments from template.yaml.) tests/test_image.py assembles the
+# task root exactly as the COPY and pip lines below say and runs it under Python 3.12 and the
+# Lambda emulator, so a file missing here fails the tests.
+FROM public.ecr.aws/lambda/python:3.12
+
+# Dependencies first: their layer is rebuilt only when the pins change. --no-cache-dir leaves no
+# pip cache in the image; wheels only, so no compiler is ever needed.
+COPY lambda_onnx/requirements.txt ${LAMBDA_TASK_ROOT}/lambda_onnx/requirements.txt
+RUN pip install --no-cache-dir --only-binary=:all: --target "${LAMBDA_TASK_ROOT}" -r "${LAMBDA_TASK_ROOT}/lambda_onnx/requirements.txt"
+
+# The model and its sidecar (the handler reads model/model.onnx and the JSON next to it). Two
+# arguments because a Dockerfile cannot derive one path from the other; the sidecar's size and
+# sha256 are checked against the model at start-up, so a mismatched pair fails loudly.
+ARG MODEL=models/resnet50.onnx
+ARG SIDECAR=models/resnet50.json
+COPY ${MODEL} ${LAMBDA_TASK_ROOT}/model/model.onnx
+COPY ${SIDECAR} ${LAMBDA_TASK_ROOT}/model/model.json
+
+COPY lambda_onnx/ ${LAMBDA_TASK_ROOT}/lambda_onnx/
+# /var/task is read-only on Lambda, so Python cannot cache bytecode there at run time: compile it
+# now (pip already did for the dependencies) or every cold start compiles the handler again.
+RUN python -m compileall -q "${LAMBDA_TASK_ROOT}/lambda_onnx"
+
+CMD ["lambda_onnx.handler.handler"]

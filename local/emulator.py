@@ -1,0 +1,521 @@
+"""The AWS Lambda Runtime Interface Emulator (RIE), run natively: the local stand-in for Lambda.
+
+``aws-lambda-rie`` (extracted from the pinned aws-sam-cli wheel by ``.ci/install``) serves Lambda's
+Invoke API on a loopback port and runs the real Python runtime client (``awslambdaric``) with our
+handler, exactly as the container image does, but without Docker:
+
+    aws-lambda-rie --runtime-interface-emulator-address 127.0.0.1:P1 --runtime-api-address 127.0.0.1:P2 \
+        python -m awslambdaric lambda_onnx.handler.handler
+
+Like Lambda, the function initialises lazily: the first invoke after :meth:`Emulator.start` is the
+cold start. :class:`EmulatorPool` runs N emulators so that N concurrent requests get N execution
+environments, each with its own cold start.
+
+Known emulator limits handled here (https://github.com/aws/aws-lambda-runtime-interface-emulator):
+
+- overlapping invokes crash it: :meth:`Emulator.invoke` serialises them with a lock;
+- its REPORT line's ``Max Memory Used`` is the configured size and its ``Init Duration`` is not the
+  init phase (cmd/aws-lambda-rie/handlers.go, ``printEndReports``): neither is reported; the
+  handler's own ``peak_rss_mb`` and ``init_ms`` are the truth. The rapid core's ``INIT REPORT``
+  line (the real init phase) is;
+- it listens on 0.0.0.0:8080 unless told otherwise: every address here is an explicit loopback one;
+- it does not pass ``X-Amzn-Trace-Id`` on to the runtime, so ``_X_AMZN_TRACE_ID`` is never set
+  (checked with awslambdaric 4.2.2): the emulator backend puts the trace id in the event's headers,
+  where API Gateway puts it too.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import http.client
+import ipaddress
+import json
+import logging
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from lambda_onnx.errors import BackendTimeoutError, BackendUnavailableError, ThrottledError
+
+ROOT = Path(__file__).resolve().parents[1]
+HANDLER = "lambda_onnx.handler.handler"
+INVOKE_PATH = "/2015-03-31/functions/function/invocations"
+# Lambda's defaults for this project: the reference project's 3008 MB, and the template's timeout.
+DEFAULT_MEMORY_MB = 3008
+DEFAULT_TIMEOUT_S = 30
+DEFAULT_FUNCTION_NAME = "resnet-serverless"
+DEFAULT_REGION = "us-east-1"
+START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 5.0
+LOG_LINES_KEPT = 2000  # per stream: enough for a stderr tail and REPORT lookups, bounded for long runs
+
+_REPORT = re.compile(r"^REPORT RequestId: (?P<request_id>\S+)\t(?P<fields>.*)$")
+_REPORT_FIELD = re.compile(r"(?P<key>[A-Za-z ]+): (?P<value>[\d.]+) (?P<unit>ms|MB)")
+_INIT_REPORT = re.compile(r"INIT REPORT\(durationMs: (?P<ms>[\d.]+)\)")
+_IN_USE = "address already in use"
+
+log = logging.getLogger(__name__)
+
+
+def rie_binary() -> Path:
+    """Where the emulator binary is: ``$AWS_LAMBDA_RIE``, next to this Python (the venv's bin), or on PATH."""
+    candidates = [os.environ.get("AWS_LAMBDA_RIE"), Path(sys.executable).parent / "aws-lambda-rie", shutil.which("aws-lambda-rie")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    raise BackendUnavailableError("the Lambda emulator binary aws-lambda-rie is not installed: run `bash .ci/install` "
+                                  "(it extracts it from the pinned aws-sam-cli wheel into .venv/bin)")
+
+
+_reserved_ports: set[int] = set()  # ports of this process's emulators: one's lazily bound port is never another's
+_ports_lock = threading.Lock()
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Distinct ports the OS says are free now and no emulator of this process holds (the RIE binds
+    its runtime API port only at the first invoke). A race with other processes remains:
+    :meth:`Emulator.start` retries."""
+    sockets: list[socket.socket] = []
+    try:
+        ports: list[int] = []
+        while len(ports) < count:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+            with _ports_lock:
+                if port not in _reserved_ports:
+                    ports.append(port)
+        return ports
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def session_members(sid: int) -> list[int]:
+    """Every live process of session ``sid``. The RIE starts the runtime in a process group of its
+    own, so killing the RIE's group would leave the runtime running; its session holds both."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # fields after "(comm)": state ppid pgrp session ...; comm itself may contain spaces
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 3 and int(fields[3]) == sid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One Invoke API call as the emulator answered it."""
+
+    environment: str  # which emulator (execution environment) served it
+    status: int  # HTTP status of the Invoke API call itself
+    payload: bytes  # the function's return value (JSON), or the runtime's error object
+    round_trip_ms: float  # the Invoke HTTP exchange only, without waiting for a free environment
+    queue_ms: float = 0.0  # time spent waiting for a free environment (pools)
+    request_bytes: int = 0
+    initialised: bool = False  # this invoke ran the environment's init phase (a cold start)
+    report: dict[str, Any] = field(default_factory=dict)  # the real facts of the REPORT/INIT REPORT lines
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class Emulator:
+    """One emulated Lambda execution environment on 127.0.0.1.
+
+    ``python``, ``pythonpath``, ``cwd`` and ``python_flags`` say how the function's interpreter runs:
+    by default this virtualenv's Python with the repository on the path; ``tests/test_image.py``
+    runs Python 3.12 with only an assembled image task root instead. ``model`` becomes
+    ``MODEL_PATH``; ``None`` leaves the handler's default (``$LAMBDA_TASK_ROOT/model/model.onnx``).
+
+    ``wrapper`` is a command prefix for the function process and ``preexec_fn`` runs in the
+    emulator's process before it starts: hooks for confining the function (CPU quota, memory cap
+    in a cgroup) the way Lambda confines it, without changing this class.
+    """
+
+    def __init__(self, model: str | Path | None = None, *, memory_mb: int = DEFAULT_MEMORY_MB,
+                 timeout_s: int = DEFAULT_TIMEOUT_S, function_name: str = DEFAULT_FUNCTION_NAME,
+                 region: str = DEFAULT_REGION, handler: str = HANDLER, python: str | Path = sys.executable,
+                 pythonpath: Sequence[str | Path] = (ROOT,), cwd: str | Path = ROOT, python_flags: Sequence[str] = (),
+                 env: Mapping[str, str] | None = None, wrapper: Sequence[str] = (),
+                 preexec_fn: Callable[[], None] | None = None, host: str = "127.0.0.1", port: int | None = None,
+                 runtime_api_port: int | None = None, name: str = "emulator", rie: str | Path | None = None,
+                 start_timeout_s: float = START_TIMEOUT_S, on_line: Callable[[str, str], None] | None = None) -> None:
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"the emulator only listens on loopback addresses, not {host!r}")
+        if memory_mb < 128 or timeout_s < 1:
+            raise ValueError(f"memory must be at least 128 MB and the timeout at least 1 s, got {memory_mb} MB and {timeout_s} s")
+        self.model = Path(model).resolve() if model is not None else None
+        self.memory_mb, self.timeout_s = int(memory_mb), int(timeout_s)
+        self.function_name, self.region, self.handler = function_name, region, handler
+        self.python, self.python_flags = str(python), list(python_flags)
+        self.pythonpath, self.cwd = [str(Path(p).resolve()) for p in pythonpath], Path(cwd).resolve()
+        self.extra_env, self.wrapper, self.preexec_fn = dict(env or {}), list(wrapper), preexec_fn
+        self.host, self.name, self.rie = host, name, Path(rie) if rie else None
+        self.start_timeout_s, self.on_line = start_timeout_s, on_line
+        self._fixed_ports = port is not None
+        self.port, self.runtime_api_port = port, runtime_api_port
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._readers: list[threading.Thread] = []
+        self._lines: dict[str, collections.deque[str]] = {}
+        self._reports: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._init_reports: list[float] = []
+        self._seen = threading.Condition()
+        self._invoke_lock = threading.Lock()  # overlapping invokes crash the RIE
+        self._initialised = False
+        self._exit: int | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The emulator's base URL (what boto3's ``endpoint_url`` takes)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def invoke_url(self) -> str:
+        return self.url + INVOKE_PATH
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def function_env(self) -> dict[str, str]:
+        """The function's environment: Lambda's variables and ours, nothing inherited but PATH
+        (the RIE hands its whole environment to the function, credentials included)."""
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "TZ": ":UTC",
+            "LAMBDA_TASK_ROOT": str(self.cwd),
+            "AWS_LAMBDA_FUNCTION_NAME": self.function_name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.memory_mb),
+            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(self.timeout_s),
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "PYTHONPATH": os.pathsep.join(self.pythonpath),
+            "PYTHONNOUSERSITE": "1",
+            "PYTHONUNBUFFERED": "1",  # log lines reach us as they are written, not at exit
+        }
+        if self.model is not None:
+            env["MODEL_PATH"] = str(self.model)
+        env.update(self.extra_env)
+        return env
+
+    def command(self) -> list[str]:
+        rie = self.rie or rie_binary()
+        return [str(rie), "--runtime-interface-emulator-address", f"{self.host}:{self.port}",
+                "--runtime-api-address", f"{self.host}:{self.runtime_api_port}",
+                *self.wrapper, self.python, *self.python_flags, "-m", "awslambdaric", self.handler]
+
+    def start(self) -> Emulator:
+        """Start the emulator and wait until it answers; the function itself starts on the first invoke."""
+        if self.alive():
+            return self
+        for attempt in range(3):
+            fresh = attempt > 0 and not self._fixed_ports  # a port was taken meanwhile: pick others
+            if self.port is None or fresh:
+                self.port, self.runtime_api_port = free_ports(2, self.host)
+            elif self.runtime_api_port is None or fresh:
+                self.runtime_api_port = next(p for p in free_ports(2, self.host) if p != self.port)
+            with _ports_lock:
+                _reserved_ports.update((self.port, self.runtime_api_port))
+            self._spawn()
+            try:
+                self._wait_ready()
+                return self
+            except BackendUnavailableError:
+                in_use = any(_IN_USE in line for line in self._lines["stderr"])
+                self.stop()
+                if not in_use or self._fixed_ports:
+                    raise
+        raise BackendUnavailableError(f"{self.name}: no free loopback port pair after 3 tries")
+
+    def _spawn(self) -> None:
+        self._lines = {"stdout": collections.deque(maxlen=LOG_LINES_KEPT), "stderr": collections.deque(maxlen=LOG_LINES_KEPT)}
+        self._reports, self._init_reports, self._initialised = collections.OrderedDict(), [], False
+        self._proc = subprocess.Popen(self.command(), cwd=self.cwd, env=self.function_env(), stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                      preexec_fn=self.preexec_fn)
+        self._readers = [threading.Thread(target=self._read, args=(stream, pipe), daemon=True, name=f"{self.name}-{stream}")
+                         for stream, pipe in (("stdout", self._proc.stdout), ("stderr", self._proc.stderr))]
+        for reader in self._readers:
+            reader.start()
+        atexit.register(self.stop)
+
+    def _read(self, stream: str, pipe: Any) -> None:
+        for raw in iter(pipe.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self._seen:
+                self._lines[stream].append(line)
+                if (match := _REPORT.match(line)) is not None:
+                    self._reports[match["request_id"]] = _parse_report(match["fields"])
+                    while len(self._reports) > LOG_LINES_KEPT:  # invokes by other clients are never collected
+                        self._reports.popitem(last=False)
+                elif (init := _INIT_REPORT.search(line)) is not None:
+                    self._init_reports.append(float(init["ms"]))
+                self._seen.notify_all()
+            if self.on_line is not None:
+                try:
+                    self.on_line(stream, line)
+                except Exception:  # a broken hook must not stop the draining (a full pipe blocks the RIE)
+                    log.exception("%s: the on_line hook failed; it is disabled", self.name)
+                    self.on_line = None
+        pipe.close()
+
+    def _wait_ready(self) -> None:
+        """Until our RIE itself listens on its port: an answer on that port could come from another
+        server that holds it, while our RIE failed to bind and is exiting."""
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise BackendUnavailableError(f"{self.name}: the Lambda emulator exited with code {self._exit_code()} "
+                                              f"before it answered:\n{self.stderr_tail()}")
+            if self._listening():
+                return
+            time.sleep(0.02)
+        raise BackendUnavailableError(f"{self.name}: the Lambda emulator did not answer within {self.start_timeout_s:.0f} s:\n"
+                                      f"{self.stderr_tail()}")
+
+    def _listening(self) -> bool:
+        try:
+            connections = psutil.Process(self._proc.pid).net_connections(kind="tcp")
+        except (psutil.Error, AttributeError):
+            return False
+        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == self.port for c in connections)
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Stop the runtime and the emulator, and reap them: no process or zombie is left behind."""
+        proc, self._proc = self._proc, None
+        atexit.unregister(self.stop)
+        if proc is None:
+            return
+        # The runtime first, while the RIE is alive to reap it; then the RIE, which we reap.
+        for pid in session_members(proc.pid):
+            if pid != proc.pid:
+                _signal(pid, signal.SIGTERM)
+        _signal(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            _signal(proc.pid, signal.SIGKILL)
+            proc.wait(timeout_s)
+        for pid in session_members(proc.pid):  # anything that ignored SIGTERM or outlived the RIE
+            _signal(pid, signal.SIGKILL)
+        for reader in self._readers:
+            reader.join(timeout_s)
+        self._exit = proc.returncode
+        with _ports_lock:
+            _reserved_ports.difference_update((self.port, self.runtime_api_port))
+
+    def restart(self) -> Emulator:
+        """A forced cold start: a new execution environment (same address where possible), once
+        any invoke in flight has finished."""
+        with self._invoke_lock:
+            self.stop()
+            return self.start()
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- invoking -------------------------------------------------------------------------------
+
+    def invoke(self, payload: bytes | str | Mapping[str, Any], *, timeout_s: float | None = None,
+               headers: Mapping[str, str] | None = None) -> Invocation:
+        """POST one payload to the Invoke API and wait for the function's answer.
+
+        The default timeout covers an init phase and an invoke, each bounded by the function
+        timeout, as on Lambda. Raises :class:`BackendUnavailableError` when the emulator is not
+        running (call :meth:`restart`) and :class:`BackendTimeoutError` when no answer comes.
+        """
+        data = payload if isinstance(payload, bytes) else (payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
+        timeout = timeout_s if timeout_s is not None else 2 * self.timeout_s + 5
+        with self._invoke_lock:
+            if not self.alive():
+                raise self._unavailable("is not running")
+            initialising = not self._initialised
+            with self._seen:
+                init_reports = len(self._init_reports)
+            start = time.perf_counter()
+            connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+            try:
+                connection.request("POST", INVOKE_PATH, body=data, headers={"content-type": "application/json", **(headers or {})})
+                response = connection.getresponse()
+                body = response.read()
+            except TimeoutError:
+                # The function is still running in there and a second invoke would overlap it
+                # (which crashes the RIE): start a fresh environment, as Lambda does after a timeout.
+                connection.close()
+                self.stop()
+                self.start()
+                raise BackendTimeoutError(f"{self.name}: no answer from the function within {timeout:g} s; "
+                                          "the environment was restarted (the next invoke is a cold start)") from None
+            except (OSError, http.client.HTTPException) as exc:
+                raise self._unavailable(f"dropped the connection ({type(exc).__name__})") from None
+            finally:
+                connection.close()
+            elapsed = (time.perf_counter() - start) * 1e3
+            self._initialised = True
+            report = self._report_for(body, initialising, init_reports)
+        return Invocation(self.name, response.status, body, elapsed, request_bytes=len(data), initialised=initialising,
+                          report=report)
+
+    def _report_for(self, body: bytes, initialising: bool, init_reports: int, wait_s: float = 0.5) -> dict[str, Any]:
+        """The REPORT line of this invoke (printed before the response, read by another thread)."""
+        try:
+            parsed = json.loads(body)
+            inner = json.loads(parsed["body"]) if isinstance(parsed, dict) and isinstance(parsed.get("body"), str) else parsed
+            request_id = (inner.get("request_id") or inner.get("requestId")) if isinstance(inner, dict) else None
+        except (ValueError, TypeError):
+            request_id = None
+        if not request_id:
+            return {}
+        deadline = time.monotonic() + wait_s
+        with self._seen:
+            while request_id not in self._reports or (initialising and len(self._init_reports) <= init_reports):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._seen.wait(remaining)
+            report = dict(self._reports.pop(request_id, {}))
+            if initialising and len(self._init_reports) > init_reports:
+                report["emulator_init_ms"] = self._init_reports[-1]
+        return report
+
+    def _unavailable(self, what: str) -> BackendUnavailableError:
+        if self.port is None:
+            return BackendUnavailableError(f"{self.name} was never started; call start()")
+        state = "running" if self.alive() else f"exited with code {self._exit_code()}"
+        return BackendUnavailableError(f"{self.name} at {self.url} {what} (emulator {state}); restart it. "
+                                       f"Last emulator output:\n{self.stderr_tail(5)}")
+
+    def _exit_code(self) -> int | None:
+        return self._proc.poll() if self._proc is not None else self._exit
+
+    # --- output -----------------------------------------------------------------------------------
+
+    def log_lines(self, stream: str = "stdout") -> list[str]:
+        """The latest lines the function (stdout) or the emulator (stderr) printed."""
+        with self._seen:
+            return list(self._lines.get(stream, ()))
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_lines("stderr")[-lines:]) or "(no output)"
+
+
+class EmulatorPool:
+    """N emulators: N concurrent requests get N execution environments, each with its own cold start.
+
+    A free environment is taken most-recently-used first, so sequential requests reuse one warm
+    environment as on Lambda. When all are busy a request waits up to ``wait_s`` and is then
+    throttled, as a function at its reserved concurrency is (``wait_s=0``: throttle at once).
+    """
+
+    def __init__(self, model: str | Path | None = None, size: int = 1, *, wait_s: float = 60.0, **emulator_args: Any) -> None:
+        if size < 1:
+            raise ValueError(f"a pool needs at least one emulator, got {size}")
+        base = emulator_args.pop("name", "env")
+        self.emulators = [Emulator(model, name=f"{base}-{i}", **emulator_args) for i in range(size)]
+        self.wait_s = wait_s
+        self._free: queue.LifoQueue[Emulator] = queue.LifoQueue()
+        for emulator in reversed(self.emulators):  # env-0 on top: used first
+            self._free.put(emulator)
+
+    @property
+    def size(self) -> int:
+        return len(self.emulators)
+
+    def start(self) -> EmulatorPool:
+        started: list[Emulator] = []
+        try:
+            for emulator in self.emulators:
+                started.append(emulator.start())
+        except BaseException:
+            for emulator in started:
+                emulator.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for emulator in self.emulators:
+            emulator.stop()
+
+    def restart(self) -> EmulatorPool:
+        """Every environment cold again (and any dead one back)."""
+        for emulator in self.emulators:
+            emulator.restart()
+        return self
+
+    def alive(self) -> bool:
+        return all(emulator.alive() for emulator in self.emulators)
+
+    def invoke(self, payload: bytes | str | Mapping[str, Any], **kwargs: Any) -> Invocation:
+        """Invoke on a free environment (see the class docstring for when all are busy)."""
+        start = time.perf_counter()
+        try:
+            emulator = self._free.get(timeout=self.wait_s) if self.wait_s > 0 else self._free.get_nowait()
+        except queue.Empty:
+            raise ThrottledError(f"all {self.size} emulated environments were busy for {self.wait_s:g} s", status=429) from None
+        queued = (time.perf_counter() - start) * 1e3
+        try:
+            invocation = emulator.invoke(payload, **kwargs)
+        finally:
+            self._free.put(emulator)
+        return replace(invocation, queue_ms=queued)
+
+    def __enter__(self) -> EmulatorPool:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _parse_report(fields: str) -> dict[str, Any]:
+    """The real facts of a REPORT line: duration, billed duration, configured memory."""
+    report: dict[str, Any] = {}
+    for match in _REPORT_FIELD.finditer(fields):
+        key = match["key"].strip()
+        if key == "Duration":
+            report["duration_ms"] = float(match["value"])
+        elif key == "Billed Duration":
+            report["billed_duration_ms"] = float(match["value"])
+        elif key == "Memory Size":
+            report["memory_size_mb"] = int(float(match["value"]))
+        # "Max Memory Used" and "Init Duration" are placeholders in the emulator: left out on purpose
+    return report
+

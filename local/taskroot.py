@@ -1,0 +1,309 @@
+"""The Lambda container image without Docker: its task root, assembled the way the Dockerfile says.
+
+:func:`assemble_task_root` reads the ``Dockerfile`` (its ``ARG``, ``COPY``, ``RUN pip install`` and
+``RUN python -m compileall`` lines, in order), honours ``.dockerignore``, and builds ``/var/task`` in a
+directory: the files the image would hold, the runtime requirements installed for the image's
+Python (3.12) and platform with ``pip install --target``, byte-compiled by that Python. :func:`install_runtime_client` puts ``awslambdaric`` in a second
+directory, standing in for the base image's ``/var/runtime``. Run the handler from those two
+directories alone (``tests/test_image.py`` does, under Python 3.12 and the emulator) and a file or
+module the Dockerfile forgets is a failure here, not in AWS.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE_PYTHON = "3.12"  # public.ecr.aws/lambda/python:3.12
+# The base image's environment the Dockerfile relies on.
+# https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html#configuration-envvars-runtime
+IMAGE_ENV = {"LAMBDA_TASK_ROOT": "/var/task", "LAMBDA_RUNTIME_DIR": "/var/runtime"}
+# Amazon Linux 2023 (glibc 2.34) takes these manylinux wheels.
+PLATFORMS = {"x86_64": ("manylinux2014_x86_64", "manylinux_2_28_x86_64"),
+             "aarch64": ("manylinux2014_aarch64", "manylinux_2_28_aarch64")}
+
+
+class DockerfileError(ValueError):
+    """The Dockerfile says something this assembler cannot reproduce faithfully."""
+
+
+@dataclass
+class Dockerfile:
+    """The instructions of a Dockerfile that shape the task root."""
+
+    base: str
+    args: dict[str, str]  # ARG defaults
+    steps: list[tuple[str, list[str]]]  # ("COPY" | "RUN", words) in order, variables not yet expanded
+    cmd: list[str] = field(default_factory=list)
+
+
+def _logical_lines(text: str) -> list[str]:
+    lines, current = [], ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("#"):  # a comment inside a continued instruction
+            continue
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        lines.append(current + stripped)
+        current = ""
+    if current:
+        lines.append(current)
+    return lines
+
+
+def parse_dockerfile(path: Path) -> Dockerfile:
+    """Parse the instructions the task root depends on; refuse any this module cannot reproduce."""
+    base, args, steps, cmd = "", {}, [], []
+    for line in _logical_lines(Path(path).read_text()):
+        keyword, _, rest = line.partition(" ")
+        keyword, rest = keyword.upper(), rest.strip()
+        if keyword == "FROM":
+            base = rest.split()[0]
+        elif keyword == "ARG":
+            name, _, default = rest.partition("=")
+            args[name.strip()] = default.strip().strip('"')
+        elif keyword in ("COPY", "RUN"):
+            steps.append((keyword, shlex.split(rest)))
+        elif keyword == "CMD":
+            cmd = json.loads(rest)
+        elif keyword not in ("LABEL",):
+            raise DockerfileError(f"{path}: {keyword} is not reproduced by local/taskroot.py; extend it before using it")
+    if not base:
+        raise DockerfileError(f"{path}: no FROM line")
+    return Dockerfile(base, args, steps, cmd)
+
+
+def expand(word: str, variables: dict[str, str]) -> str:
+    """``${NAME}`` and ``$NAME`` as Docker expands them in COPY and RUN."""
+    def value(match: re.Match[str]) -> str:
+        name = match["braced"] or match["bare"]
+        if name not in variables:
+            raise DockerfileError(f"variable {name} is not defined (no ARG, no base image variable)")
+        return variables[name]
+
+    return re.sub(r"\$\{(?P<braced>\w+)\}|\$(?P<bare>\w+)", value, word)
+
+
+class DockerIgnore:
+    """``.dockerignore`` as Docker applies it: the last matching pattern wins, ``!`` re-includes,
+    and a path is matched by its own name or by any of its parent directories."""
+
+    def __init__(self, path: Path) -> None:
+        self.rules: list[tuple[bool, re.Pattern[str]]] = []
+        if not path.is_file():
+            return
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            include = line.startswith("!")
+            pattern = str(PurePosixPath(line.lstrip("!").strip("/")))
+            self.rules.append((include, re.compile(_glob_regex(pattern))))
+
+    def excluded(self, relpath: str) -> bool:
+        parts = PurePosixPath(relpath).parts
+        candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        excluded = False
+        for include, rule in self.rules:
+            if any(rule.fullmatch(candidate) for candidate in candidates):
+                excluded = not include
+        return excluded
+
+
+def _glob_regex(pattern: str) -> str:
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return out
+
+
+@dataclass
+class TaskRoot:
+    """An assembled task root and what went into it."""
+
+    path: Path
+    handler: str  # the image's CMD
+    copied: list[str]  # files copied from the build context (relative to the task root)
+
+    def size_mb(self) -> float:
+        return directory_mb(self.path)
+
+
+def directory_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file() and not f.is_symlink()) / 1e6
+
+
+def _sources(context: Path, ignore: DockerIgnore, source: str) -> tuple[Path, list[Path]]:
+    """The files a COPY source stands for in the build context, as Docker would send them."""
+    src = (context / source).resolve()
+    if not src.is_relative_to(context):
+        raise DockerfileError(f"COPY {source}: outside the build context {context}")
+    files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file()) if src.is_dir() else []
+    files = [f for f in files if not ignore.excluded(f.relative_to(context).as_posix())]
+    if not files:
+        raise DockerfileError(f"COPY {source}: no such file in the build context {context} (or .dockerignore excludes it)")
+    return src, files
+
+
+def _copy(context: Path, ignore: DockerIgnore, source: str, destination: Path, into_dir: bool, root: Path) -> list[str]:
+    """One COPY source: a file to ``destination`` (or into it when it ends with ``/``), a directory's
+    contents into ``destination``; what ``.dockerignore`` excludes never reaches the image."""
+    src, files = _sources(context, ignore, source)
+    copied = []
+    for file in files:
+        if src.is_dir():
+            target = destination / file.relative_to(src)
+        else:
+            target = destination / file.name if into_dir else destination
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(file, target)
+        copied.append(target.relative_to(root).as_posix())
+    return copied
+
+
+def pip_target_install(target: Path, requirements: list[str], *, python_version: str = IMAGE_PYTHON,
+                       machine: str | None = None, compile_with: Path | None = None) -> None:
+    """``pip install --target`` of wheels for another Python and platform (the image's), from here.
+
+    pip would byte-compile for the Python running it (not the image's), so it does not; given
+    ``compile_with`` (the image's Python), the result is compiled with it, as pip in the image does.
+    """
+    platforms = PLATFORMS.get(machine or platform.machine())
+    if platforms is None:
+        raise DockerfileError(f"no Lambda platform for machine {machine or platform.machine()!r}")
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-cache-dir",
+               "--target", str(target), "--python-version", python_version, "--implementation", "cp",
+               "--no-compile", "--only-binary=:all:", *[arg for p in platforms for arg in ("--platform", p)], *requirements]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise DockerfileError(f"pip install for Python {python_version} failed:\n{result.stderr[-2000:]}")
+    if compile_with is not None:
+        _compileall(compile_with, [str(target)])
+
+
+def _compileall(python: Path, arguments: list[str]) -> None:
+    result = subprocess.run([str(python), "-m", "compileall", "-q", *arguments], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise DockerfileError(f"compileall {' '.join(arguments)} failed:\n{(result.stdout + result.stderr)[-2000:]}")
+
+
+def assemble_task_root(root: Path, *, context: Path = ROOT, dockerfile: Path | None = None,
+                       build_args: dict[str, str] | None = None, python: Path | None = None,
+                       machine: str | None = None) -> TaskRoot:
+    """Build the image's ``$LAMBDA_TASK_ROOT`` in ``root``, following the Dockerfile step by step.
+
+    ``context`` is the build context (the repository root for ``sam build``); ``build_args``
+    override ARG defaults like ``--build-arg``; ``python`` is the image's interpreter (found if not
+    given), which byte-compiles as it would in the image. Only ``COPY`` into the task root,
+    ``RUN pip install ... --target $LAMBDA_TASK_ROOT -r FILE`` and ``RUN python -m compileall`` are
+    reproduced; anything else raises :class:`DockerfileError` rather than being silently skipped.
+    """
+    context, root = Path(context).resolve(), Path(root).resolve()
+    spec = parse_dockerfile(dockerfile or context / "Dockerfile")
+    ignore = DockerIgnore(context / ".dockerignore")
+    variables = {**IMAGE_ENV, **spec.args, **(build_args or {})}
+    task_root = PurePosixPath(IMAGE_ENV["LAMBDA_TASK_ROOT"])
+
+    def local(container_path: str) -> Path:
+        path = PurePosixPath(container_path)
+        if path != task_root and task_root not in path.parents:
+            raise DockerfileError(f"{container_path} is outside the task root {task_root}; not reproduced here")
+        return root / path.relative_to(task_root)
+
+    python = python or find_python(IMAGE_PYTHON)
+    steps = [(keyword, [expand(word, variables) for word in words]) for keyword, words in spec.steps]
+    for keyword, words in steps:  # every source is in the context before anything slow runs
+        if keyword == "COPY":
+            for source in words[:-1]:
+                _sources(context, ignore, source)
+    root.mkdir(parents=True, exist_ok=True)
+    copied: list[str] = []
+    for keyword, words in steps:
+        if keyword == "COPY":
+            if any(word.startswith("--") for word in words):
+                raise DockerfileError(f"COPY {' '.join(words)}: flags are not reproduced here")
+            *sources, destination = words
+            into_dir = destination.endswith("/") or len(sources) > 1
+            for source in sources:
+                copied += _copy(context, ignore, source, local(destination), into_dir, root)
+        elif words[:3] == ["python", "-m", "compileall"]:
+            _compileall(python, [word if word.startswith("-") else str(local(word)) for word in words[3:] if word != "-q"])
+        else:
+            _run_pip(words, local, python, machine)
+    return TaskRoot(root, spec.cmd[0] if spec.cmd else "", copied)
+
+
+def _run_pip(words: list[str], local, python: Path, machine: str | None) -> None:
+    if words[:2] != ["pip", "install"]:
+        raise DockerfileError(f"RUN {' '.join(words)}: only `pip install` and `python -m compileall` are reproduced here")
+    target, requirements, passthrough = None, [], []
+    options = iter(words[2:])
+    for word in options:
+        if word == "--target":
+            target = next(options)
+        elif word.startswith("--target="):
+            target = word.split("=", 1)[1]
+        elif word == "-r":
+            requirements += ["-r", str(local(next(options)))]
+        elif word in ("--no-cache-dir", "--only-binary=:all:"):
+            continue  # applied anyway
+        else:
+            passthrough.append(word)
+    if target is None or not requirements:
+        raise DockerfileError(f"RUN {' '.join(words)}: expected `pip install --target DIR -r FILE`")
+    if passthrough:
+        raise DockerfileError(f"RUN {' '.join(words)}: pip arguments {passthrough} are not reproduced here")
+    for i in range(1, len(requirements), 2):
+        if not Path(requirements[i]).is_file():
+            raise DockerfileError(f"pip -r {requirements[i]}: the file is not in the image yet (COPY it first)")
+    pip_target_install(local(target), requirements, machine=machine, compile_with=python)
+
+
+def install_runtime_client(target: Path, version: str | None = None, python: Path | None = None) -> Path:
+    """awslambdaric for the image's Python in ``target`` (the base image's ``/var/runtime``);
+    the version pinned in ``local/requirements.txt`` unless given."""
+    if version is None:
+        pins = (ROOT / "local" / "requirements.txt").read_text()
+        match = re.search(r"^awslambdaric==(\S+)", pins, re.MULTILINE)
+        if match is None:
+            raise DockerfileError("local/requirements.txt pins no awslambdaric version")
+        version = match[1]
+    pip_target_install(Path(target), [f"awslambdaric=={version}"], compile_with=python)
+    return Path(target)
+
+
+def find_python(version: str = IMAGE_PYTHON) -> Path:
+    """An interpreter of ``version`` on this machine (PATH, then pyenv's versions), or a clear error."""
+    candidates = [shutil.which(f"python{version}"), *sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python{version}"))),
+                  f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"]
+    for candidate in candidates:
+        if not candidate or not Path(candidate).is_file():
+            continue
+        probe = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                               capture_output=True, text=True)
+        if probe.returncode == 0 and probe.stdout.strip() == version:
+            return Path(candidate)
+    raise FileNotFoundError(f"no Python {version} found (PATH, ~/.pyenv/versions): the image runs Python {version}")

@@ -1,0 +1,181 @@
+"""The container image, proven without Docker: the Dockerfile lints clean, and the task root it
+describes (assembled from its COPY and pip lines) runs the handler under Python 3.12 and the Lambda
+emulator with nothing of the repository on the path, and without torch."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from lambda_onnx.errors import BackendError
+from lambda_onnx.sidecar import sidecar_path
+from local.backends import EmulatorBackend
+from local.emulator import Emulator
+from local.photos import by_name
+from local.taskroot import (IMAGE_PYTHON, DockerfileError, DockerIgnore, assemble_task_root, directory_mb, find_python,
+                            install_runtime_client, parse_dockerfile, pip_target_install)
+
+DOCKERFILE = ROOT / "Dockerfile"
+HADOLINT = Path(sys.executable).parent / "hadolint"
+
+
+def hadolint(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(HADOLINT), "--no-color", str(path)], capture_output=True, text=True, timeout=60)
+
+
+def test_dockerfile_lints_clean():
+    out = hadolint(DOCKERFILE)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_hadolint_would_catch_a_pip_cache_left_in_the_image(tmp_path):
+    cached = tmp_path / "Dockerfile"
+    cached.write_text(DOCKERFILE.read_text().replace("pip install --no-cache-dir", "pip install"))
+    out = hadolint(cached)
+    assert out.returncode != 0 and "DL3042" in out.stdout
+
+
+def test_dockerfile_builds_what_the_issue_asks():
+    spec = parse_dockerfile(DOCKERFILE)
+    assert spec.base == "public.ecr.aws/lambda/python:3.12" and spec.cmd == ["lambda_onnx.handler.handler"]
+    assert spec.args == {"MODEL": "models/resnet50.onnx", "SIDECAR": str(sidecar_path(Path("models/resnet50.onnx")))}
+    copies = [words for keyword, words in spec.steps if keyword == "COPY"]
+    assert ["${MODEL}", "${LAMBDA_TASK_ROOT}/model/model.onnx"] in copies
+    assert ["${SIDECAR}", "${LAMBDA_TASK_ROOT}/model/model.json"] in copies
+    pip = next(words for keyword, words in spec.steps if keyword == "RUN" and words[:2] == ["pip", "install"])
+    assert "--no-cache-dir" in pip and pip[pip.index("-r") + 1].endswith("lambda_onnx/requirements.txt")
+    lines = (ROOT / "lambda_onnx" / "requirements.txt").read_text().lower().splitlines()
+    requirements = [line.split("==")[0] for line in lines if line.strip() and not line.startswith("#")]
+    assert {"onnxruntime", "numpy", "pillow", "pillow-heif", "aws-lambda-powertools"} <= set(requirements)
+    assert not any("torch" in name for name in requirements)
+
+
+def test_dockerignore_sends_only_the_core_and_the_models():
+    ignore = DockerIgnore(ROOT / ".dockerignore")
+    for kept in ("lambda_onnx/handler.py", "lambda_onnx/requirements.txt", "models/resnet50.onnx", "models/resnet50.json",
+                 "models/resnet50.int8.onnx", "models/resnet50.int8.json"):
+        assert not ignore.excluded(kept), kept
+    for dropped in (".venv/bin/python", "tests/test_image.py", "export/convert.py", "local/serve.py",
+                    "lambda_onnx/__pycache__/handler.cpython-311.pyc", "models/README.md", ".git/HEAD"):
+        assert ignore.excluded(dropped), dropped
+
+
+def build_context(tmp: Path, model: Path, *, dockerfile_text: str | None = None) -> Path:
+    """A Docker build context as `sam build` sends it: the repository's core and ignore file, with
+    the model under models/ (fixtures export into temporary directories)."""
+    context = tmp / "context"
+    shutil.copytree(ROOT / "lambda_onnx", context / "lambda_onnx", ignore=shutil.ignore_patterns("__pycache__"))
+    (context / "models").mkdir()
+    shutil.copy(model, context / "models" / model.name)
+    shutil.copy(sidecar_path(model), context / "models" / sidecar_path(model).name)
+    shutil.copy(ROOT / ".dockerignore", context / ".dockerignore")
+    (context / "Dockerfile").write_text(dockerfile_text if dockerfile_text is not None else DOCKERFILE.read_text())
+    return context
+
+
+def model_args(model: Path) -> dict[str, str]:
+    return {"MODEL": f"models/{model.name}", "SIDECAR": f"models/{sidecar_path(model).name}"}
+
+
+@pytest.fixture(scope="module")
+def image_python() -> Path:
+    return find_python(IMAGE_PYTHON)
+
+
+@pytest.fixture(scope="module")
+def runtime_dir(tmp_path_factory, image_python) -> Path:
+    """awslambdaric for Python 3.12: the base image's /var/runtime."""
+    return install_runtime_client(tmp_path_factory.mktemp("var-runtime"), python=image_python)
+
+
+def image_emulator(task_root: Path, runtime: Path, python: Path) -> Emulator:
+    """The function as the image runs it: Python 3.12 with only the task root and the runtime
+    client on its path (-S: not even that interpreter's own site-packages), cwd the task root."""
+    return Emulator(None, python=python, python_flags=["-S"], pythonpath=[task_root, runtime], cwd=task_root,
+                    name="image")
+
+
+@pytest.mark.slow
+def test_the_image_task_root_runs_alone_under_python312_without_torch(lite0, tmp_path, image_python, runtime_dir):
+    context = build_context(tmp_path, lite0)
+    task = assemble_task_root(tmp_path / "var-task", context=context, build_args=model_args(lite0), python=image_python)
+    assert task.handler == "lambda_onnx.handler.handler"
+    assert {"model/model.onnx", "model/model.json", "lambda_onnx/handler.py"} <= set(task.copied)
+    top = {p.name for p in task.path.iterdir()}
+    assert not top & {"torch", "torchvision", "export", "local", "tests", "gui"}, top
+
+    with image_emulator(task.path, runtime_dir, image_python) as emulator:
+        backend = EmulatorBackend(emulator, stop_on_close=False)
+        results = [backend.classify(by_name(name).read()) for name in ("chelsea", "coffee")]
+    assert [r.cold_start for r in results] == [True, False]
+    for result, name in zip(results, ("chelsea", "coffee")):
+        assert result.predictions[0].label in by_name(name).expected, result.predictions
+        assert result.model["arch"] == "efficientnet_lite0" and result.model["sha256"]
+
+    probe_env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join([str(task.path), str(runtime_dir)])}
+    torch = subprocess.run([str(image_python), "-S", "-c", "import torch"], cwd=task.path, env=probe_env,
+                           capture_output=True, text=True)
+    assert torch.returncode != 0 and "No module named 'torch'" in torch.stderr
+    where = subprocess.run([str(image_python), "-S", "-c", "import lambda_onnx.handler as h, sys; print('FILE', h.__file__, sys.path)"],
+                           cwd=task.path, env={**probe_env, "MODEL_PATH": str(task.path / "model" / "model.onnx")},
+                           capture_output=True, text=True)
+    assert where.returncode == 0, where.stderr
+    (probe,) = [line for line in where.stdout.splitlines() if line.startswith("FILE ")]
+    assert probe.startswith(f"FILE {task.path}/lambda_onnx/handler.py") and str(ROOT) not in probe
+    model_mb = directory_mb(task.path / "model")
+    print(f"\ntask root {task.size_mb():.0f} MB (model {model_mb:.0f} MB, dependencies and code "
+          f"{task.size_mb() - model_mb:.0f} MB); cold start: handler init {results[0].metrics['init_ms']:.0f} ms, "
+          f"emulator init phase {results[0].extra.get('emulator_init_ms', float('nan')):.0f} ms; "
+          f"warm round trip {results[1].round_trip_ms:.1f} ms")
+
+
+@pytest.mark.slow
+def test_a_file_the_dockerfile_forgets_fails_here(lite0, tmp_path, image_python, runtime_dir):
+    # No sidecar in the image: the build succeeds, the function cannot start, and says why.
+    text = DOCKERFILE.read_text().replace("COPY ${SIDECAR} ${LAMBDA_TASK_ROOT}/model/model.json\n", "")
+    assert text != DOCKERFILE.read_text()
+    context = build_context(tmp_path, lite0, dockerfile_text=text)
+    task = assemble_task_root(tmp_path / "var-task", context=context, build_args=model_args(lite0), python=image_python)
+    with image_emulator(task.path, runtime_dir, image_python) as emulator:
+        with pytest.raises(BackendError) as raised:
+            EmulatorBackend(emulator, stop_on_close=False).classify(by_name("chelsea").read())
+    assert (raised.value.status, raised.value.code) == (500, "model_load_error") and "sidecar not found" in raised.value.message
+
+
+@pytest.mark.slow
+def test_a_package_the_dockerfile_forgets_fails_here(lite0, tmp_path, image_python, runtime_dir):
+    # No core in the image: the build still succeeds (compileall of a missing directory exits 0),
+    # so only running the image shows it, as the Lambda runtime's import error.
+    text = DOCKERFILE.read_text().replace("COPY lambda_onnx/ ${LAMBDA_TASK_ROOT}/lambda_onnx/\n", "")
+    assert text != DOCKERFILE.read_text()
+    context = build_context(tmp_path, lite0, dockerfile_text=text)
+    task = assemble_task_root(tmp_path / "var-task", context=context, build_args=model_args(lite0), python=image_python)
+    with image_emulator(task.path, runtime_dir, image_python) as emulator:
+        with pytest.raises(BackendError) as raised:
+            EmulatorBackend(emulator, stop_on_close=False).classify(by_name("chelsea").read())
+    assert (raised.value.status, raised.value.code) == (502, "function_error")
+    assert "Runtime.ImportModuleError" in raised.value.message and "lambda_onnx" in raised.value.message
+
+
+def test_a_copy_source_outside_the_context_or_ignored_fails(lite0, tmp_path, image_python):
+    context = build_context(tmp_path, lite0)
+    with pytest.raises(DockerfileError, match="no such file"):
+        assemble_task_root(tmp_path / "a", context=context, build_args={"MODEL": "models/absent.onnx"}, python=image_python)
+    (context / "models" / "notes.txt").write_text("not a model")
+    with pytest.raises(DockerfileError, match="dockerignore"):
+        assemble_task_root(tmp_path / "b", context=context, build_args={**model_args(lite0), "SIDECAR": "models/notes.txt"},
+                           python=image_python)
+
+
+@pytest.mark.slow
+def test_the_runtime_requirements_have_wheels_for_arm64_too(tmp_path):
+    # template.yaml offers Architecture=arm64: the image's pip install must find a wheel for each pin.
+    pip_target_install(tmp_path / "arm64", ["-r", str(ROOT / "lambda_onnx" / "requirements.txt")], machine="aarch64")
+    libraries = [p.name for p in (tmp_path / "arm64").rglob("*.so")]
+    assert libraries and any("aarch64" in name for name in libraries), libraries[:5]

@@ -1,0 +1,151 @@
+"""The SAM template, offline: cfn-lint passes (and would catch a mistake), and it says what the
+issue asks for, consistently with the Dockerfile, the sidecar naming and the handler's metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cfnlint.decode import decode
+
+from conftest import ROOT
+from lambda_onnx.sidecar import sidecar_path
+from local.taskroot import parse_dockerfile
+
+TEMPLATE = ROOT / "template.yaml"
+CFN_LINT = Path(sys.executable).parent / "cfn-lint"
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    data, problems = decode(str(TEMPLATE))
+    assert not problems, problems
+    return data
+
+
+def resources_of(template: dict, kind: str) -> dict[str, dict]:
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def lint(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(CFN_LINT), str(path)], capture_output=True, text=True, timeout=120)
+
+
+def test_cfn_lint_passes():
+    out = lint(TEMPLATE)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_cfn_lint_catches_a_broken_copy(tmp_path):
+    broken = tmp_path / "template.yaml"
+    text = TEMPLATE.read_text().replace("      Tracing: Active\n", "      Tracing: Active\n      MemorySizee: 1024\n")
+    broken.write_text(text.replace("RouteKey: POST /classify", "RouteKey: 17\n      Bogus: true"))
+    out = lint(broken)
+    assert out.returncode != 0 and "MemorySizee" in out.stdout and "Bogus" in out.stdout
+
+
+def test_parameters(template):
+    params = template["Parameters"]
+    assert (params["Architecture"]["Default"], params["Architecture"]["AllowedValues"]) == ("x86_64", ["x86_64", "arm64"])
+    assert params["MemorySize"]["Default"] == 3008 and params["Timeout"]["Type"] == "Number"
+    assert params["ModelPrecision"]["AllowedValues"] == ["fp32", "int8"]
+    assert params["ReservedConcurrency"]["Default"] == -1  # -1 = unset
+    assert params["CorsOrigins"]["Default"] == "" and params["CorsOrigins"]["Type"] == "CommaDelimitedList"
+    assert params["FunctionUrlAuthType"]["Default"] == "AWS_IAM"
+    assert set(params["FunctionUrlAuthType"]["AllowedValues"]) == {"AWS_IAM", "NONE", "DISABLED"}
+
+
+def test_function_is_an_image_built_from_the_dockerfile_with_the_chosen_model(template):
+    (function,) = resources_of(template, "AWS::Serverless::Function").values()
+    props, meta = function["Properties"], function["Metadata"]
+    assert props["PackageType"] == "Image" and props["Tracing"] == "Active"
+    assert props["Architectures"] == [{"Ref": "Architecture"}]
+    assert props["MemorySize"] == {"Ref": "MemorySize"} and props["Timeout"] == {"Ref": "Timeout"}
+    assert props["ReservedConcurrentExecutions"] == {"Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"},
+                                                               {"Ref": "AWS::NoValue"}]}
+    assert template["Conditions"]["HasReservedConcurrency"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ReservedConcurrency"}, "-1"]}]}
+    assert props["Environment"]["Variables"]["MODEL_PRECISION"] == {"Ref": "ModelPrecision"}
+    assert (ROOT / meta["Dockerfile"]).is_file() and (ROOT / meta["DockerContext"]).resolve() == ROOT
+
+    dockerfile = parse_dockerfile(ROOT / meta["Dockerfile"])
+    assert dockerfile.base == "public.ecr.aws/lambda/python:3.12" and dockerfile.cmd == ["lambda_onnx.handler.handler"]
+    assert set(meta["DockerBuildArgs"]) == {"MODEL", "SIDECAR"} <= set(dockerfile.args)
+    for key in ("MODEL", "SIDECAR"):
+        lookup = meta["DockerBuildArgs"][key]["Fn::FindInMap"]
+        assert lookup[:2] == ["ModelFiles", {"Ref": "ModelPrecision"}]
+    files = template["Mappings"]["ModelFiles"]
+    assert set(files) == {"fp32", "int8"}
+    for precision, entry in files.items():
+        # the names the export and the quantiser write: <arch>.onnx / <arch>.int8.onnx, sidecar next to it
+        assert entry["Model"].endswith(".int8.onnx" if precision == "int8" else ".onnx")
+        assert entry["Sidecar"] == str(sidecar_path(Path(entry["Model"])))
+    assert files["fp32"]["Model"] == dockerfile.args["MODEL"] and files["fp32"]["Sidecar"] == dockerfile.args["SIDECAR"]
+
+
+def test_role_holds_only_logs_and_tracing(template):
+    (function,) = resources_of(template, "AWS::Serverless::Function").values()
+    assert function["Properties"]["Role"] == {"Fn::GetAtt": ["FunctionRole", "Arn"]} and "Policies" not in function["Properties"]
+    (role,) = resources_of(template, "AWS::IAM::Role").values()
+    assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
+    arns = [arn["Fn::Sub"] for arn in role["Properties"]["ManagedPolicyArns"]]
+    assert arns == ["arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+                    "arn:${AWS::Partition}:iam::aws:policy/AWSXRayDaemonWriteAccess"]
+    assert "Policies" not in role["Properties"]
+    kinds = {r["Type"] for r in template["Resources"].values()}
+    assert not kinds & {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::S3::Bucket", "AWS::S3::BucketPolicy"}
+
+
+def test_http_api_post_classify_with_cors_only_when_origins_are_given(template):
+    (api,) = resources_of(template, "AWS::ApiGatewayV2::Api").values()
+    assert api["Properties"]["ProtocolType"] == "HTTP"
+    cors = api["Properties"]["CorsConfiguration"]["Fn::If"]
+    assert cors[0] == "HasCors" and cors[1]["AllowOrigins"] == {"Ref": "CorsOrigins"} and cors[2] == {"Ref": "AWS::NoValue"}
+    assert template["Conditions"]["HasCors"] == {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "CorsOrigins"}]}, ""]}]}
+    (route,) = resources_of(template, "AWS::ApiGatewayV2::Route").values()
+    assert route["Properties"]["RouteKey"] == "POST /classify"
+    (integration,) = resources_of(template, "AWS::ApiGatewayV2::Integration").values()
+    assert integration["Properties"]["PayloadFormatVersion"] == "2.0" and integration["Properties"]["IntegrationType"] == "AWS_PROXY"
+    (stage,) = resources_of(template, "AWS::ApiGatewayV2::Stage").values()
+    assert stage["Properties"]["StageName"] == "$default" and stage["Properties"]["AutoDeploy"] is True
+    permissions = resources_of(template, "AWS::Lambda::Permission")
+    api_permission = next(p for p in permissions.values() if p["Properties"]["Principal"] == "apigateway.amazonaws.com")
+    assert api_permission["Properties"]["SourceArn"]["Fn::Sub"].endswith("${HttpApi}/*/POST/classify")
+
+
+def test_function_url_is_optional_and_iam_by_default(template):
+    (url,) = resources_of(template, "AWS::Lambda::Url").values()
+    assert url["Condition"] == "HasFunctionUrl" and url["Properties"]["AuthType"] == {"Ref": "FunctionUrlAuthType"}
+    public = [p for p in resources_of(template, "AWS::Lambda::Permission").values() if p["Properties"]["Principal"] == "*"]
+    assert {p["Condition"] for p in public} == {"HasPublicFunctionUrl"}  # only a NONE URL is public
+    assert {p["Properties"]["Action"] for p in public} == {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"}
+
+
+def test_outputs(template):
+    outputs = template["Outputs"]
+    assert outputs["ApiEndpoint"]["Value"]["Fn::Sub"].endswith("/classify")
+    assert outputs["FunctionUrlEndpoint"]["Condition"] == "HasFunctionUrl"
+    assert outputs["FunctionName"]["Value"] == {"Ref": "ClassifierFunction"}
+
+
+def test_dashboard_shows_the_metrics_the_handler_emits(template):
+    (dashboard,) = resources_of(template, "AWS::CloudWatch::Dashboard").values()
+    body = json.loads(re.sub(r"\$\{[^}]+\}", "0", dashboard["Properties"]["DashboardBody"]["Fn::Sub"]))
+    namespace = template["Resources"]["ClassifierFunction"]["Properties"]["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"]
+    shown: dict[str, set[str]] = {}
+    for widget in body["widgets"]:
+        last_namespace = None
+        for metric in widget["properties"]["metrics"]:
+            if metric[0] not in (".", "..."):
+                last_namespace = metric[0]
+            if metric[0] != "..." and len(metric) > 1 and isinstance(metric[1], str):
+                shown.setdefault(last_namespace, set()).add(metric[1])
+    handler_source = (ROOT / "lambda_onnx" / "handler.py").read_text()
+    emitted = set(re.findall(r'add_metric\(name="?(\w+)', handler_source)) | set(re.findall(r'"(\w+Errors)"', handler_source))
+    assert "capture_cold_start_metric=True" in handler_source  # powertools emits "ColdStart"
+    assert shown[namespace] <= emitted | {"ColdStart"} and {"ColdStart", "PeakRss", "HandlerDuration"} <= shown[namespace]
+    assert {"Duration", "Errors", "Throttles", "Invocations"} <= shown["AWS/Lambda"]
+
