@@ -223,7 +223,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         serverless = next((v for v in summary.values() if v.get("kind") == "serverless" and "metrics" in v), None)
         if serverless is None:
             raise gr.Error("the last compare click has no serverless answer")
-        name = function_name or ctx.targets.lambda_function or (serverless.get("model") or {}).get("function_name")
+        name = function_name or ctx.targets.lambda_function or serverless.get("function_name")
         return lookup_markdown(region=ctx.targets.region, function_name=name, request_id=serverless.get("request_id"),
                                trace_id=serverless.get("trace_id"))
 

@@ -127,7 +127,8 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
             out[o.name] = {"kind": o.result.kind, "predictions": o.result.body["predictions"], "metrics": o.result.metrics,
                            "model": o.result.model, "round_trip_ms": o.result.round_trip_ms,
                            "request_bytes": o.result.request_bytes, "response_bytes": o.result.response_bytes,
-                           "request_id": o.result.body.get("request_id"), "trace_id": o.result.body.get("trace_id")}
+                           "request_id": o.result.body.get("request_id"), "trace_id": o.result.body.get("trace_id"),
+                           "function_name": o.result.body.get("function_name")}
     return out
 
 

@@ -14,9 +14,11 @@ Response body (JSON), success::
      "metrics": {"json_parse_ms", "decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms",
                  "handler_ms", "request_bytes", "cold_start", "init_ms", "peak_rss_mb", "memory_mb",
                  "memory_utilisation_pct"},
-     "request_id", "trace_id"}
+     "request_id", "trace_id", "function_name"}
 
-error: ``{"error": code, "message": reason, "status": http_status, "request_id", "trace_id"}``.
+error: ``{"error": code, "message": reason, "status": http_status, "request_id", "trace_id", "function_name"}``.
+``function_name`` is the Lambda function's name (None off Lambda): with the request id it finds the
+request's log group and REPORT line.
 """
 
 from __future__ import annotations
@@ -104,8 +106,9 @@ class Service:
     (the Lambda handler takes it at the top of its module), so ``init_ms`` covers imports too.
     """
 
-    def __init__(self, classifier: Classifier, init_started: float | None = None) -> None:
+    def __init__(self, classifier: Classifier, init_started: float | None = None, function_name: str | None = None) -> None:
         self.classifier = classifier
+        self.function_name = function_name
         now = time.perf_counter()
         self.init_ms = (now - init_started) * 1e3 if init_started is not None else classifier.load_ms
         self.memory_mb = configured_memory_mb()
@@ -132,19 +135,20 @@ class Service:
             parsed = time.perf_counter()
             result = self.classifier.predict(image, k=k)
         except ClassifierError as exc:
-            return exc.status, error_body(exc, request_id, trace_id)
+            return exc.status, error_body(exc, request_id, trace_id, self.function_name)
         except Exception:  # a real fault of ours: logged with its traceback, 500 with the request id
             log.exception("internal error while classifying", extra={"request_id": request_id})
             fault = ClassifierError(f"internal error; quote request id {request_id or 'n/a'}")
-            return 500, error_body(fault, request_id, trace_id)
+            return 500, error_body(fault, request_id, trace_id, self.function_name)
         size = request_bytes if request_bytes is not None else (len(body) if body is not None else len(image))
         return 200, ok_body(result, json_parse_ms=(parsed - start) * 1e3, handler_ms=(time.perf_counter() - start) * 1e3,
                             request_bytes=size, cold_start=cold, init_ms=self.init_ms, memory_mb=self.memory_mb,
-                            request_id=request_id, trace_id=trace_id)
+                            request_id=request_id, trace_id=trace_id, function_name=self.function_name)
 
 
 def ok_body(result: Classification, *, json_parse_ms: float, handler_ms: float, request_bytes: int, cold_start: bool,
-            init_ms: float, memory_mb: int | None, request_id: str, trace_id: str | None) -> dict[str, Any]:
+            init_ms: float, memory_mb: int | None, request_id: str, trace_id: str | None,
+            function_name: str | None = None) -> dict[str, Any]:
     peak = peak_rss_mb()
     t = result.timings
     return {
@@ -167,8 +171,10 @@ def ok_body(result: Classification, *, json_parse_ms: float, handler_ms: float, 
         },
         "request_id": request_id,
         "trace_id": trace_id,
+        "function_name": function_name,
     }
 
 
-def error_body(error: ClassifierError, request_id: str = "", trace_id: str | None = None) -> dict[str, Any]:
-    return {**error.to_dict(), "request_id": request_id, "trace_id": trace_id}
+def error_body(error: ClassifierError, request_id: str = "", trace_id: str | None = None,
+               function_name: str | None = None) -> dict[str, Any]:
+    return {**error.to_dict(), "request_id": request_id, "trace_id": trace_id, "function_name": function_name}

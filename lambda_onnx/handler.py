@@ -38,6 +38,7 @@ MODEL_PATH = Path(os.environ.get("MODEL_PATH", Path(os.environ.get("LAMBDA_TASK_
 # with would serve the wrong model under the wrong name: refuse it at start-up instead.
 EXPECTED_PRECISION = os.environ.get("MODEL_PRECISION") or None
 HEADERS = {"content-type": "application/json"}
+FUNCTION_NAME = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")  # set by Lambda (and the emulator)
 
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ResnetServerless"), service=SERVICE_NAME)
@@ -51,7 +52,7 @@ def _load() -> Service:
             f"the image holds the {classifier.sidecar.precision} model but the function is configured for "
             f"{EXPECTED_PRECISION}: give `sam build` and `sam deploy` the same ModelPrecision"
         )
-    return Service(classifier, init_started=_INIT_STARTED)
+    return Service(classifier, init_started=_INIT_STARTED, function_name=FUNCTION_NAME)
 
 
 try:
@@ -101,7 +102,7 @@ def classify(event: Any, request_id: str, trace_id: str | None) -> tuple[int, di
     """A Lambda event -> (status, JSON body). Pure apart from the model: testable without Lambda."""
     if SERVICE is None:
         assert LOAD_ERROR is not None
-        return LOAD_ERROR.status, error_body(LOAD_ERROR, request_id, trace_id)
+        return LOAD_ERROR.status, error_body(LOAD_ERROR, request_id, trace_id, FUNCTION_NAME)
     try:
         if _is_http_event(event):
             method, body, content_type = _http_request(event)
@@ -111,7 +112,7 @@ def classify(event: Any, request_id: str, trace_id: str | None) -> tuple[int, di
         size = len(json.dumps(event)) if isinstance(event, (dict, list)) else 0
         return SERVICE.respond(payload=event, request_bytes=size, request_id=request_id, trace_id=trace_id)
     except ClassifierError as exc:
-        return exc.status, error_body(exc, request_id, trace_id)
+        return exc.status, error_body(exc, request_id, trace_id, FUNCTION_NAME)
 
 
 @metrics.log_metrics(capture_cold_start_metric=True)
@@ -125,7 +126,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         logger.exception("internal error while handling the event")
         trace_id = os.environ.get("_X_AMZN_TRACE_ID")
         fault = ClassifierError(f"internal error; quote request id {request_id or 'n/a'}")
-        status, body = fault.status, error_body(fault, request_id, trace_id)
+        status, body = fault.status, error_body(fault, request_id, trace_id, FUNCTION_NAME)
     if status == 200:
         m = body["metrics"]
         metrics.add_metric(name="HandlerDuration", unit=MetricUnit.Milliseconds, value=m["handler_ms"])

@@ -294,6 +294,8 @@ class Emulator:
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if not self.alive():
+                for reader in self._readers:  # drain what it said before it died (the readers end at EOF)
+                    reader.join(timeout=2)
                 raise BackendUnavailableError(f"{self.name}: the Lambda emulator exited with code {self._exit_code()} "
                                               f"before it answered:\n{self.stderr_tail()}")
             if self._listening():
