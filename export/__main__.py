@@ -28,8 +28,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="output .onnx path (default: models/<arch>.onnx)")
     parser.add_argument("--opset", type=int, default=OPSET, help="ONNX opset (default: %(default)s)")
     parser.add_argument("--check", type=Path, metavar="MODEL",
-                        help="re-run the parity check of an existing export against PyTorch, and exit")
+                        help="re-run the parity check of an existing export and exit: fp32 against PyTorch; "
+                             "INT8 (<name>.int8.onnx) against its fp32 source and PyTorch")
     parser.add_argument("--list", action="store_true", help="list the model names --arch accepts")
+    int8 = parser.add_argument_group("INT8", "static QDQ quantisation with ONNX Runtime's tools (export/quantize.py)")
+    int8.add_argument("--int8", action="store_true",
+                      help="quantise the fp32 export (--out, default models/<arch>.onnx; exported first if missing) "
+                           "to <name>.int8.onnx with its own sidecar and parity report")
+    int8.add_argument("--calibration-dir", type=Path, metavar="DIR",
+                      help="calibrate on the images under DIR (default: the calibration photos shipped in installed packages)")
+    int8.add_argument("--reduce-range", action="store_true",
+                      help="7-bit weights, for CPUs without VNNI (avoids U8S8 saturation; costs precision elsewhere)")
     return parser
 
 
@@ -52,7 +61,27 @@ class _Progress:
             self.started = None
 
 
+def _check_reusable(fp32: Path, args: argparse.Namespace) -> None:
+    """``--int8`` reuses an existing fp32 export only if it is the model the other options describe."""
+    from lambda_onnx.sidecar import Sidecar, sidecar_path
+
+    meta = Sidecar.load(sidecar_path(fp32))
+    wanted = []
+    if meta.arch != args.arch:
+        wanted.append(f"--arch {args.arch}")
+    if args.random_weights and not (meta.random_weights and meta.seed == args.seed):
+        wanted.append(f"--random-weights --seed {args.seed}")
+    if args.weights and meta.weights != f"file:{args.weights.name}":
+        wanted.append(f"--weights {args.weights}")
+    if wanted:
+        raise ValueError(f"{fp32} holds {meta.label}, not the model {' '.join(wanted)} asks for; "
+                         "delete it or choose another --out")
+
+
 def main(args: argparse.Namespace) -> int:
+    if (args.calibration_dir or args.reduce_range) and not args.int8:
+        print("error: --calibration-dir and --reduce-range only apply with --int8", file=sys.stderr)
+        return 2
     if args.list:
         print("\n".join(registry.classification_models()))
         return 0
@@ -75,10 +104,21 @@ def main(args: argparse.Namespace) -> int:
         from export.pipeline import default_path, export_model
 
         out = args.out or default_path(args.arch)
-        meta = export_model(args.arch, out=out, weights_file=args.weights, random_weights=args.random_weights,
-                            seed=args.seed, pretrained=args.pretrained, opset=args.opset, on_step=progress.step,
-                            on_check=show, download_progress=True)
-        progress.finish()
+        if args.int8 and out.is_file():
+            _check_reusable(out, args)
+            print(f"quantising the existing fp32 export {out}")
+        else:
+            meta = export_model(args.arch, out=out, weights_file=args.weights, random_weights=args.random_weights,
+                                seed=args.seed, pretrained=args.pretrained, opset=args.opset, on_step=progress.step,
+                                on_check=show, download_progress=True)
+            progress.finish()
+        if args.int8:
+            from export.quantize import quantize_model
+
+            meta = quantize_model(out, calibration_dir=args.calibration_dir, reduce_range=args.reduce_range,
+                                  on_step=progress.step, on_check=show)
+            progress.finish()
+            out = out.with_name(meta.onnx_file)
     except ClassifierError as exc:
         progress.finish(ok=False)
         print(f"error: {exc.message}", file=sys.stderr)

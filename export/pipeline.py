@@ -73,7 +73,8 @@ def export_module(built: BuiltModel, out_path: Path, *, opset: int = OPSET,
         chosen = list(photos) if photos is not None else sample_photos.available()
         on_step(f"checking parity against PyTorch on a random batch and {len(chosen)} real photos")
         classifier = Classifier(partial, threads=os.cpu_count() or 1, fast_preprocess=False, warmup=False)
-        report = parity.check_onnx(built.module, classifier, chosen, built.reference_transforms, on_check=on_check)
+        report = parity.check_onnx(built.module, classifier, chosen, built.reference_transforms, on_check=on_check,
+                                   random_weights=built.random_weights)
         meta.parity = report.to_dict()
         report.raise_if_failed()
         meta.save(sidecar_path(out_path))
@@ -115,25 +116,37 @@ def rebuild(meta: Sidecar) -> BuiltModel:
 
 def check_model(model_path: Path, *, on_step: Step = _noop,
                 on_check: Callable[[parity.Check], None] | None = None) -> parity.ParityReport:
-    """Re-run the parity check of an existing fp32 export against a freshly built PyTorch model.
+    """Re-run the parity check of an existing export against a freshly built PyTorch model.
 
+    fp32: the export's report (PyTorch, OpenVINO, fast path). INT8: the quantisation's report,
+    against its fp32 source (found next to it, or where the sidecar says it was) and PyTorch.
     The file's sha256 is checked too but does not stop the check, so a tampered file that
     still matches PyTorch and a consistent file that does not are both reported.
     """
     model_path = Path(model_path)
     meta = load_verified(model_path, verify_sha256=False)
     digest = file_sha256(model_path)
-    on_step(f"rebuilding {meta.arch} ({meta.label}) in PyTorch")
-    built = rebuild(meta)
-    classifier = Classifier(model_path, threads=os.cpu_count() or 1, fast_preprocess=False,
-                            verify_sha256=False, warmup=False)
-    on_step("checking parity against PyTorch")
+    source = None
+    if meta.precision == "int8":
+        from export import quantize
+
+        source = quantize.source_of(model_path, meta)
+        on_step(f"rebuilding {meta.arch} ({meta.label}) in PyTorch; fp32 source {source}")
+        built = rebuild(load_verified(source))
+    else:
+        on_step(f"rebuilding {meta.arch} ({meta.label}) in PyTorch")
+        built = rebuild(meta)
+    on_step("checking parity against PyTorch" + (" and the fp32 source" if source else ""))
     sha = parity.Check("sha256 matches the sidecar", 1, digest == meta.sha256,
                        failures=[] if digest == meta.sha256 else [f"file has {digest[:12]}…, sidecar says {meta.sha256[:12]}…"])
     if on_check:
         on_check(sha)
-    report = parity.check_onnx(built.module, classifier, sample_photos.available(), built.reference_transforms,
-                               on_check=on_check)
+    if source is not None:
+        report = quantize.check(model_path, source, built.module, on_check=on_check)
+    else:
+        classifier = Classifier(model_path, threads=os.cpu_count() or 1, fast_preprocess=False,
+                                verify_sha256=False, warmup=False)
+        report = parity.check_onnx(built.module, classifier, sample_photos.available(), built.reference_transforms,
+                                   on_check=on_check, random_weights=meta.random_weights)
     report.checks.insert(0, sha)
     return report
-

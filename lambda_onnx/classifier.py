@@ -85,17 +85,19 @@ class Classifier:
     """An exported model, verified against its sidecar and loaded once.
 
     ``fast_preprocess`` enables the large-photo fast path (JPEG draft decoding and a reducing
-    resize); it only ever applies to sources at least twice the resize target.
+    resize); it only ever applies to sources at least twice the resize target. ``precision_hint``
+    is OpenVINO's inference precision (see :class:`lambda_onnx.engines.OpenVinoEngine`).
     """
 
     def __init__(self, model_path: str | Path, *, threads: int | None = None, runtime: str = "onnxruntime",
-                 fast_preprocess: bool = True, verify_sha256: bool = True, warmup: bool = True) -> None:
+                 fast_preprocess: bool = True, verify_sha256: bool = True, warmup: bool = True,
+                 precision_hint: str | None = None) -> None:
         start = time.perf_counter()
         self.model_path = Path(model_path)
         self.sidecar: Sidecar = load_verified(self.model_path, verify_sha256=verify_sha256)
         self.threads = threads or default_threads()
         self.engine: Engine = make_engine(runtime, self.model_path, self.sidecar.input_name,
-                                          self.sidecar.output_name, self.threads)
+                                          self.sidecar.output_name, self.threads, precision_hint)
         self.fast_preprocess = fast_preprocess
         size = self.sidecar.preprocessing.crop_size
         if warmup:  # the first run allocates ORT's arenas; pay for it at load, not on a request

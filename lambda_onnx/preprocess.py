@@ -57,8 +57,16 @@ MAX_INTERMEDIATE_PIXELS = 4_000_000
 # resize target, so small images keep the exact reference path.
 FAST_PATH_MIN_RATIO = 2.0
 # JPEG draft decoding keeps at least this multiple of the resize target before the final resize.
+# Measured on the 8 evaluation photos upscaled to 12 MP JPEGs (python -m export's fast-path check),
+# ResNet-50 preprocessing: 2 decodes at 1/4 DCT scale in 16.6 ms with a mean difference from the
+# reference path of 0.2-1.9 levels (8-bit); 4 decodes at 1/2 scale in 22.8 ms with 0.2-0.6 levels;
+# the reference path takes about 80 ms. Re-saving a photo as a q90 JPEG alone moves it 0.5-1.6
+# levels, so the faster setting's difference is of the order of one JPEG re-encode.
+# https://pillow.readthedocs.io/en/stable/reference/Image.html#PIL.Image.Image.draft
 DRAFT_OVERSAMPLE = 2
 # Pillow's reducing_gap: a box reduction first, then the real filter over at least this ratio.
+# It only matters where draft cannot (PNG, WebP, HEIC, ...): on 12 MP RGB images the resize took
+# 7.8 ms with 2.0, 8.8 ms with 3.0 and 25 ms without, the mean difference 0.25, 0.16 and 0 levels.
 # https://pillow.readthedocs.io/en/stable/reference/Image.html#PIL.Image.Image.resize
 REDUCING_GAP = 3.0
 

@@ -8,7 +8,9 @@ INT8 is never judged on the photos it was calibrated on).
 from __future__ import annotations
 
 import importlib.util
+import io
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -76,3 +78,25 @@ def available(photos: tuple[Photo, ...] = EVALUATION) -> list[Photo]:
         except FileNotFoundError:
             continue
     return out
+
+
+# A phone photo is about 12 megapixels (4000x3000); the packages ship none that large.
+PHONE_MEGAPIXELS = 12.0
+
+
+@lru_cache(maxsize=16)
+def upscaled_jpeg(photo: Photo, megapixels: float = PHONE_MEGAPIXELS, quality: int = 90) -> bytes:
+    """``photo`` upscaled (bicubic) to about ``megapixels`` and encoded as a JPEG.
+
+    The stand-in for a large phone photo in the parity report and the benchmark: its content is a
+    real photo's, its size and format a phone's (upscaling makes it smoother than a real one).
+    """
+    from PIL import Image
+
+    with Image.open(photo.path) as image:
+        rgb = image.convert("RGB")
+    scale = (megapixels * 1e6 / (rgb.width * rgb.height)) ** 0.5
+    big = rgb.resize((round(rgb.width * scale), round(rgb.height * scale)), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    big.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()

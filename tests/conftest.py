@@ -59,3 +59,37 @@ def run_module(*args: str, env: dict[str, str] | None = None, timeout: float = 6
 
     return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def lite0_int8(lite0: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """EfficientNet-Lite0 quantised to INT8 (QDQ), calibrated on the package CALIBRATION photos.
+
+    Written to its own directory, so the fp32 fixture's directory keeps only its own two files.
+    """
+    from export.quantize import quantize_model
+
+    path = tmp_path_factory.mktemp("lite0_int8") / "efficientnet_lite0.int8.onnx"
+    quantize_model(lite0, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def resnet_int8(resnet_random: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The random-weight ResNet-50 quantised to INT8: checked numerically only."""
+    from export.quantize import quantize_model
+
+    path = tmp_path_factory.mktemp("resnet_int8") / "resnet50.int8.onnx"
+    quantize_model(resnet_random, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def lite0_emulator(lite0: Path):
+    """The real Lambda emulator running the handler with the real-weights EfficientNet-Lite0,
+    started once. Its first invoke is a cold start; tests that need one call ``restart()``."""
+    from local.emulator import Emulator
+
+    emulator = Emulator(lite0, memory_mb=3008, name="lite0-emulator").start()
+    yield emulator
+    emulator.stop()

@@ -1,0 +1,102 @@
+"""``python -m local bench``: with tiny counts, it writes complete, well-formed Markdown, JSON and PNG.
+
+No timing is asserted: only that every measurement the issue lists is there and sane.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_module
+from local.bench import BATCH, installed_size
+
+SECTIONS = ("## Inference", "## Threads", "## Cold start", "## Preprocessing", "## Runtime payload",
+            "## Emulator vs in-process", "## Top-1 agreement", "## Targets")
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory, lite0, lite0_int8):
+    out = tmp_path_factory.mktemp("bench")
+    result = run_module("local", "bench", "--quick", "--model", str(lite0), "--int8", str(lite0_int8),
+                        "--accuracy-model", str(lite0), "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out, result.stdout
+
+
+def test_cli_prints_progress_ratios_targets_and_the_fastest(bench):
+    _, stdout = bench
+    assert "[ 1]" in stdout and "cold start 1/1: pytorch handler fp32" in stdout  # progress lines
+    assert "× PyTorch eager" in stdout and "targets:" in stdout
+    assert "fastest here: " in stdout and "wrote " in stdout
+
+
+def test_json_has_every_measurement(bench, lite0_int8):
+    out, _ = bench
+    data = json.loads((out / "bench.json").read_text())
+    assert data["machine"]["cpu"] and data["machine"]["torch_build"] and data["machine"]["default_threads"] >= 1
+    names = [r["name"] for r in data["inference"]]
+    assert names[:3] == ["pytorch eager fp32", "onnxruntime fp32", "onnxruntime int8"]
+    assert {"openvino fp32", "openvino int8"} <= {" ".join(n.split()[:2]) for n in names}
+    assert any("default hint" in n for n in names) and any("f32 hint" in n for n in names)
+    for r in data["inference"]:
+        assert 0 < r["median_ms"] <= r["p90_ms"] and r["batch_images_per_s"] > 0 and r["vs_pytorch"] > 0
+        assert r["floor_fraction"] > 0 and r["threads"] >= 1
+    assert [(r["precision"], r["threads"]) for r in data["threads"] if r["chosen"]]
+    assert [c["handler"] for c in data["cold_start"]] == ["pytorch handler fp32", "onnx handler fp32", "onnx handler int8"]
+    for c in data["cold_start"]:
+        assert c["median_ms"] > c["first_invoke_ms"] > 0 and 20 < c["peak_rss_mb"] < 4000 and c["top1"]
+    assert "build" in data["cold_start"][0]["build"] and data["cold_start"][0]["module"] == "local.torch_handler"
+    pre = {(p["image"], p["fast_allowed"]): p for p in data["preprocess"]}
+    assert pre[("12 MP JPEG", True)]["fast_path"] and not pre[("12 MP JPEG", False)]["fast_path"]
+    assert pre[("0.3 MP JPEG", True)]["width"] * pre[("0.3 MP JPEG", True)]["height"] < 0.4e6
+    floor = data["floor"]
+    assert floor["gflop_per_image"] > 0.1 and floor["gemm_best_gflops"] > 0
+    assert floor["int8_floor_ms"] == pytest.approx(floor["fp32_floor_ms"] / 4)
+    payload = {(p["runtime"], p["precision"]): p for p in data["payload"]}
+    assert set(payload) == {(r, p) for r in ("onnxruntime", "openvino") for p in ("fp32", "int8")}
+    assert payload[("onnxruntime", "int8")]["model_mb"] < payload[("onnxruntime", "fp32")]["model_mb"]
+    assert payload[("onnxruntime", "int8")]["packages_mb"] > 20  # onnxruntime alone is tens of MB
+    assert data["emulator"]["measured"] in (True, False) and (data["emulator"]["measured"] or data["emulator"]["reason"])
+    assert data["accuracy"]["measured"] and {v["name"] for v in data["accuracy"]["variants"]} >= {"onnxruntime int8"}
+    assert len(data["targets"]) == 11 and all(t["met"] in (True, False, None) for t in data["targets"])
+    assert data["fastest"] and data["config"]["batch"] == BATCH
+
+
+def test_markdown_has_every_section_and_row(bench):
+    out, _ = bench
+    text = (out / "bench.md").read_text()
+    for section in SECTIONS:
+        assert section in text, section
+    data = json.loads((out / "bench.json").read_text())
+    for r in data["inference"]:
+        assert f"| {r['name']} |" in text
+    table_rows = [line for line in text.splitlines() if line.startswith("|")]
+    assert all(line.count("|") == table_rows_width(line, text) for line in table_rows)
+    assert "Fastest runtime × precision here" in text and "Machine:" in text
+
+
+def table_rows_width(line: str, text: str) -> int:
+    """Every row of a table has as many cells as its header."""
+    lines = text.splitlines()
+    i = lines.index(line)
+    while i > 0 and lines[i - 1].startswith("|"):
+        i -= 1
+    return lines[i].count("|")
+
+
+def test_png_is_a_chart(bench):
+    out, _ = bench
+    data = (out / "bench.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    from PIL import Image
+
+    with Image.open(out / "bench.png") as image:
+        assert image.width > 1000 and image.height > 400
+
+
+def test_installed_size_follows_dependencies():
+    total, packages = installed_size(["onnxruntime"])
+    assert "onnxruntime" in packages and "numpy" in packages  # numpy is a dependency of onnxruntime
+    assert total == sum(packages.values()) > packages["onnxruntime"] > 10e6
