@@ -100,7 +100,17 @@ def configured_memory_mb() -> int | None:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports ru_maxrss in KiB)."""
+    """Peak resident set size of this process's own memory so far.
+
+    ``VmHWM`` rather than ``ru_maxrss``: Linux carries ru_maxrss across ``exec``, so a process
+    started from a large parent would report the parent's peak (``man 2 getrusage``).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

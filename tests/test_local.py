@@ -52,6 +52,14 @@ def test_cli_predict_end_to_end(lite0):
     assert "inference" in out.stdout and "RANDOM" not in out.stdout
 
 
+def test_cli_predict_sample_photos_by_name(lite0):
+    out = run_module("local", "predict", "--sample", "coffee", "--sample", "lion", "--model", str(lite0), "--json")
+    assert out.returncode == 0, out.stderr
+    assert [r["result"]["predictions"][0]["label"] for r in json.loads(out.stdout)["results"]] == ["espresso", "lion"]
+    unknown = run_module("local", "predict", "--sample", "unicorn", "--model", str(lite0))
+    assert unknown.returncode == 2 and "no sample photo named 'unicorn'" in unknown.stderr
+
+
 def test_cli_predict_json(lite0):
     paths = [str(by_name(n).path) for n in ("coffee", "china")]
     out = run_module("local", "predict", *paths, "--model", str(lite0), "--json")

@@ -13,7 +13,9 @@ from local.commands import RANDOM_WEIGHTS_BANNER, add_model_args, load_classifie
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("predict", help="classify image files with the local ONNX Runtime runner")
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE")
+    parser.add_argument("--sample", action="append", default=[], metavar="NAME",
+                        help="a sample photo shipped in an installed package, by name (e.g. chelsea, coffee; repeatable)")
     add_model_args(parser)
     parser.add_argument("--top-k", type=int, default=5, help="how many classes to show (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -32,6 +34,16 @@ def _format(path: Path, result) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from local import photos
+
+    try:
+        args.images = list(args.images) + [photos.by_name(name).path for name in args.sample]
+    except (KeyError, FileNotFoundError) as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    if not args.images:
+        print("error: give at least one IMAGE or --sample NAME", file=sys.stderr)
+        return 2
     try:
         classifier = load_classifier(args)
     except ClassifierError as exc:
