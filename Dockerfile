@@ -25,4 +25,11 @@ COPY lambda_onnx/ ${LAMBDA_TASK_ROOT}/lambda_onnx/
 # now (pip already did for the dependencies) or every cold start compiles the handler again.
 RUN python -m compileall -q "${LAMBDA_TASK_ROOT}/lambda_onnx"
 
+# Check the model against its sidecar (size and sha256) once, here: a wrong pair fails the build.
+# The image cannot change afterwards, so the cold start only checks the size (hashing 100 MB would
+# cost ~150 ms of every cold start).
+WORKDIR ${LAMBDA_TASK_ROOT}
+RUN python -m lambda_onnx.verify "${LAMBDA_TASK_ROOT}/model/model.onnx"
+ENV MODEL_VERIFY=size
+
 CMD ["lambda_onnx.handler.handler"]

@@ -37,6 +37,9 @@ MODEL_PATH = Path(os.environ.get("MODEL_PATH", Path(os.environ.get("LAMBDA_TASK_
 # image at `sam build` time, so a stack deployed with another ModelPrecision than it was built
 # with would serve the wrong model under the wrong name: refuse it at start-up instead.
 EXPECTED_PRECISION = os.environ.get("MODEL_PRECISION") or None
+# The image verifies the model's sha256 once, at build time (Dockerfile), and sets MODEL_VERIFY=size:
+# a cold start then only checks the size. Anywhere else the full hash is checked at start-up.
+VERIFY_SHA256 = os.environ.get("MODEL_VERIFY", "sha256") != "size"
 HEADERS = {"content-type": "application/json"}
 FUNCTION_NAME = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")  # set by Lambda (and the emulator)
 
@@ -46,7 +49,7 @@ metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Resn
 
 def _load() -> Service:
     """The model behind the contract, or a ModelLoadError with a one-line reason."""
-    classifier = Classifier(MODEL_PATH)
+    classifier = Classifier(MODEL_PATH, verify_sha256=VERIFY_SHA256)
     if EXPECTED_PRECISION and classifier.sidecar.precision != EXPECTED_PRECISION:
         raise ModelLoadError(
             f"the image holds the {classifier.sidecar.precision} model but the function is configured for "

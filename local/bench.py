@@ -408,7 +408,9 @@ def measure_cold_starts(fp32: Path, int8: Path, config: BenchConfig, on_step: St
         on_step("PyTorch is not installed: its handler's cold start is not measured")
     for path in (fp32, int8):
         precision = Sidecar.load(sidecar_path(path)).precision
-        handlers.append((f"onnx handler {precision}", "lambda_onnx.handler", {"MODEL_PATH": str(Path(path).resolve())},
+        # MODEL_VERIFY=size as in the image, which verified the model's sha256 when it was built.
+        handlers.append((f"onnx handler {precision}", "lambda_onnx.handler",
+                         {"MODEL_PATH": str(Path(path).resolve()), "MODEL_VERIFY": "size"},
                          f"onnxruntime {importlib.metadata.version('onnxruntime')}"))
     rows = []
     for name, module, env, build in handlers:

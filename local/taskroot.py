@@ -1,7 +1,7 @@
 """The Lambda container image without Docker: its task root, assembled the way the Dockerfile says.
 
 :func:`assemble_task_root` reads the ``Dockerfile`` (its ``ARG``, ``COPY``, ``RUN pip install`` and
-``RUN python -m compileall`` lines, in order), honours ``.dockerignore``, and builds ``/var/task`` in a
+``RUN python -m ...``, ``ENV`` and ``WORKDIR`` lines, in order), honours ``.dockerignore``, and builds ``/var/task`` in a
 directory: the files the image would hold, the runtime requirements installed for the image's
 Python (3.12) and platform with ``pip install --target``, byte-compiled by that Python. :func:`install_runtime_client` puts ``awslambdaric`` in a second
 directory, standing in for the base image's ``/var/runtime``. Run the handler from those two
@@ -43,7 +43,7 @@ class Dockerfile:
 
     base: str
     args: dict[str, str]  # ARG defaults
-    steps: list[tuple[str, list[str]]]  # ("COPY" | "RUN", words) in order, variables not yet expanded
+    steps: list[tuple[str, list[str]]]  # ("COPY" | "RUN" | "ENV" | "WORKDIR", words) in order, not yet expanded
     cmd: list[str] = field(default_factory=list)
 
 
@@ -76,7 +76,7 @@ def parse_dockerfile(path: Path) -> Dockerfile:
         elif keyword == "ARG":
             name, _, default = rest.partition("=")
             args[name.strip()] = default.strip().strip('"')
-        elif keyword in ("COPY", "RUN"):
+        elif keyword in ("COPY", "RUN", "ENV", "WORKDIR"):
             steps.append((keyword, shlex.split(rest)))
         elif keyword == "CMD":
             cmd = json.loads(rest)
@@ -147,6 +147,7 @@ class TaskRoot:
     path: Path
     handler: str  # the image's CMD
     copied: list[str]  # files copied from the build context (relative to the task root)
+    env: dict[str, str] = field(default_factory=dict)  # the image's ENV instructions: the function sees them
 
     def size_mb(self) -> float:
         return directory_mb(self.path)
@@ -218,7 +219,8 @@ def assemble_task_root(root: Path, *, context: Path = ROOT, dockerfile: Path | N
     ``context`` is the build context (the repository root for ``sam build``); ``build_args``
     override ARG defaults like ``--build-arg``; ``python`` is the image's interpreter (found if not
     given), which byte-compiles as it would in the image. Only ``COPY`` into the task root,
-    ``RUN pip install ... --target $LAMBDA_TASK_ROOT -r FILE`` and ``RUN python -m compileall`` are
+    ``RUN pip install ... --target $LAMBDA_TASK_ROOT -r FILE``, ``RUN python -m MODULE`` (run by the
+    image's Python in the task root), ``ENV KEY=VALUE`` and ``WORKDIR $LAMBDA_TASK_ROOT`` are
     reproduced; anything else raises :class:`DockerfileError` rather than being silently skipped.
     """
     context, root = Path(context).resolve(), Path(root).resolve()
@@ -234,15 +236,27 @@ def assemble_task_root(root: Path, *, context: Path = ROOT, dockerfile: Path | N
         return root / path.relative_to(task_root)
 
     python = python or find_python(IMAGE_PYTHON)
-    steps = [(keyword, [expand(word, variables) for word in words]) for keyword, words in spec.steps]
-    for keyword, words in steps:  # every source is in the context before anything slow runs
+    for keyword, words in spec.steps:  # every source is in the context before anything slow runs
         if keyword == "COPY":
             for source in words[:-1]:
-                _sources(context, ignore, source)
+                _sources(context, ignore, expand(source, variables))
     root.mkdir(parents=True, exist_ok=True)
     copied: list[str] = []
-    for keyword, words in steps:
-        if keyword == "COPY":
+    env: dict[str, str] = {}
+    workdir = None
+    for keyword, raw_words in spec.steps:
+        words = [expand(word, variables) for word in raw_words]
+        if keyword == "ENV":  # KEY=VALUE pairs: for the function, and for the instructions after it
+            for word in words:
+                key, sep, value = word.partition("=")
+                if not sep:
+                    raise DockerfileError(f"ENV {' '.join(words)}: only the KEY=VALUE form is reproduced here")
+                env[key], variables[key] = value, value
+        elif keyword == "WORKDIR":
+            if PurePosixPath(words[0]) != task_root:
+                raise DockerfileError(f"WORKDIR {words[0]}: only the task root {task_root} is reproduced here")
+            workdir = root
+        elif keyword == "COPY":
             if any(word.startswith("--") for word in words):
                 raise DockerfileError(f"COPY {' '.join(words)}: flags are not reproduced here")
             *sources, destination = words
@@ -251,9 +265,21 @@ def assemble_task_root(root: Path, *, context: Path = ROOT, dockerfile: Path | N
                 copied += _copy(context, ignore, source, local(destination), into_dir, root)
         elif words[:3] == ["python", "-m", "compileall"]:
             _compileall(python, [word if word.startswith("-") else str(local(word)) for word in words[3:] if word != "-q"])
+        elif words[:2] == ["python", "-m"]:
+            if workdir is None:
+                raise DockerfileError(f"RUN {' '.join(words)}: needs WORKDIR {task_root} before it (python -m imports from the cwd)")
+            _run_module(python, [str(local(w)) if w.startswith(str(task_root)) else w for w in words[2:]], workdir, env)
         else:
             _run_pip(words, local, python, machine)
-    return TaskRoot(root, spec.cmd[0] if spec.cmd else "", copied)
+    return TaskRoot(root, spec.cmd[0] if spec.cmd else "", copied, env)
+
+
+def _run_module(python: Path, arguments: list[str], cwd: Path, env: dict[str, str]) -> None:
+    """``RUN python -m MODULE ...`` with the image's Python in the task root: a failure fails the build."""
+    result = subprocess.run([str(python), "-m", *arguments], cwd=cwd, capture_output=True, text=True,
+                            env={"PATH": os.environ["PATH"], **env})
+    if result.returncode != 0:
+        raise DockerfileError(f"RUN python -m {' '.join(arguments)} failed:\n{(result.stdout + result.stderr)[-2000:]}")
 
 
 def _run_pip(words: list[str], local, python: Path, machine: str | None) -> None:

@@ -94,11 +94,12 @@ def runtime_dir(tmp_path_factory, image_python) -> Path:
     return install_runtime_client(tmp_path_factory.mktemp("var-runtime"), python=image_python)
 
 
-def image_emulator(task_root: Path, runtime: Path, python: Path) -> Emulator:
+def image_emulator(task, runtime: Path, python: Path) -> Emulator:
     """The function as the image runs it: Python 3.12 with only the task root and the runtime
-    client on its path (-S: not even that interpreter's own site-packages), cwd the task root."""
-    return Emulator(None, python=python, python_flags=["-S"], pythonpath=[task_root, runtime], cwd=task_root,
-                    name="image")
+    client on its path (-S: not even that interpreter's own site-packages), cwd the task root,
+    and the image's ENV."""
+    return Emulator(None, python=python, python_flags=["-S"], pythonpath=[task.path, runtime], cwd=task.path,
+                    env=task.env, name="image")
 
 
 @pytest.mark.slow
@@ -106,11 +107,12 @@ def test_the_image_task_root_runs_alone_under_python312_without_torch(lite0, tmp
     context = build_context(tmp_path, lite0)
     task = assemble_task_root(tmp_path / "var-task", context=context, build_args=model_args(lite0), python=image_python)
     assert task.handler == "lambda_onnx.handler.handler"
+    assert task.env == {"MODEL_VERIFY": "size"}  # verified at build time, so the cold start hashes nothing
     assert {"model/model.onnx", "model/model.json", "lambda_onnx/handler.py"} <= set(task.copied)
     top = {p.name for p in task.path.iterdir()}
     assert not top & {"torch", "torchvision", "export", "local", "tests", "gui"}, top
 
-    with image_emulator(task.path, runtime_dir, image_python) as emulator:
+    with image_emulator(task, runtime_dir, image_python) as emulator:
         backend = EmulatorBackend(emulator, stop_on_close=False)
         results = [backend.classify(by_name(name).read()) for name in ("chelsea", "coffee")]
     assert [r.cold_start for r in results] == [True, False]
@@ -136,31 +138,24 @@ def test_the_image_task_root_runs_alone_under_python312_without_torch(lite0, tmp
 
 
 @pytest.mark.slow
-def test_a_file_the_dockerfile_forgets_fails_here(lite0, tmp_path, image_python, runtime_dir):
-    # No sidecar in the image: the build succeeds, the function cannot start, and says why.
+def test_a_file_the_dockerfile_forgets_fails_here(lite0, tmp_path, image_python):
+    # No sidecar in the image: the build's verification step fails, and says why.
     text = DOCKERFILE.read_text().replace("COPY ${SIDECAR} ${LAMBDA_TASK_ROOT}/model/model.json\n", "")
     assert text != DOCKERFILE.read_text()
     context = build_context(tmp_path, lite0, dockerfile_text=text)
-    task = assemble_task_root(tmp_path / "var-task", context=context, build_args=model_args(lite0), python=image_python)
-    with image_emulator(task.path, runtime_dir, image_python) as emulator:
-        with pytest.raises(BackendError) as raised:
-            EmulatorBackend(emulator, stop_on_close=False).classify(by_name("chelsea").read())
-    assert (raised.value.status, raised.value.code) == (500, "model_load_error") and "sidecar not found" in raised.value.message
+    with pytest.raises(DockerfileError, match="sidecar not found"):
+        assemble_task_root(tmp_path / "var-task", context=context, build_args=model_args(lite0), python=image_python)
 
 
 @pytest.mark.slow
-def test_a_package_the_dockerfile_forgets_fails_here(lite0, tmp_path, image_python, runtime_dir):
-    # No core in the image: the build still succeeds (compileall of a missing directory exits 0),
-    # so only running the image shows it, as the Lambda runtime's import error.
+def test_a_package_the_dockerfile_forgets_fails_here(lite0, tmp_path, image_python):
+    # No core in the image: compileall of a missing directory exits 0, but the verification step
+    # imports the core with the image's Python, so the build fails there.
     text = DOCKERFILE.read_text().replace("COPY lambda_onnx/ ${LAMBDA_TASK_ROOT}/lambda_onnx/\n", "")
     assert text != DOCKERFILE.read_text()
     context = build_context(tmp_path, lite0, dockerfile_text=text)
-    task = assemble_task_root(tmp_path / "var-task", context=context, build_args=model_args(lite0), python=image_python)
-    with image_emulator(task.path, runtime_dir, image_python) as emulator:
-        with pytest.raises(BackendError) as raised:
-            EmulatorBackend(emulator, stop_on_close=False).classify(by_name("chelsea").read())
-    assert (raised.value.status, raised.value.code) == (502, "function_error")
-    assert "Runtime.ImportModuleError" in raised.value.message and "lambda_onnx" in raised.value.message
+    with pytest.raises(DockerfileError, match="No module named lambda_onnx"):
+        assemble_task_root(tmp_path / "var-task", context=context, build_args=model_args(lite0), python=image_python)
 
 
 def test_a_copy_source_outside_the_context_or_ignored_fails(lite0, tmp_path, image_python):
@@ -179,3 +174,13 @@ def test_the_runtime_requirements_have_wheels_for_arm64_too(tmp_path):
     pip_target_install(tmp_path / "arm64", ["-r", str(ROOT / "lambda_onnx" / "requirements.txt")], machine="aarch64")
     libraries = [p.name for p in (tmp_path / "arm64").rglob("*.so")]
     assert libraries and any("aarch64" in name for name in libraries), libraries[:5]
+
+
+@pytest.mark.slow
+def test_a_model_that_does_not_match_its_sidecar_fails_the_build(lite0, resnet_random, tmp_path, image_python):
+    """The image verifies model and sidecar (size and sha256) at build time, not at each cold start."""
+    context = build_context(tmp_path, lite0)
+    shutil.copy(resnet_random.with_suffix(".json"), context / "models" / "other.json")
+    with pytest.raises(DockerfileError, match="lambda_onnx.verify .* failed(.|\\n)*sidecar expects"):
+        assemble_task_root(tmp_path / "var-task", context=context,
+                           build_args={**model_args(lite0), "SIDECAR": "models/other.json"}, python=image_python)
