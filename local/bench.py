@@ -119,9 +119,27 @@ class BenchReport:
     accuracy: dict[str, Any] = field(default_factory=dict)
     targets: list[dict[str, Any]] = field(default_factory=list)
     fastest: str = ""
+    # The fastest parity-checked runtime x precision, for `local serve --runtime auto`.
+    fastest_choice: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def load_fastest(path: Path = DEFAULT_OUT / "bench.json") -> dict[str, Any] | None:
+    """The fastest runtime x precision a benchmark measured on THIS machine, or None.
+
+    A result from another CPU (a copied file) is ignored: the choice is only valid where measured.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    here, there = cpu_identity(), data.get("machine", {})
+    choice = data.get("fastest_choice") or None
+    if not choice or any(there.get(key) != value for key, value in here.items()):
+        return None
+    return {**choice, "measured": data.get("created", "")}
 
 
 def _noop(_: str) -> None:
@@ -131,22 +149,31 @@ def _noop(_: str) -> None:
 # --- the machine --------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    """CPU model and the instruction sets that decide fp32/bf16/int8 speed, memory, versions."""
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "cpus": os.cpu_count(), "available_cpus": available_cpus(), "default_threads": default_threads(),
-                            "load_average_before": _load()}
+def cpu_identity() -> dict[str, Any]:
+    """What makes a speed measurement valid elsewhere: CPU model, count and relevant instruction sets."""
+    info: dict[str, Any] = {"cpus": os.cpu_count()}
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
         info["cpu"] = re.search(r"model name\s*:\s*(.*)", cpuinfo).group(1).strip()
         flags = set(re.search(r"flags\s*:\s*(.*)", cpuinfo).group(1).split())
         info["isa"] = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
                        if f in flags]
-        info["vnni"] = bool({"avx512_vnni", "avx_vnni"} & flags)
+    except (OSError, AttributeError):
+        info["cpu"], info["isa"] = platform.processor() or "unknown", []
+    return info
+
+
+def machine() -> dict[str, Any]:
+    """CPU model and the instruction sets that decide fp32/bf16/int8 speed, memory, versions."""
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(), **cpu_identity(),
+                            "available_cpus": available_cpus(), "default_threads": default_threads(),
+                            "load_average_before": _load()}
+    info["vnni"] = bool({"avx512_vnni", "avx_vnni"} & set(info["isa"]))
+    try:
         mem = re.search(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text())
         info["memory_gb"] = round(int(mem.group(1)) / 2**20, 1) if mem else None
-    except (OSError, AttributeError):
-        info.setdefault("cpu", platform.processor() or "unknown")
+    except OSError:
+        info["memory_gb"] = None
     for package in ("onnxruntime", "openvino", "torch", "numpy", "pillow"):
         try:
             info.setdefault("versions", {})[package] = importlib.metadata.version(package)
@@ -733,6 +760,7 @@ def run_bench(config: BenchConfig, on_step: Step = _noop) -> BenchReport:
         checked = [r for r in candidates if r.computes_in in ("fp32", "int8")]
         best, overall = min(checked or candidates, key=lambda r: r.median_ms), min(candidates, key=lambda r: r.median_ms)
         report.fastest = f"{best.name}: {best.median_ms:.1f} ms batch-1 median on this machine"
+        report.fastest_choice = {"runtime": best.runtime, "precision": best.precision, "median_ms": round(best.median_ms, 2)}
         if overall is not best:
             report.fastest += f" (opt-in {overall.name}: {overall.median_ms:.1f} ms)"
     report.targets = evaluate_targets(report)

@@ -110,6 +110,26 @@ async def _read_body(request: Request, timeout_s: float) -> bytes:
     return b"".join(chunks)
 
 
+def resolve_auto(model: Path, runtime: str, model_given: bool, bench_json: Path | None = None) -> tuple[Path, str, str]:
+    """``(model, runtime, why)``: ``runtime="auto"`` becomes the fastest parity-checked runtime x
+    precision that ``python -m local bench`` measured on this machine (ONNX Runtime without one)."""
+    if runtime != "auto":
+        return model, runtime, ""
+    from local.bench import DEFAULT_OUT, load_fastest
+
+    choice = load_fastest(bench_json or DEFAULT_OUT / "bench.json")
+    if choice is None:
+        return model, "onnxruntime", "no benchmark of this machine yet (`python -m local bench` picks the fastest)"
+    why = f"the fastest here: {choice['runtime']} {choice['precision']}, {choice['median_ms']} ms (bench of {choice['measured']})"
+    if choice["precision"] == "int8" and not model_given:
+        int8 = model.with_name(f"{model.stem}.int8.onnx")
+        if int8.is_file():
+            model = int8
+        else:
+            why += f"; {int8} is not exported (`python -m export --int8`), so serving {model}"
+    return model, choice["runtime"], why
+
+
 def create_app(config: ServeConfig | None = None, service: Service | None = None) -> Starlette:
     """The ASGI app. Loads the model now, so a bad model fails at start-up, not on a request."""
     config = config or ServeConfig.from_env()

@@ -62,6 +62,35 @@ def test_json_has_every_measurement(bench, lite0_int8):
     assert data["accuracy"]["measured"] and {v["name"] for v in data["accuracy"]["variants"]} >= {"onnxruntime int8"}
     assert len(data["targets"]) == 11 and all(t["met"] in (True, False, None) for t in data["targets"])
     assert data["fastest"] and data["config"]["batch"] == BATCH
+    fastest = data["fastest_choice"]
+    assert fastest["runtime"] in ("onnxruntime", "openvino") and fastest["precision"] in ("fp32", "int8")
+    assert fastest["median_ms"] == pytest.approx(min(r["median_ms"] for r in data["inference"]
+                                                     if r["runtime"] != "pytorch" and r["computes_in"] in ("fp32", "int8")), abs=0.01)
+
+
+def test_local_serve_auto_runtime_follows_this_machines_benchmark(bench, lite0, lite0_int8, tmp_path):
+    """`local serve --runtime auto` takes the fastest the benchmark measured here, never another machine's."""
+    import shutil
+
+    from lambda_onnx.sidecar import sidecar_path
+    from local.serve import resolve_auto
+
+    out, _ = bench
+    fastest = json.loads((out / "bench.json").read_text())["fastest_choice"]
+    models = tmp_path / "models"
+    models.mkdir()
+    for path in (lite0, lite0_int8):
+        shutil.copy(path, models / path.name)
+        shutil.copy(sidecar_path(path), models / sidecar_path(path).name)
+    model, runtime, why = resolve_auto(models / lite0.name, "auto", model_given=False, bench_json=out / "bench.json")
+    assert runtime == fastest["runtime"] and "the fastest here" in why
+    assert model.name == (lite0_int8.name if fastest["precision"] == "int8" else lite0.name)
+    assert resolve_auto(models / lite0.name, "openvino", model_given=False)[1:] == ("openvino", "")
+    elsewhere = json.loads((out / "bench.json").read_text())
+    elsewhere["machine"]["cpu"] = "Some Other CPU"
+    (tmp_path / "other.json").write_text(json.dumps(elsewhere))
+    assert resolve_auto(models / lite0.name, "auto", model_given=False, bench_json=tmp_path / "other.json")[:2] == (
+        models / lite0.name, "onnxruntime")
 
 
 def test_markdown_has_every_section_and_row(bench):

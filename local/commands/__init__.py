@@ -14,10 +14,16 @@ from lambda_onnx.engines import RUNTIMES
 DEFAULT_MODEL = Path("models/resnet50.onnx")
 
 
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """The options every command that loads a model shares."""
+def add_model_args(parser: argparse.ArgumentParser, *, auto_runtime: bool = False) -> None:
+    """The options every command that loads a model shares; ``auto_runtime`` adds ``--runtime auto``
+    (the fastest runtime x precision the benchmark measured on this machine)."""
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="exported .onnx (default: %(default)s)")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime", help="inference runtime (default: %(default)s)")
+    if auto_runtime:
+        parser.add_argument("--runtime", choices=("auto", *RUNTIMES), default="auto",
+                            help="inference runtime; auto: the fastest that `python -m local bench` measured on this "
+                                 "machine, with its precision's model if --model is not given (default: %(default)s)")
+    else:
+        parser.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime", help="inference runtime (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None,
                         help="inference threads (default: one per CPU this process may use)")
     parser.add_argument("--exact-preprocess", action="store_true",

@@ -11,7 +11,7 @@ from local.commands import RANDOM_WEIGHTS_BANNER, add_model_args
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="serve POST /classify over HTTP (same contract as the Lambda function)")
-    add_model_args(parser)
+    add_model_args(parser, auto_runtime=True)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes, each with its own model (default: %(default)s)")
@@ -27,9 +27,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from local.serve import ServeConfig, create_app, run as serve
+    from local.commands import DEFAULT_MODEL
+    from local.serve import ServeConfig, create_app, resolve_auto, run as serve
 
-    config = ServeConfig(model=str(args.model), runtime=args.runtime, threads=args.threads,
+    model, runtime, why = resolve_auto(args.model, args.runtime, model_given=args.model != DEFAULT_MODEL)
+    if why:
+        print(f"runtime auto: {why}", flush=True)
+    config = ServeConfig(model=str(model), runtime=runtime, threads=args.threads,
                          fast_preprocess=not args.exact_preprocess, max_concurrency=args.max_concurrency,
                          max_queue=args.max_queue, cors_origins=args.cors_origin, workers=args.workers,
                          body_timeout_s=args.body_timeout)
