@@ -157,8 +157,10 @@ def decode(data: bytes, params: Preprocessing | None = None, fast: bool = False,
                 target = params.resize_size * DRAFT_OVERSAMPLE
                 image.draft("RGB", (target, target))
                 drafted = image.size != (width, height)
-            if getattr(image, "n_frames", 1) > 1:
-                image.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
+            # Animated GIF/WebP, multi-page TIFF: the first frame. ``is_animated`` looks one frame
+            # ahead; ``n_frames`` would parse every frame (a 4 MB GIF can declare 100,000 of them).
+            if getattr(image, "is_animated", False):
+                image.seek(0)
             image.load()
             stored = image.size
             ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of a 12 MP photo
@@ -175,10 +177,13 @@ def decode(data: bytes, params: Preprocessing | None = None, fast: bool = False,
         if hint:
             raise InvalidImageError(f"could not decode the image: it starts like a {hint} file but is corrupt") from None
         raise InvalidImageError(f"could not decode the image: not a {FORMAT_NAMES} file") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as exc:
-        # Truncated files, broken checksums, corrupt headers: Pillow raises a zoo of types.
+    except Exception as exc:
+        # Truncated files, broken checksums, corrupt headers: Pillow raises a zoo of types (OSError,
+        # SyntaxError, ValueError, EOFError, IndexError, ...), and its AVIF plugin and pillow-heif raise
+        # RuntimeError (found by tests/test_fuzz.py). Everything in this block reads the caller's
+        # bytes, so whatever fails here is the input's fault: a 400, never a 500.
         kind = image_format_hint(data) or "image"
-        raise InvalidImageError(f"could not decode the {kind}: {exc}") from None
+        raise InvalidImageError(f"could not decode the {kind}: {str(exc)[:200]}") from None
     if image.size[0] * image.size[1] == 0:
         raise InvalidImageError("image has no pixels")
     if image.size != stored:  # EXIF orientations 5-8 swap the axes
@@ -186,23 +191,32 @@ def decode(data: bytes, params: Preprocessing | None = None, fast: bool = False,
     return Decoded(image, image.format or "unknown", width, height, len(data), drafted)
 
 
+# What the first bytes announce: (format name for messages, content type for clients).
+_SIGNATURES: tuple[tuple[object, str, str], ...] = (
+    (lambda d: d[:3] == b"\xff\xd8\xff", "JPEG", "image/jpeg"),
+    (lambda d: d[:8] == b"\x89PNG\r\n\x1a\n", "PNG", "image/png"),
+    (lambda d: d[:4] == b"RIFF" and d[8:12] == b"WEBP", "WebP", "image/webp"),
+    (lambda d: d[:6] in (b"GIF87a", b"GIF89a"), "GIF", "image/gif"),
+    (lambda d: d[:2] == b"BM", "BMP", "image/bmp"),
+    (lambda d: d[:4] in (b"II*\x00", b"MM\x00*"), "TIFF", "image/tiff"),
+    (lambda d: d[4:8] == b"ftyp" and d[8:12] in (b"avif", b"avis"), "AVIF", "image/avif"),
+    (lambda d: d[4:8] == b"ftyp", "HEIC", "image/heic"),
+)
+
+
+def sniff(data: bytes) -> tuple[str, str] | None:
+    """``(format name, content type)`` that the first bytes announce, or None; the decoder decides
+    what the bytes really are."""
+    for matches, name, content_type in _SIGNATURES:
+        if matches(data):  # type: ignore[operator]
+            return name, content_type
+    return None
+
+
 def image_format_hint(data: bytes) -> str | None:
     """The format the first bytes announce, for error messages about corrupt files."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "JPEG"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "PNG"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WebP"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    if data[:2] == b"BM":
-        return "BMP"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "TIFF"
-    if data[4:8] == b"ftyp":
-        return "HEIC/AVIF"
-    return None
+    found = sniff(data)
+    return found[0] if found else None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

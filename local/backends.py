@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from lambda_onnx.classifier import Classifier, Prediction
 from lambda_onnx.contract import Service
 from lambda_onnx.errors import BackendError, BackendTimeoutError, BackendUnavailableError, ThrottledError
+from lambda_onnx.limits import LAMBDA_PAYLOAD_BYTES, MAX_IMAGE_BYTES
+from lambda_onnx.preprocess import sniff
 
 if TYPE_CHECKING:
     from local.emulator import Emulator, EmulatorPool
@@ -144,19 +146,20 @@ def function_error(error: Any, backend: str) -> BackendError:
     return BackendError(message, status=502, code="function_error")
 
 
+def refuse_oversized_invoke(payload: bytes, backend: str) -> None:
+    """Lambda refuses a synchronous invoke payload over 6 MiB with 413 RequestEntityTooLargeException;
+    say so before sending it (the emulator would truncate it instead and the runtime fail to parse it).
+    https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html"""
+    if len(payload) > LAMBDA_PAYLOAD_BYTES:
+        raise BackendError(f"{backend}: the invoke payload is {len(payload):,} bytes; Lambda's limit is "
+                           f"{LAMBDA_PAYLOAD_BYTES:,} bytes (an image of at most {MAX_IMAGE_BYTES:,} bytes fits)",
+                           status=413, code="payload_too_large")
+
+
 def sniff_content_type(data: bytes) -> str:
     """The image content type from the first bytes (the server decides what it really is)."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "image/jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "image/png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if data[4:8] == b"ftyp":
-        return "image/avif" if data[8:12] in (b"avif", b"avis") else "image/heic"
-    return "application/octet-stream"
+    found = sniff(data)
+    return found[1] if found else "application/octet-stream"
 
 
 def json_request(image: bytes) -> bytes:
@@ -318,9 +321,10 @@ class LambdaInvokeBackend:
                                                                    config=config)
 
     def _invoke(self, payload: bytes) -> dict[str, Any]:
-        from botocore.exceptions import (ClientError, ConnectionError, NoCredentialsError, NoRegionError,
-                                         ReadTimeoutError)
+        from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError, HTTPClientError, NoCredentialsError,
+                                         NoRegionError, ReadTimeoutError)
 
+        refuse_oversized_invoke(payload, self.name)
         for attempt in range(self.connect_retries + 1):
             try:
                 response = self._client.invoke(FunctionName=self.function, InvocationType="RequestResponse", Payload=payload)
@@ -341,6 +345,11 @@ class LambdaInvokeBackend:
                 time.sleep(0.2 * 2**attempt)
             except (NoCredentialsError, NoRegionError) as exc:
                 raise BackendError(f"{self.name}: {exc}", code="aws_configuration") from None
+            except HTTPClientError as exc:  # closed or reset after the request went out: it may have run, never retried
+                raise BackendUnavailableError(f"{self.name}: the connection failed before an answer came back "
+                                              f"({type(exc).__name__}: {exc})") from None
+            except BotoCoreError as exc:  # anything else botocore raises: still a typed error, not a traceback
+                raise BackendError(f"{self.name}: {type(exc).__name__}: {exc}") from None
         raise AssertionError("unreachable")
 
     def classify(self, image: bytes) -> BackendResult:
