@@ -15,6 +15,7 @@ import gradio as gr
 import pandas as pd
 
 from gui import compare as cmp
+from gui import tune as tuning
 from gui.context import AppContext
 from lambda_onnx.errors import ClassifierError
 from lambda_onnx.limits import MAX_IMAGE_BYTES
@@ -234,6 +235,21 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         return (gr.Markdown(message), gr.Row(visible=not ready), gr.Column(visible=not ready), gr.Tabs(visible=ready),
                 _header(ctx), *banner_updates())
 
+    def tune(sizes: str, requests: float, budget_ms: float | None, percentile: str, precisions: list[str], function: str,
+             architecture: str, gb_second_usd: float, request_per_million: float, api_per_million: float, api_gateway: bool,
+             cold_fraction: float, progress: gr.Progress = gr.Progress()) -> tuple:
+        try:
+            view = tuning.run_view(ctx.model_path, sizes=sizes, requests=requests, budget_ms=budget_ms, percentile=percentile,
+                                   precisions=precisions, architecture=architecture, gb_second_usd=gb_second_usd,
+                                   request_usd_per_million=request_per_million, api_usd_per_million=api_per_million,
+                                   api_gateway=api_gateway, cold_fraction=cold_fraction, function=function,
+                                   region=ctx.targets.region, on_progress=tuning.progress_callback(progress))
+        except ClassifierError as exc:
+            raise gr.Error(exc.message) from None
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from None
+        return view.summary, view.figure, view.table, view.files
+
     # ---- layout ---------------------------------------------------------------------------------
 
     with gr.Blocks(title="resnet-serverless: server vs serverless") as demo:
@@ -326,6 +342,21 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 cost_plot = gr.Plot(label="Monthly cost against volume")
                 cost_table = gr.Dataframe(label="At a few volumes (USD per month)")
                 cost_json = gr.JSON(visible=False)
+            with gr.Tab("Tune"):
+                gr.Markdown(tuning.INTRO)
+                with gr.Row():
+                    tune_sizes = gr.Textbox(tuning.SIZES_TEXT, label="Memory sizes (MB)")
+                    tune_requests = gr.Number(tuning.DEFAULT_REQUESTS, minimum=1, precision=0, label="Warm requests per size")
+                    tune_budget = gr.Number(None, minimum=0, label="Latency budget (ms; empty: none)")
+                    tune_percentile = gr.Radio(list(tuning.PERCENTILES), value="p90", label="Budget applies to")
+                    tune_precisions = gr.CheckboxGroup(list(tuning.PRECISIONS), value=list(tuning.PRECISIONS), label="Precisions")
+                tune_function = gr.Textbox(ctx.targets.lambda_function or "", visible=ctx.targets.serverless_is_aws,
+                                           label="Real function to sweep too (its memory is changed, then restored)")
+                tune_button = gr.Button("Sweep memory sizes", variant="primary")
+                tune_summary = gr.Markdown()
+                tune_plot = gr.Plot(label="Latency and cost against memory size (EMULATED)")
+                tune_table = gr.Dataframe(label="Per configuration (EMULATED)")
+                tune_files = gr.File(label="tune.md, tune.json, tune.png", file_count="multiple")
             with gr.Tab("AWS", visible=ctx.targets.serverless_is_aws):
                 gr.Markdown("X-Ray and CloudWatch Logs for the exact request just made (matched by its trace id and "
                             "request id). Traces arrive late: the look-up retries a few times.")
@@ -356,6 +387,9 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                         api_name="cost_from_compare")
         cost_measure.click(throughput, outputs=cost_rps, api_name="server_throughput")
         aws_button.click(aws_lookup, inputs=[last, aws_function], outputs=aws_result, api_name="aws_trace")
+        tune_button.click(tune, inputs=[tune_sizes, tune_requests, tune_budget, tune_percentile, tune_precisions, tune_function,
+                                        cost_arch, cost_gbs, cost_req, cost_apireq, cost_api, cost_cold],
+                          outputs=[tune_summary, tune_plot, tune_table, tune_files], api_name="tune")
         setup_outputs = [setup_message, fallback_row, setup_column, tabs, header, *banners]
         if not ctx.model_ready():
             demo.load(lambda p=gr.Progress(): setup("default", p), outputs=setup_outputs, api_visibility="private")

@@ -108,3 +108,66 @@ def cost_curve(rows: Sequence[dict[str, float]], crossover: float | None) -> Fig
     axes.grid(alpha=0.3, which="both")
     axes.legend(fontsize=8)
     return figure
+
+
+def power_tuning(rows: Sequence[dict], *, percentile: str, budget_ms: float | None,
+                 recommended: tuple[str, int] | None, title: str) -> Figure:
+    """Latency (p50 and ``percentile``) and cost per million requests against Lambda memory size.
+
+    ``rows``: one dict per configuration with ``source`` ("emulated"/"aws"), ``precision``,
+    ``memory_mb``, ``ok``, ``status``, ``p50``, ``percentile``, ``cost`` and ``capped``. Failed
+    sizes (out of memory, timeouts) are marked on the axis; sizes where this machine could not give
+    Lambda's CPU share are shaded; the recommended configuration is starred.
+    """
+    figure, (latency_axes, cost_axes) = plt.subplots(1, 2, figsize=(12, 4.4))
+    series = sorted({(r["source"], r["precision"]) for r in rows})
+    for index, (source, precision) in enumerate(series):
+        mine = sorted((r for r in rows if (r["source"], r["precision"]) == (source, precision)), key=lambda r: r["memory_mb"])
+        ok = [r for r in mine if r["ok"] and r["p50"] is not None]
+        colour = f"C{index}"
+        name = f"{precision} ({'AWS' if source == 'aws' else 'emulated'})"
+        style = "--" if source == "aws" else "-"
+        xs = [r["memory_mb"] for r in ok]
+        latency_axes.plot(xs, [r["p50"] for r in ok], style, marker="o", color=colour, label=f"{name} p50")
+        if percentile != "p50":
+            latency_axes.plot(xs, [r["percentile"] for r in ok], style, marker="^", color=colour, alpha=0.55,
+                              label=f"{name} {percentile}")
+        cost_axes.plot(xs, [r["cost"] for r in ok], style, marker="o", color=colour, label=name)
+        for r in mine:
+            if not r["ok"]:
+                for axes in (latency_axes, cost_axes):
+                    axes.plot(r["memory_mb"], 0, marker="x", color=colour, ms=10, mew=2, clip_on=False, zorder=4)
+                    axes.annotate(r["status"].upper(), (r["memory_mb"], 0), textcoords="offset points", xytext=(0, 8),
+                                  ha="center", fontsize=7, color=colour)
+    sizes = sorted({r["memory_mb"] for r in rows})
+    capped = sorted({r["memory_mb"] for r in rows if r.get("capped")})
+    if capped:  # shaded from halfway between the last full-share size and the first capped one
+        below = [s for s in sizes if s < capped[0]]
+        left = (below[-1] + capped[0]) / 2 if below else capped[0] - 100
+        for axes in (latency_axes, cost_axes):
+            axes.axvspan(left, sizes[-1] + 100, color="grey", alpha=0.1, lw=0)
+        cost_axes.text(sizes[-1] + 100, 0.02, "CPU capped on this machine ", transform=cost_axes.get_xaxis_transform(),
+                       fontsize=7, va="bottom", ha="right", color="dimgrey")
+    if budget_ms is not None:
+        latency_axes.axhline(budget_ms, color="red", ls=":", lw=1)
+        latency_axes.text(latency_axes.get_xlim()[0], budget_ms, f" budget {budget_ms:g} ms ({percentile})", fontsize=8,
+                          va="bottom", color="red")
+    if recommended is not None:
+        chosen = next((r for r in rows if r["source"] == "emulated" and (r["precision"], r["memory_mb"]) == recommended), None)
+        if chosen is not None:
+            latency_axes.plot(chosen["memory_mb"], chosen["percentile"], marker="*", ms=18, color="gold", mec="black",
+                              zorder=5, ls="none", label="recommended")
+            cost_axes.plot(chosen["memory_mb"], chosen["cost"], marker="*", ms=18, color="gold", mec="black", zorder=5,
+                           ls="none", label="recommended")
+    for axes, label in ((latency_axes, "warm latency (ms)"), (cost_axes, "USD per million requests")):
+        axes.set_xlabel("Lambda memory (MB)")
+        axes.set_ylabel(label)
+        axes.set_xticks(sizes, [str(s) for s in sizes], rotation=45 if len(sizes) > 6 else 0, fontsize=8)
+        axes.set_ylim(bottom=0)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+    latency_axes.set_title("latency (lower is faster)", fontsize=9)
+    cost_axes.set_title("cost per million requests (lower is cheaper)", fontsize=9)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure

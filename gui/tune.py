@@ -1,0 +1,118 @@
+"""Tune view: the emulated power-tuning sweep of ``python -m local tune``, with the cost view's prices.
+
+Plain functions: the app only lays out the inputs and wires :func:`run_view` to a button.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from local import cost
+from local.tune import (DEFAULT_REQUESTS, DEFAULT_SIZES, PERCENTILES, PRECISIONS, TuneConfig, TuneProgress, TuneReport, figure,
+                        run_tune, write_outputs)
+
+INTRO = ("Which Lambda memory size is the cheapest that is fast enough? Each size runs the real handler on the Lambda "
+         "emulator inside a Linux cgroup sized as Lambda sizes a function (CPU quota of memory / 1,769 MB vCPU, memory "
+         "limit without swap): one cold start, then the warm requests. Costs use the **Cost** tab's prices. The figures "
+         "are **EMULATED** (same code and runtime client, no network or image pull, this machine's CPU); it needs root or "
+         "a delegated cgroup, and says so otherwise. Same as `python -m local tune`.")
+SIZES_TEXT = ", ".join(map(str, DEFAULT_SIZES))
+__all__ = ["DEFAULT_REQUESTS", "INTRO", "PERCENTILES", "PRECISIONS", "SIZES_TEXT", "TuneView", "parse_sizes", "progress_callback",
+           "run_view", "summary_markdown", "table"]
+
+
+@dataclass
+class TuneView:
+    """What the view shows after a sweep."""
+
+    summary: str  # Markdown: the EMULATED label, the recommendation, notes
+    figure: Any  # matplotlib Figure: latency and cost against memory
+    table: pd.DataFrame
+    files: list[str]  # tune.json, tune.md, tune.png
+    report: TuneReport
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """``"512, 1024,1769"`` -> ``(512, 1024, 1769)``; a ValueError that says what was wrong otherwise."""
+    parts = [p.strip() for p in str(text or "").replace(";", ",").split(",") if p.strip()]
+    try:
+        sizes = tuple(int(float(p)) for p in parts)
+    except ValueError:
+        raise ValueError(f"memory sizes are whole MB separated by commas (e.g. 512, 1024, 1769), not {text!r}") from None
+    if not sizes:
+        raise ValueError("give at least one memory size in MB")
+    return sizes
+
+
+def progress_callback(progress: Callable[..., Any]) -> Callable[[TuneProgress], None]:
+    """Adapt a ``gr.Progress`` to the sweep's steps, keeping the last message as the description."""
+    last = {"message": "starting"}
+
+    def update(step: TuneProgress) -> None:
+        last["message"] = step.message.strip() or last["message"]
+        progress((step.done, step.total), desc=last["message"], unit="invokes")
+
+    return update
+
+
+def run_view(model: Path, *, sizes: str, requests: float, budget_ms: float | None, percentile: str, precisions: list[str],
+             architecture: str, gb_second_usd: float | None, request_usd_per_million: float, api_usd_per_million: float,
+             api_gateway: bool, cold_fraction: float, function: str | None = None, region: str | None = None,
+             on_progress: Callable[[TuneProgress], None] | None = None) -> TuneView:
+    """Run the sweep with the cost view's price inputs and build the view's outputs.
+
+    Raises ValueError for bad inputs, ``CgroupUnavailableError`` (a ClassifierError) where cgroups
+    cannot be made, ``ModelLoadError`` for a missing model.
+    """
+    prices = cost.CostInputs(architecture=architecture, gb_second_usd=float(gb_second_usd) if gb_second_usd else None,
+                             request_usd=float(request_usd_per_million) / 1e6, api_request_usd=float(api_usd_per_million) / 1e6,
+                             api_gateway=bool(api_gateway), cold_start_fraction=float(cold_fraction))
+    cost.gb_second_price(prices)
+    config = TuneConfig(model=Path(model), precisions=tuple(precisions or ()), sizes=parse_sizes(sizes),
+                        requests=int(requests), budget_ms=float(budget_ms) if budget_ms else None, percentile=percentile,
+                        prices=prices, function=function or None, region=region or None)
+    report = run_tune(config, on_progress=on_progress)
+    paths = write_outputs(report, Path(tempfile.mkdtemp(prefix="tune-")))
+    return TuneView(summary_markdown(report), figure(report), table(report), [str(paths[k]) for k in ("markdown", "json", "png")],
+                    report)
+
+
+def summary_markdown(report: TuneReport) -> str:
+    """The EMULATED label, the recommendation(s) and the notes."""
+    lines = [f"⚠️ **{report.emulation_note}**", ""]
+    if report.recommendation is not None:
+        lines += ["### Recommendation (emulated)", report.recommendation.text, ""]
+    if report.aws_recommendation is not None:
+        lines += ["### On AWS (real figures)", report.aws_recommendation.text, ""]
+    warned = [f"- {r.key}: {'; '.join(r.warnings)}" for r in report.results if r.warnings]
+    if warned or report.notes:
+        lines += ["**Notes**", *warned, *[f"- {note}" for note in report.notes]]
+    return "\n".join(lines)
+
+
+def table(report: TuneReport) -> pd.DataFrame:
+    """One row per configuration: emulated figures, and AWS's next to them where measured."""
+    p, metric = report.config["percentile"], report.config["metric"]
+    aws = {(r.precision, r.memory_mb): r for r in report.aws_results}
+    rows = []
+    for r in report.results:
+        w = r.warm.get(metric, {})
+        warm = r.throttling.get("warm", {})
+        row = {"precision": r.precision, "memory MB": r.memory_mb, "vCPU here": r.cpus, "CPU capped": r.cpu_capped,
+               "threads": r.threads, "cold round trip ms": r.cold_round_trip_ms, "init phase ms": r.init_phase_ms,
+               "p50 ms": w.get("p50"), f"{p} ms" if p != "p50" else "p50 ms": w.get(p), "peak MB (cgroup)": r.memory_peak_mb,
+               "peak RSS MB": r.peak_rss_mb, "throttled periods (warm)": f"{warm.get('nr_throttled', 0):.0f}/{warm.get('nr_periods', 0):.0f}"
+               if warm else None, "USD per 1M": r.cost_per_million_usd,
+               "status": r.status if r.status == "ok" else f"{r.status.upper()}: {r.message}"}
+        if aws:
+            real = aws.get((r.precision, r.memory_mb))
+            row.update({"AWS p50 ms": real.latency("p50") if real else None, f"AWS {p} ms": real.latency(p) if real else None,
+                        "AWS USD per 1M": real.cost_per_million_usd if real else None})
+        rows.append(row)
+    return pd.DataFrame(rows)
