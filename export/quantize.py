@@ -29,7 +29,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from export import parity
 from lambda_onnx.classifier import Classifier
 from lambda_onnx.preprocess import prepare
-from lambda_onnx.sidecar import Preprocessing, Sidecar, file_sha256, load_verified, sidecar_path
+from lambda_onnx.sidecar import Preprocessing, Sidecar, file_sha256, int8_path, load_verified, sidecar_path
 from local import photos as sample_photos
 
 Step = Callable[[str], None]
@@ -133,11 +133,6 @@ class PhotoCalibrationReader(CalibrationDataReader):
     def rewind(self) -> None:
         self._iter = iter(self.images)
 
-
-def int8_path(fp32_path: Path) -> Path:
-    """``models/resnet50.onnx`` -> ``models/resnet50.int8.onnx`` (its sidecar: ``resnet50.int8.json``)."""
-    fp32_path = Path(fp32_path)
-    return fp32_path.with_name(f"{fp32_path.stem}.int8.onnx")
 
 
 def cpu_has_vnni() -> bool | None:

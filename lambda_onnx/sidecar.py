@@ -105,6 +105,13 @@ def sidecar_path(model_path: Path) -> Path:
     return Path(model_path).with_suffix(".json")
 
 
+def int8_path(fp32_path: Path) -> Path:
+    """``models/resnet50.onnx`` -> ``models/resnet50.int8.onnx`` (its sidecar: ``resnet50.int8.json``):
+    where ``python -m export --int8`` writes a model's INT8 version, and where every runner looks."""
+    fp32_path = Path(fp32_path)
+    return fp32_path.with_name(f"{fp32_path.stem}.int8.onnx")
+
+
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     """Hash in chunks so a large model is never held in memory twice."""
     digest = hashlib.sha256()

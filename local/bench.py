@@ -36,7 +36,7 @@ import numpy as np
 from lambda_onnx.classifier import Classifier
 from lambda_onnx.preprocess import prepare
 from lambda_onnx.resources import available_cpus, default_threads
-from lambda_onnx.sidecar import Sidecar, sidecar_path
+from lambda_onnx.sidecar import Sidecar, int8_path, sidecar_path
 from local import photos as sample_photos
 
 Step = Callable[[str], None]
@@ -239,7 +239,6 @@ def ensure_models(config: BenchConfig, on_step: Step = _noop) -> tuple[Path, Pat
 
 def _int8_for(fp32: Path, cache: Path, on_step: Step) -> Path:
     """The INT8 model quantised from ``fp32`` (next to it, or in the cache), else quantised now."""
-    from export.quantize import int8_path
 
     source = Sidecar.load(sidecar_path(fp32)).sha256
     for candidate in (int8_path(fp32), cache / int8_path(fp32).name):

@@ -37,7 +37,7 @@ import psutil
 
 from lambda_onnx.errors import BackendError, BackendTimeoutError, ClassifierError, ModelLoadError
 from lambda_onnx.resources import LAMBDA_MAX_VCPUS, LAMBDA_MB_PER_VCPU
-from lambda_onnx.sidecar import Sidecar, load_verified, sidecar_path
+from lambda_onnx.sidecar import Sidecar, int8_path, load_verified, sidecar_path
 from local import cost
 from local.backends import BackendResult, EmulatorBackend, function_error, json_request, lambda_response, raise_for_body
 from local.cgroups import CGROUP_ROOT, PROC_CGROUP, LambdaCgroup
@@ -322,12 +322,6 @@ def _nothing_fits(results: Sequence[SizeResult], usable: list[SizeResult], budge
 # --- the models --------------------------------------------------------------------------------------
 
 
-def int8_model_for(fp32: Path) -> Path:
-    """``models/resnet50.onnx`` -> ``models/resnet50.int8.onnx``: the rule of ``export.quantize.int8_path``
-    (not imported: that module loads onnx and torch, which serving does not need; a test keeps the two equal)."""
-    return fp32.with_name(f"{fp32.stem}.int8.onnx")
-
-
 def resolve_models(config: TuneConfig) -> tuple[dict[str, Path], list[str]]:
     """{precision: model path} to sweep, and notes on what was skipped and why.
 
@@ -339,7 +333,7 @@ def resolve_models(config: TuneConfig) -> tuple[dict[str, Path], list[str]]:
         load_verified(config.model, verify_sha256=False)
         models["fp32"] = Path(config.model)
     if "int8" in config.precisions:
-        candidate = Path(config.int8_model) if config.int8_model else int8_model_for(Path(config.model))
+        candidate = Path(config.int8_model) if config.int8_model else int8_path(Path(config.model))
         if config.int8_model is not None or candidate.is_file():
             int8 = load_verified(candidate, verify_sha256=False)
             models["int8"] = candidate

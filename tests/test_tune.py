@@ -26,7 +26,7 @@ from lambda_onnx import resources
 from local import cost
 from local.cgroups import (MIB, NAME_PREFIX, CgroupUnavailableError, LambdaCgroup, cgroups_of, configure_v2, enable_v2_controllers,
                            find_hierarchy, lambda_limits, read_counters)
-from local.tune import (EMULATION_NOTE, LambdaFunction, SizeResult, TuneConfig, cost_per_million, int8_model_for,
+from local.tune import (EMULATION_NOTE, LambdaFunction, SizeResult, TuneConfig, cost_per_million,
                         markdown, parse_aws_report, recommend, run_tune, sweep_aws, write_outputs)
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="creating cgroups takes root here (or a delegated cgroup)")
@@ -242,12 +242,6 @@ def test_cost_per_million_is_the_cost_views_model():
     by_hand = (1.0 * (11 + 0.01 * 500) / 1000 * cost.LAMBDA_GB_SECOND_USD["x86_64"] + cost.LAMBDA_REQUEST_USD
                + cost.HTTP_API_REQUEST_USD) * 1e6
     assert billed == 11 and usd == pytest.approx(by_hand)
-
-
-def test_int8_path_rule_is_the_exports():
-    from export.quantize import int8_path
-
-    assert int8_model_for(Path("models/resnet50.onnx")) == int8_path(Path("models/resnet50.onnx"))
 
 
 def test_emulation_note_states_the_limits():

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lambda_onnx.engines import OPENVINO_HINTS, RUNTIMES
 from lambda_onnx.errors import ClassifierError
+from lambda_onnx.sidecar import int8_path
 from local.commands import DEFAULT_MODEL, RANDOM_WEIGHTS_BANNER
 
 
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from local.evaluate import evaluate, variants_for
 
     models = [args.model]
-    int8 = args.int8 or args.model.with_name(f"{args.model.stem}.int8.onnx")
+    int8 = args.int8 or int8_path(args.model)
     if not args.no_int8 and (args.int8 or int8.is_file()):
         models.append(int8)
     variants = variants_for(models, args.runtimes, args.openvino_hints)
