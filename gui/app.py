@@ -40,6 +40,13 @@ def _header(ctx: AppContext) -> str:
             f"**Server:** {ctx.targets.server_label} · **Serverless:** {ctx.targets.serverless_label}")
 
 
+def _models_beside(path: Path) -> list[str]:
+    """Exported models next to ``path`` (fp32, INT8, other archs): the ones with a sidecar."""
+    folder = Path(path).parent
+    found = sorted(str(p) for p in folder.glob("*.onnx") if p.with_suffix(".json").is_file() and ".partial" not in p.name)
+    return found or [str(path)]
+
+
 def _describe_upload(path: str | None) -> tuple[Any, str, Any]:
     """Preview (decoded upright, HEIC too), a size line, and whether to offer the downscale."""
     if not path:
@@ -228,12 +235,25 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         return lookup_markdown(region=ctx.targets.region, function_name=name, request_id=serverless.get("request_id"),
                                trace_id=serverless.get("trace_id"))
 
+    def switch_model(path: str) -> tuple:
+        """Serve another exported model (e.g. the INT8 one) on both sides: the same artifact on each."""
+        if not path or Path(path) == ctx.model_path:
+            return (_header(ctx), *banner_updates())
+        ctx.use_model(Path(path))
+        try:
+            label = ctx.sidecar().label
+        except ClassifierError as exc:
+            raise gr.Error(exc.message) from None
+        gr.Info(f"both sides now serve {label}; the next serverless request is a cold start")
+        return (_header(ctx), *banner_updates())
+
     def setup(choice: str, progress: gr.Progress = gr.Progress()) -> tuple:
         from gui.setup import export_for_app
 
         ready, message = export_for_app(ctx, choice, progress)
         return (gr.Markdown(message), gr.Row(visible=not ready), gr.Column(visible=not ready), gr.Tabs(visible=ready),
-                _header(ctx), *banner_updates())
+                _header(ctx), *banner_updates(),
+                gr.Dropdown(_models_beside(ctx.model_path), value=str(ctx.model_path), visible=ready))
 
     def tune(sizes: str, requests: float, budget_ms: float | None, percentile: str, precisions: list[str], function: str,
              architecture: str, gb_second_usd: float, request_per_million: float, api_per_million: float, api_gateway: bool,
@@ -256,6 +276,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         header = gr.Markdown(_header(ctx))
         share_note = gr.Markdown(ctx.share_status, visible=bool(ctx.share_status))
         banners: list[gr.Markdown] = []
+        model_choice = gr.Dropdown(_models_beside(ctx.model_path), value=str(ctx.model_path), label="Model (both sides)",
+                                   allow_custom_value=True, visible=ctx.model_ready(), elem_id="model-choice")
         setup_message = gr.Markdown("" if ctx.model_ready() else f"No model at `{ctx.model_path}` yet: exporting it (pretrained weights)…")
         with gr.Column(visible=not ctx.model_ready()) as setup_column:
             with gr.Row(visible=False) as fallback_row:
@@ -390,7 +412,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         tune_button.click(tune, inputs=[tune_sizes, tune_requests, tune_budget, tune_percentile, tune_precisions, tune_function,
                                         cost_arch, cost_gbs, cost_req, cost_apireq, cost_api, cost_cold],
                           outputs=[tune_summary, tune_plot, tune_table, tune_files], api_name="tune")
-        setup_outputs = [setup_message, fallback_row, setup_column, tabs, header, *banners]
+        model_choice.change(switch_model, inputs=model_choice, outputs=[header, *banners], api_name="switch_model")
+        setup_outputs = [setup_message, fallback_row, setup_column, tabs, header, *banners, model_choice]
         if not ctx.model_ready():
             demo.load(lambda p=gr.Progress(): setup("default", p), outputs=setup_outputs, api_visibility="private")
         lite0_button.click(lambda p=gr.Progress(): setup("efficientnet_lite0", p), outputs=setup_outputs, api_name="setup_lite0")

@@ -252,3 +252,28 @@ def test_first_run_exports_a_model_and_offers_explicit_fallbacks(tmp_path, brows
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_either_precision_is_served_on_both_sides(lite0, lite0_int8, tmp_path):
+    """The model switch serves the INT8 file on both sides (same sha256 each side, INT8 named)."""
+    import shutil
+
+    from lambda_onnx.sidecar import Sidecar, sidecar_path
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for path in (lite0, lite0_int8):
+        shutil.copy(path, folder / path.name)
+        shutil.copy(sidecar_path(path), folder / sidecar_path(path).name)
+    running = launch(Targets(model=folder / lite0.name), LaunchOptions(port=free_port()), quiet=True)
+    try:
+        client = Client(running.local_url, verbose=False, download_files=False)
+        header = client.predict(str(folder / lite0_int8.name), api_name="/switch_model")[0]
+        assert "efficientnet_lite0 int8" in header
+        summary = compare(client, by_name("coffee").path)
+        int8_sha = Sidecar.load(sidecar_path(lite0_int8)).sha256
+        for side in summary.values():
+            assert side["model"]["precision"] == "int8" and side["model"]["sha256"] == int8_sha
+            assert side["predictions"][0]["label"] == "espresso"
+    finally:
+        running.close()
