@@ -6,6 +6,8 @@ import argparse
 import sys
 
 from gui.launch import LaunchOptions, UsageError, launch
+from lambda_onnx.errors import ClassifierError
+from local.commands import stop_on_sigterm
 from local.targets import add_target_args, targets_from_args
 
 
@@ -29,8 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ClassifierError as exc:  # a broken model, an emulator that cannot start
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
     return 0
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     sys.exit(main())

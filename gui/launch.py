@@ -9,6 +9,7 @@ import gradio as gr
 
 from gui.app import build_app
 from gui.context import AppContext
+from lambda_onnx.sidecar import load_verified
 from local.targets import Targets
 
 
@@ -23,6 +24,9 @@ class LaunchOptions:
     share: bool = False
     auth: str | None = None  # "user:password"
     no_auth: bool = False
+    # Uploads are read whole to preview and downscale them; without a cap Gradio takes any size.
+    # 100 MB is several times a 48 MP phone photo; the classifier's own limits are far lower.
+    max_upload_mb: int = 100
 
 
 def parse_auth(options: LaunchOptions) -> tuple[str, str] | None:
@@ -50,13 +54,20 @@ class Running:
 
 
 def launch(targets: Targets, options: LaunchOptions, *, block: bool = False, quiet: bool = False) -> Running:
-    """Build and start the app; with ``block`` serve until interrupted, then stop the emulators."""
+    """Build and start the app; with ``block`` serve until interrupted, then stop the emulators.
+
+    A model that is there but does not match its sidecar (truncated, corrupt, sidecar missing) is a
+    :class:`~lambda_onnx.errors.ModelLoadError` now, not an error on the first click; no model at
+    all opens the first-run export view instead."""
     auth = parse_auth(options)
     context = AppContext(targets)
+    if context.model_ready():
+        load_verified(context.model_path)
     demo = build_app(context)
     demo.queue(default_concurrency_limit=4)
     _, local_url, share_url = demo.launch(server_name=options.host, server_port=options.port, share=options.share,
-                                          auth=auth, prevent_thread_lock=True, quiet=quiet, footer_links=["api", "gradio"])
+                                          auth=auth, prevent_thread_lock=True, quiet=quiet, footer_links=["api", "gradio"],
+                                          max_file_size=options.max_upload_mb * 2**20)
     if options.share and not share_url:
         context.share_status = (f"⚠️ No public link could be made (no network access to Gradio's share servers?). "
                                 f"The app is serving locally only, at {local_url}.")

@@ -52,6 +52,18 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def quoted(value: str, limit: int = 60) -> str:
+    """A request value quoted in an error message, clipped: a reason never echoes the request back
+    (the messages are logged, and a header or field may carry kilobytes)."""
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
+def check_request_size(size: int) -> None:
+    """413 for a request body over the limit, before anything decodes it."""
+    if size > MAX_REQUEST_BYTES:
+        raise PayloadTooLargeError(f"request body is {size:,} bytes; the limit is {MAX_REQUEST_BYTES:,} bytes")
+
+
 def decode_base64(text: str) -> bytes:
     """Base64 with an optional data-URL prefix and line breaks; anything else is a 400."""
     text = text.strip()
@@ -70,6 +82,8 @@ def image_from_json(body: bytes | str) -> bytes:
     """``{"image": "<base64>"}`` -> image bytes."""
     try:
         payload = json.loads(body)
+    except RecursionError:  # json's parser recurses per level: [[[[... is valid JSON that exhausts the stack
+        raise BadRequestError("body is JSON nested too deeply; send {\"image\": \"<base64>\"}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequestError(f"body is not valid JSON: {exc}") from None
     return image_from_payload(payload)
@@ -84,19 +98,20 @@ def image_from_payload(payload: Any) -> bytes:
     image = payload["image"]
     if not isinstance(image, str):
         raise BadRequestError(f'"image" must be a base64 string, got {type(image).__name__}')
+    if len(image) > MAX_REQUEST_BYTES:  # a direct invoke has no HTTP body whose size was checked
+        raise PayloadTooLargeError(f'"image" is {len(image):,} characters; the limit is {MAX_REQUEST_BYTES:,}')
     return decode_base64(image)
 
 
 def image_from_body(body: bytes, content_type: str | None) -> bytes:
     """An HTTP request body and its content type -> image bytes (raises 400/413/415)."""
-    if len(body) > MAX_REQUEST_BYTES:
-        raise PayloadTooLargeError(f"request body is {len(body):,} bytes; the limit is {MAX_REQUEST_BYTES:,} bytes")
+    check_request_size(len(body))
     kind = media_type(content_type)
     if kind == JSON_TYPE or kind.endswith("+json") or (not kind and body.lstrip()[:1] == b"{"):
         return image_from_json(body)
     if kind in IMAGE_TYPES or not kind:
         return body
-    raise UnsupportedMediaTypeError(f"content type {kind!r} is not accepted; send {ACCEPTED}")
+    raise UnsupportedMediaTypeError(f"content type {quoted(kind)} is not accepted; send {ACCEPTED}")
 
 
 class Service:

@@ -27,7 +27,7 @@ from aws_lambda_powertools import Logger, Metrics  # noqa: E402
 from aws_lambda_powertools.metrics import MetricUnit  # noqa: E402
 
 from lambda_onnx.classifier import Classifier  # noqa: E402
-from lambda_onnx.contract import Service, error_body  # noqa: E402
+from lambda_onnx.contract import Service, check_request_size, error_body, quoted  # noqa: E402
 from lambda_onnx.errors import BadRequestError, ClassifierError, MethodNotAllowedError, ModelLoadError  # noqa: E402
 
 SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "resnet-serverless")
@@ -74,7 +74,8 @@ def _is_http_event(event: Any) -> bool:
 
 def _headers(event: dict[str, Any]) -> dict[str, str]:
     headers = event.get("headers")
-    return {str(k).lower(): str(v) for k, v in headers.items()} if isinstance(headers, dict) else {}
+    # API Gateway and Function URLs send string values; anything else is not a header we read.
+    return {str(k).lower(): v for k, v in headers.items() if isinstance(v, str)} if isinstance(headers, dict) else {}
 
 
 def _http_request(event: dict[str, Any]) -> tuple[str, bytes, str | None]:
@@ -82,17 +83,32 @@ def _http_request(event: dict[str, Any]) -> tuple[str, bytes, str | None]:
     context = event.get("requestContext")
     http = context.get("http") if isinstance(context, dict) else None
     method = (http.get("method") if isinstance(http, dict) else None) or event.get("httpMethod") or "POST"
+    if not isinstance(method, str):
+        raise BadRequestError(f"the event's HTTP method must be a string, got {type(method).__name__}")
     body = event.get("body") or ""
     if not isinstance(body, str):  # API Gateway and Function URLs always send a string (or null)
         raise BadRequestError(f"the event body must be a string, got {type(body).__name__}")
     if event.get("isBase64Encoded"):
+        check_request_size(len(body) * 3 // 4 - body[-2:].count("="))  # refused before it is decoded
         try:
             raw = base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
             raise BadRequestError("the event body is marked isBase64Encoded but is not valid base64") from None
     else:
-        raw = body.encode("utf-8")
-    return str(method).upper(), raw, _headers(event).get("content-type")
+        try:
+            raw = body.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the event's JSON): not text at all
+            raise BadRequestError("the event body is not valid Unicode text") from None
+    return method.upper(), raw, _headers(event).get("content-type")
+
+
+def _payload_bytes(event: Any) -> int:
+    """A direct invoke's size as JSON, for the metrics. The runtime parses the payload with a shallow
+    stack, so an event nested almost to the recursion limit can fail to re-encode here: then 0."""
+    try:
+        return len(json.dumps(event))
+    except (RecursionError, TypeError, ValueError):
+        return 0
 
 
 def trace_id_of(event: Any) -> str | None:
@@ -110,10 +126,9 @@ def classify(event: Any, request_id: str, trace_id: str | None) -> tuple[int, di
         if _is_http_event(event):
             method, body, content_type = _http_request(event)
             if method != "POST":
-                raise MethodNotAllowedError(f"use POST to classify, not {method}")
+                raise MethodNotAllowedError(f"use POST to classify, not {quoted(method)}")
             return SERVICE.respond(body=body, content_type=content_type, request_id=request_id, trace_id=trace_id)
-        size = len(json.dumps(event)) if isinstance(event, (dict, list)) else 0
-        return SERVICE.respond(payload=event, request_bytes=size, request_id=request_id, trace_id=trace_id)
+        return SERVICE.respond(payload=event, request_bytes=_payload_bytes(event), request_id=request_id, trace_id=trace_id)
     except ClassifierError as exc:
         return exc.status, error_body(exc, request_id, trace_id, FUNCTION_NAME)
 

@@ -31,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `python -m local predict ... | head`: the reader left, which is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what was started is stopped on the way out, quietly
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
+    local.commands.stop_on_sigterm()
     sys.exit(main())

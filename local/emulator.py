@@ -61,6 +61,7 @@ DEFAULT_FUNCTION_NAME = "resnet-serverless"
 DEFAULT_REGION = "us-east-1"
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
+DEATH_WAIT_S = 1.0  # after a dropped connection, how long a dying emulator gets to exit
 LOG_LINES_KEPT = 2000  # per stream: enough for a stderr tail and REPORT lookups, bounded for long runs
 
 _REPORT = re.compile(r"^REPORT RequestId: (?P<request_id>\S+)\t(?P<fields>.*)$")
@@ -358,7 +359,10 @@ class Emulator:
         timeout, as on Lambda. Raises :class:`BackendUnavailableError` when the emulator is not
         running (call :meth:`restart`) and :class:`BackendTimeoutError` when no answer comes.
         """
+        from local.backends import refuse_oversized_invoke
+
         data = payload if isinstance(payload, bytes) else (payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
+        refuse_oversized_invoke(data, self.name)  # as Lambda does; the RIE would truncate it silently
         timeout = timeout_s if timeout_s is not None else 2 * self.timeout_s + 5
         with self._invoke_lock:
             if not self.alive():
@@ -381,6 +385,14 @@ class Emulator:
                 raise BackendTimeoutError(f"{self.name}: no answer from the function within {timeout:g} s; "
                                           "the environment was restarted (the next invoke is a cold start)") from None
             except (OSError, http.client.HTTPException) as exc:
+                # A killed emulator closes its sockets before it can be reaped: give it a moment, so
+                # the error says it exited rather than "running".
+                proc = self._proc
+                try:
+                    if proc is not None:
+                        proc.wait(DEATH_WAIT_S)
+                except subprocess.TimeoutExpired:
+                    pass
                 raise self._unavailable(f"dropped the connection ({type(exc).__name__})") from None
             finally:
                 connection.close()

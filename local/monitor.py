@@ -22,6 +22,9 @@ from lambda_onnx.errors import ClassifierError
 from local.backends import Backend
 
 
+NO_ANSWER_PAUSE_S = 0.5  # a worker's pause after a request that got no answer (status 0)
+
+
 @dataclass(frozen=True)
 class Sample:
     backend: str
@@ -141,7 +144,8 @@ def start_monitor(backends: Sequence[Backend], image: bytes, *, interval_s: floa
         seq = 0
         while not run.stop.is_set() and (limit is None or seq < limit):
             due = run.started + seq * interval_s
-            if duration_s is not None and due - run.started >= duration_s:
+            # The clock too, not only the schedule: with interval 0 every request is "due" at 0.
+            if duration_s is not None and max(due, time.monotonic()) - run.started >= duration_s:
                 break
             if run.stop.wait(max(0.0, due - time.monotonic())):
                 break
@@ -150,6 +154,10 @@ def start_monitor(backends: Sequence[Backend], image: bytes, *, interval_s: floa
             if on_sample:
                 on_sample(sample)
             seq += 1
+            # No answer at all (a killed emulator, a refused connection) comes back at once: asking
+            # again in a tight loop would only pile up error samples until the run ends.
+            if sample.status == 0 and run.stop.wait(NO_ANSWER_PAUSE_S):
+                break
 
     threads = [threading.Thread(target=worker, args=(b, w), daemon=True, name=f"monitor-{b.name}-{w}")
                for b in backends for w in range(concurrency)]

@@ -3,7 +3,9 @@
 An ASGI app (Starlette on uvicorn) over the shared :class:`Service`. Inference runs in worker
 threads limited to ``max_concurrency`` at a time; at most ``max_queue`` more may wait, and past
 that the server answers 503 with a reason instead of queueing without bound. Bodies are read
-with a size limit and a timeout, so a slow or half-open client holds only its own connection.
+first, with a size limit and a timeout, and only a complete request takes an inference slot: a
+slow or half-open client holds only its own connection (at most ``max_receiving`` bodies are
+read at once, which bounds the memory they hold).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from lambda_onnx.contract import Service, error_body
 from lambda_onnx.errors import ClassifierError, OverloadedError, PayloadTooLargeError
 from lambda_onnx.limits import MAX_REQUEST_BYTES
 from lambda_onnx.resources import available_cpus, default_threads
+from lambda_onnx.sidecar import int8_path
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ class ServeConfig:
     fast_preprocess: bool = True
     max_concurrency: int = 1  # inferences at once per worker (each already uses all its threads)
     max_queue: int = 16  # requests allowed to wait for a slot before 503
+    max_receiving: int = 64  # requests allowed to be sending their bodies at once before 503
     body_timeout_s: float = 30.0
     cors_origins: list[str] = field(default_factory=list)  # empty: no cross-origin access
     workers: int = 1
@@ -66,16 +70,33 @@ class ServeConfig:
 
 
 class Gate:
-    """Admission control: ``max_concurrency`` running, ``max_queue`` waiting, the rest refused."""
+    """Admission control in two stages, each refusing with 503 past its bound.
 
-    def __init__(self, max_concurrency: int, max_queue: int) -> None:
+    Receiving: at most ``max_receiving`` requests sending their bodies (cheap, but each may hold up
+    to the byte limit). Classifying, once the body is complete: ``max_concurrency`` running,
+    ``max_queue`` waiting. A client that stalls mid-body holds a receiving place only, so it
+    never takes an inference slot from complete requests.
+    """
+
+    def __init__(self, max_concurrency: int, max_queue: int, max_receiving: int = 64) -> None:
         self.limiter = anyio.CapacityLimiter(max_concurrency)
         self.max_queue = max_queue
-        self.in_flight = 0  # admitted: running or waiting
+        self.max_receiving = max_receiving
+        self.in_flight = 0  # admitted to classify: running or waiting
+        self.receiving = 0  # bodies being read
 
     @property
     def capacity(self) -> int:
         return int(self.limiter.total_tokens) + self.max_queue
+
+    def start_receiving(self) -> None:
+        if self.receiving >= self.max_receiving:
+            raise OverloadedError(f"server at capacity: {self.max_receiving} requests are still sending their bodies; "
+                                  "retry shortly")
+        self.receiving += 1
+
+    def done_receiving(self) -> None:
+        self.receiving -= 1
 
     def admit(self) -> None:
         if self.in_flight >= self.capacity:
@@ -122,7 +143,7 @@ def resolve_auto(model: Path, runtime: str, model_given: bool, bench_json: Path 
         return model, "onnxruntime", "no benchmark of this machine yet (`python -m local bench` picks the fastest)"
     why = f"the fastest here: {choice['runtime']} {choice['precision']}, {choice['median_ms']} ms (bench of {choice['measured']})"
     if choice["precision"] == "int8" and not model_given:
-        int8 = model.with_name(f"{model.stem}.int8.onnx")
+        int8 = int8_path(model)
         if int8.is_file():
             model = int8
         else:
@@ -138,7 +159,7 @@ def create_app(config: ServeConfig | None = None, service: Service | None = None
         classifier = Classifier(config.model, threads=threads, runtime=config.runtime,
                                 fast_preprocess=config.fast_preprocess)
         service = Service(classifier)
-    gate = Gate(config.max_concurrency, config.max_queue)
+    gate = Gate(config.max_concurrency, config.max_queue, config.max_receiving)
     meta = service.classifier.sidecar
 
     def answer(status: int, body: dict[str, Any], request_id: str) -> JSONResponse:
@@ -150,11 +171,15 @@ def create_app(config: ServeConfig | None = None, service: Service | None = None
     async def classify(request: Request) -> JSONResponse:
         request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
         try:
+            gate.start_receiving()
+            try:
+                body = await _read_body(request, config.body_timeout_s)
+            finally:
+                gate.done_receiving()
             gate.admit()
-        except OverloadedError as exc:
+        except ClassifierError as exc:
             return answer(exc.status, error_body(exc, request_id), request_id)
         try:
-            body = await _read_body(request, config.body_timeout_s)
             status, payload = await anyio.to_thread.run_sync(
                 lambda: service.respond(body=body, content_type=request.headers.get("content-type"),
                                         request_id=request_id),
@@ -167,7 +192,8 @@ def create_app(config: ServeConfig | None = None, service: Service | None = None
         return answer(status, payload, request_id)
 
     async def health(_: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "in_flight": gate.in_flight, "capacity": gate.capacity})
+        return JSONResponse({"status": "ok", "in_flight": gate.in_flight, "capacity": gate.capacity,
+                             "receiving": gate.receiving, "max_receiving": gate.max_receiving})
 
     async def model(_: Request) -> JSONResponse:
         return JSONResponse({

@@ -55,7 +55,9 @@ def server_backend(targets: Targets) -> Backend:
 
 
 def serverless_backend(targets: Targets, pool: int = 1) -> Backend:
-    """The serverless side; on the emulator, ``pool`` environments answer concurrent requests."""
+    """The serverless side; on the emulator, ``pool`` environments answer concurrent requests.
+
+    For the emulator the model is checked against its sidecar first (ModelLoadError with a reason)."""
     if targets.lambda_function:
         from local.backends import LambdaInvokeBackend
 
@@ -65,9 +67,12 @@ def serverless_backend(targets: Targets, pool: int = 1) -> Backend:
 
         return HttpBackend(targets.lambda_url, timeout=targets.timeout_s, sigv4_region=targets.region if targets.sigv4 else None,
                            name=targets.serverless_label, kind="serverless")
+    from lambda_onnx.sidecar import load_verified
     from local.backends import EmulatorBackend
     from local.emulator import EmulatorPool
 
+    # The function would load it lazily and answer every request 500: say what is wrong now.
+    load_verified(targets.model)
     emulators = EmulatorPool(targets.model, size=pool, memory_mb=targets.emulator_memory_mb)
     emulators.start()
     return EmulatorBackend(emulators, name=targets.serverless_label)

@@ -93,3 +93,33 @@ def lite0_emulator(lite0: Path):
     emulator = Emulator(lite0, memory_mb=3008, name="lite0-emulator").start()
     yield emulator
     emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def lite0_handler(lite0: Path):
+    """``lambda_onnx.handler`` imported as Lambda would, with the real-weights model from
+    ``MODEL_PATH``, once; then taken out of ``sys.modules`` so other tests import their own."""
+    import importlib
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MODEL_PATH", str(lite0))
+        env.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048")
+        for name in ("_X_AMZN_TRACE_ID", "MODEL_PRECISION", "MODEL_VERIFY"):
+            env.delenv(name, raising=False)
+        previous = sys.modules.pop("lambda_onnx.handler", None)
+        module = importlib.import_module("lambda_onnx.handler")
+        sys.modules.pop("lambda_onnx.handler")
+        if previous is not None:
+            sys.modules["lambda_onnx.handler"] = previous
+    assert module.SERVICE is not None, module.LOAD_ERROR
+    return module
+
+
+@pytest.fixture(scope="session")
+def lite0_serve(lite0: Path):
+    """``python -m local serve`` with the real-weights EfficientNet-Lite0, started once (ONNX Runtime,
+    so the answer does not depend on a benchmark of this machine); its output is kept."""
+    from local.soak import ServeProcess
+
+    with ServeProcess(lite0, "--runtime", "onnxruntime") as server:
+        yield server

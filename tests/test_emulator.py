@@ -21,6 +21,7 @@ import pytest
 import corpus
 from conftest import ROOT, run_module
 from lambda_onnx.errors import BackendError, BackendTimeoutError, BackendUnavailableError
+from lambda_onnx.resources import LAMBDA_MB_PER_VCPU, default_threads
 from local.backends import (EmulatorBackend, InProcessBackend, LambdaInvokeBackend, http_api_event, json_request,
                             lambda_response)
 from local.emulator import Emulator, EmulatorPool, session_members
@@ -59,7 +60,9 @@ def test_cold_then_warm_through_the_emulator_backend(emulator):
     # The REPORT line's real facts; the emulator's own init phase only on the cold invoke.
     assert "emulator_init_ms" in results[0].extra and "emulator_init_ms" not in results[1].extra
     assert all(r.extra["memory_size_mb"] == 3008 and r.extra["duration_ms"] > 0 for r in results)
-    assert results[0].metrics["memory_mb"] == 3008 and results[0].model["threads"] == 1  # 3008 MB < 2 vCPUs
+    # the handler's thread count follows the memory size: 3008 MB is 1.7 vCPU (capped at this machine's CPUs)
+    expected = default_threads(min(3008 / LAMBDA_MB_PER_VCPU, len(os.sched_getaffinity(0))))
+    assert results[0].metrics["memory_mb"] == 3008 and results[0].model["threads"] == expected
     assert results[0].request_bytes > results[0].extra["http_body_bytes"] > len(CHELSEA.read())
     assert results[0].body["trace_id"].startswith("Root=1-")
     print(f"\nemulator: cold round trip {results[0].round_trip_ms:.0f} ms (handler init {init[0]:.0f} ms, "

@@ -7,6 +7,7 @@ library and prints.
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 
 from lambda_onnx.engines import RUNTIMES
@@ -38,3 +39,18 @@ def load_classifier(args: argparse.Namespace):
 
 
 RANDOM_WEIGHTS_BANNER = "WARNING: RANDOM WEIGHTS — predictions are meaningless (offline demo/test model)"
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (``kill``, ``docker stop``, systemd) end the command as Ctrl-C does.
+
+    Killed by SIGTERM's default action, Python runs neither ``finally`` blocks nor ``atexit``
+    handlers, so the emulators and servers a command started (each in a session of its own) were
+    left running; as a KeyboardInterrupt they are stopped on the way out. Commands that handle
+    SIGTERM themselves (``serve`` under uvicorn, ``emulator``) replace this handler.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)

@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
     if args.pool < 1 or (args.port is not None and args.pool != 1):
         print("error: --pool must be at least 1, and --port applies to a single emulator (--pool 1)", file=sys.stderr)
         return 2
-    try:  # a missing or broken model is a one-line error now, not a 500 on the first invoke
-        meta = load_verified(args.model, verify_sha256=False)
+    try:  # a missing, truncated or corrupt model is a one-line error now, not a 500 on the first invoke
+        meta = load_verified(args.model)
     except ClassifierError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1

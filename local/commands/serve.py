@@ -18,6 +18,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-concurrency", type=int, default=1, help="inferences at once per worker (default: %(default)s)")
     parser.add_argument("--max-queue", type=int, default=16,
                         help="requests that may wait per worker before the server answers 503 (default: %(default)s)")
+    parser.add_argument("--max-receiving", type=int, default=64,
+                        help="requests that may be sending their bodies at once before the server answers 503 "
+                             "(default: %(default)s)")
     parser.add_argument("--body-timeout", type=float, default=30.0,
                         help="seconds a client has to send its request body before 408 (default: %(default)s)")
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
@@ -35,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"runtime auto: {why}", flush=True)
     config = ServeConfig(model=str(model), runtime=runtime, threads=args.threads,
                          fast_preprocess=not args.exact_preprocess, max_concurrency=args.max_concurrency,
-                         max_queue=args.max_queue, cors_origins=args.cors_origin, workers=args.workers,
+                         max_queue=args.max_queue, max_receiving=args.max_receiving, cors_origins=args.cors_origin,
+                         workers=args.workers,
                          body_timeout_s=args.body_timeout)
     try:  # load now, so a bad model is a one-line error before anything binds
         app = create_app(config)

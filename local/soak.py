@@ -1,0 +1,488 @@
+"""Load and soak runs: concurrent clients for a bounded time, and the figures they leave.
+
+- ``local serve`` (started here in a child process, or an existing one by URL): N clients, each
+  with its own connection, through :class:`~local.backends.HttpBackend`; then an overload phase
+  with more clients than the server admits, which must be answered 503 with a reason rather than
+  queued without bound.
+- The Lambda emulator: N clients sharing one execution environment (what the GUI does: calls are
+  serialised, the emulator must never crash), then N clients on a pool (what the monitor does).
+
+Every phase reports requests, errors by status and code, answers that named the wrong class,
+latency percentiles as each client saw them (queueing included), throughput, and the server
+processes' resident memory sampled over the run. ``python -m local soak`` prints them;
+``tests/test_soak.py`` runs short versions and asserts on errors and correctness, never on time.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import psutil
+
+from lambda_onnx.errors import BackendUnavailableError, ClassifierError
+from local.backends import Backend, BackendResult, HttpBackend
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVE_START_TIMEOUT_S = 90.0
+CLIENT_TIMEOUT_S = 30.0  # per request: a phase always ends, whatever the server does
+BUSY_BACKOFF_S = 0.1  # a client told 503/429 waits this long before asking again
+RSS_INTERVAL_S = 0.25
+
+
+# --- a `local serve` child process ---------------------------------------------------------------
+
+
+class ServeProcess:
+    """``python -m local serve`` in a child process on a loopback port, its output kept in a file.
+
+    ``args`` are passed to ``local serve`` as they are (``--max-queue 4``, ``--runtime onnxruntime``,
+    ...). :meth:`start` returns once ``/health`` answers, or raises
+    :class:`~lambda_onnx.errors.BackendUnavailableError` with what the server printed (a bad
+    model is a one-line error there).
+    """
+
+    def __init__(self, model: str | Path, *args: str, host: str = "127.0.0.1", port: int | None = None,
+                 env: dict[str, str] | None = None, start_timeout_s: float = SERVE_START_TIMEOUT_S) -> None:
+        self.model, self.args, self.host = Path(model), list(args), host
+        self.port = port
+        self.env, self.start_timeout_s = env, start_timeout_s
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.NamedTemporaryFile(prefix="local-serve-", suffix=".log", delete=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def output(self) -> str:
+        """Everything the server printed so far (stdout and stderr)."""
+        return Path(self._log.name).read_text(errors="replace")
+
+    def start(self) -> ServeProcess:
+        """Start the server and wait until ``/health`` answers."""
+        import httpx
+
+        if self.port is None:
+            from local.emulator import free_ports
+
+            (self.port,) = free_ports(1, self.host)
+        command = [sys.executable, "-m", "local", "serve", "--model", str(self.model), "--host", self.host,
+                   "--port", str(self.port), *self.args]
+        self._proc = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                                      env={**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})})
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                last = self.output().strip().splitlines()[-1:] or ["(no output)"]
+                code = self._proc.returncode
+                self.close()
+                raise BackendUnavailableError(f"local serve exited with code {code}: {last[0]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.close()
+        raise BackendUnavailableError(f"local serve did not answer within {self.start_timeout_s:.0f} s")
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """Terminate the server (kill it if it does not stop) and reap it; its log stays."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout_s)
+
+    def close(self) -> None:
+        """Stop the server and delete its log (read :meth:`output` before)."""
+        self.stop()
+        if not self._log.closed:
+            self._log.close()
+            Path(self._log.name).unlink(missing_ok=True)
+
+    def __enter__(self) -> ServeProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def listening_pid(url: str) -> int | None:
+    """The process listening on a loopback URL's port (for its memory), or None if it cannot be seen."""
+    parsed = urlparse(url)
+    if parsed.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    try:
+        for connection in psutil.net_connections(kind="tcp"):
+            if (connection.status == psutil.CONN_LISTEN and connection.laddr and connection.laddr.port == parsed.port
+                    and connection.pid):
+                return connection.pid
+    except (psutil.Error, OSError):
+        return None
+    return None
+
+
+# --- memory ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemoryTrace:
+    """Resident memory (MB) of the server processes (children included), sampled over a phase."""
+
+    samples: list[tuple[float, float]]  # (seconds since the phase began, MB)
+
+    @property
+    def start_mb(self) -> float:
+        return self.samples[0][1]
+
+    @property
+    def max_mb(self) -> float:
+        return max(mb for _, mb in self.samples)
+
+    @property
+    def end_mb(self) -> float:
+        return self.samples[-1][1]
+
+    @property
+    def growth_mb(self) -> float:
+        return self.end_mb - self.start_mb
+
+
+def rss_mb(pids: Sequence[int]) -> float | None:
+    """Resident memory of these processes and all their descendants, in MB (None if all are gone)."""
+    total, seen = 0, False
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            for member in [process, *process.children(recursive=True)]:
+                try:
+                    total += member.memory_info().rss
+                    seen = True
+                except psutil.Error:
+                    continue
+        except psutil.Error:
+            continue
+    return total / 2**20 if seen else None
+
+
+class RssSampler:
+    """Samples :func:`rss_mb` of ``pids`` in a background thread until :meth:`stop`."""
+
+    def __init__(self, pids: Sequence[int], interval_s: float = RSS_INTERVAL_S) -> None:
+        self.pids, self.interval_s = list(pids), interval_s
+        self._samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="rss-sampler")
+        self._started = time.monotonic()
+
+    def _run(self) -> None:
+        while True:
+            value = rss_mb(self.pids)
+            if value is not None:
+                self._samples.append((round(time.monotonic() - self._started, 3), round(value, 1)))
+            if self._stop.wait(self.interval_s):
+                break
+
+    def start(self) -> RssSampler:
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def stop(self) -> MemoryTrace | None:
+        self._stop.set()
+        self._thread.join(5)
+        value = rss_mb(self.pids)
+        if value is not None:
+            self._samples.append((round(time.monotonic() - self._started, 3), round(value, 1)))
+        return MemoryTrace(list(self._samples)) if self._samples else None
+
+
+# --- clients -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One request as its client saw it."""
+
+    client: int
+    t_s: float  # when it was sent, since the phase began
+    ms: float  # from sending to the answer (or the error), waiting for a busy emulator included
+    status: int  # 200, the error's HTTP status, or 0 when no answer came
+    code: str  # "ok", or the error's code (overloaded, backend_unavailable, wrong_answer, ...)
+    message: str
+    label: str | None = None
+    cold_start: bool | None = None
+    environment: str | None = None
+
+
+@dataclass
+class PhaseReport:
+    """The figures of one phase."""
+
+    name: str
+    target: str
+    clients: int
+    seconds: float  # planned
+    elapsed_s: float
+    requests: int
+    ok: int
+    errors: dict[str, int]  # "503 overloaded" -> count
+    reasons: dict[str, str]  # "503 overloaded" -> the first message seen
+    wrong: int  # 200 answers whose top-1 was not an expected class
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    throughput_rps: float  # successful answers per second
+    cold_starts: int
+    environments: dict[str, int] = field(default_factory=dict)
+    memory: MemoryTrace | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+
+def _outcome(client: int, started: float, sent: float, result: BackendResult | None, error: ClassifierError | None,
+             expected: Sequence[str]) -> Outcome:
+    elapsed = (time.monotonic() - sent) * 1e3
+    t_s = round(sent - started, 3)
+    if error is not None:
+        return Outcome(client, t_s, elapsed, error.status, error.code, error.message)
+    assert result is not None
+    top = result.predictions[0].label if result.predictions else None
+    environment = result.extra.get("environment")
+    if expected and top not in expected:
+        return Outcome(client, t_s, elapsed, result.status, "wrong_answer",
+                       f"top-1 {top!r}, expected one of {list(expected)}", top, result.cold_start, environment)
+    return Outcome(client, t_s, elapsed, result.status, "ok", "", top, result.cold_start, environment)
+
+
+def run_clients(backend_for: Callable[[int], Backend], image: bytes, *, clients: int, seconds: float,
+                expected: Sequence[str] = (), busy_backoff_s: float = BUSY_BACKOFF_S) -> tuple[list[Outcome], float]:
+    """``clients`` threads, each sending ``image`` through its own ``backend_for(i)`` (closed at the
+    end: a shared one must not stop anything on close) one request after another until ``seconds``
+    have passed; returns every outcome and the elapsed time.
+
+    A client told 503 or 429 backs off ``busy_backoff_s`` (as a client honouring Retry-After would);
+    one that gets no answer (status 0) backs off a second. Each request is bounded by its backend's
+    own timeout, so the phase ends shortly after ``seconds``.
+    """
+    if clients < 1 or seconds <= 0:
+        raise ValueError(f"need at least one client and a positive duration, got {clients} and {seconds}")
+    outcomes: list[Outcome] = []
+    lock = threading.Lock()
+    started = time.monotonic()
+    deadline = started + seconds
+
+    def client(index: int) -> None:
+        backend = backend_for(index)
+        try:
+            while time.monotonic() < deadline:
+                sent = time.monotonic()
+                result = error = None
+                try:
+                    result = backend.classify(image)
+                except ClassifierError as exc:
+                    error = exc
+                outcome = _outcome(index, started, sent, result, error, expected)
+                with lock:
+                    outcomes.append(outcome)
+                if outcome.status in (429, 503):
+                    time.sleep(busy_backoff_s)
+                elif outcome.status == 0:
+                    time.sleep(1.0)
+        finally:
+            backend.close()
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True, name=f"soak-client-{i}") for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + 2 * CLIENT_TIMEOUT_S + 10)
+    return sorted(outcomes, key=lambda o: o.t_s), time.monotonic() - started
+
+
+def summarise(name: str, target: str, outcomes: Sequence[Outcome], *, clients: int, seconds: float, elapsed_s: float,
+              memory: MemoryTrace | None = None) -> PhaseReport:
+    """The figures of a phase from its outcomes."""
+    ok = [o for o in outcomes if o.code == "ok"]
+    errors: collections.Counter[str] = collections.Counter()
+    reasons: dict[str, str] = {}
+    for o in outcomes:
+        if o.code != "ok":
+            key = f"{o.status} {o.code}"
+            errors[key] += 1
+            reasons.setdefault(key, o.message)
+    times = np.array([o.ms for o in ok], dtype=float)
+
+    def pct(q: float) -> float | None:
+        return round(float(np.percentile(times, q)), 1) if times.size else None
+
+    environments = collections.Counter(o.environment for o in outcomes if o.environment)
+    return PhaseReport(
+        name=name, target=target, clients=clients, seconds=seconds, elapsed_s=round(elapsed_s, 2), requests=len(outcomes),
+        ok=len(ok), errors=dict(errors), reasons=reasons, wrong=errors.get("200 wrong_answer", 0), p50_ms=pct(50),
+        p90_ms=pct(90), p99_ms=pct(99), max_ms=round(float(times.max()), 1) if times.size else None,
+        throughput_rps=round(len(ok) / elapsed_s, 2) if elapsed_s > 0 else 0.0,
+        cold_starts=sum(bool(o.cold_start) for o in ok), environments=dict(sorted(environments.items())), memory=memory,
+    )
+
+
+def run_phase(name: str, target: str, backend_for: Callable[[int], Backend], image: bytes, *, clients: int, seconds: float,
+              expected: Sequence[str] = (), pids: Sequence[int] = ()) -> PhaseReport:
+    """:func:`run_clients` with the server processes' memory sampled, summarised."""
+    sampler = RssSampler(pids).start() if pids else None
+    outcomes, elapsed = run_clients(backend_for, image, clients=clients, seconds=seconds, expected=expected)
+    memory = sampler.stop() if sampler else None
+    return summarise(name, target, outcomes, clients=clients, seconds=seconds, elapsed_s=elapsed, memory=memory)
+
+
+# --- the two soaks -----------------------------------------------------------------------------------
+
+
+@dataclass
+class SoakReport:
+    """What a soak found: each phase's figures, and facts (capacity, pids, whether the servers survived)."""
+
+    target: str
+    model: str
+    phases: list[PhaseReport]
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def soak_serve(image: bytes, *, url: str | None = None, model: str | Path | None = None, clients: int = 8,
+               seconds: float = 60.0, overload_clients: int | None = None, overload_seconds: float | None = None,
+               expected: Sequence[str] = (), serve_args: Sequence[str] = (), send: str = "binary",
+               on_phase: Callable[[str], None] | None = None) -> SoakReport:
+    """Soak ``local serve``: ``clients`` for ``seconds`` (after a short warm-up), then, unless
+    ``overload_clients`` is 0, more clients than the server admits (default: its capacity plus
+    ``clients``) for ``overload_seconds`` (default: a quarter of ``seconds``, at least 2 s).
+
+    With ``url`` an existing server is used (its memory is sampled when it listens on this
+    machine); otherwise ``model`` is served in a child process with ``serve_args``.
+    """
+    import httpx
+
+    if (url is None) == (model is None):
+        raise ValueError("give either url (an existing server) or model (to start one)")
+    server = ServeProcess(model, *serve_args).start() if url is None else None
+    try:
+        base = (url or server.url).rstrip("/").removesuffix("/classify")
+        health = httpx.get(base + "/health", timeout=10).json()
+        described = httpx.get(base + "/model", timeout=10).json()
+        capacity = int(health.get("capacity", 0)) or None
+        pid = server.pid if server else listening_pid(base)
+        pids = [pid] if pid else []
+
+        def backend_for(_: int) -> Backend:
+            return HttpBackend(base + "/classify", timeout=CLIENT_TIMEOUT_S, send=send, kind="server", connect_retries=0,
+                               name=f"local serve {base}")
+
+        report = SoakReport(target=f"local serve {base}", model=f"{described.get('arch')} {described.get('precision')} "
+                            f"({described.get('weights')}, {described.get('runtime')})",
+                            phases=[], facts={"capacity": capacity, "pid": pid, "max_receiving": health.get("max_receiving")})
+        warm = backend_for(0)
+        for _ in range(max(2, clients)):  # allocate the runtime's arenas before the memory baseline
+            warm.classify(image)
+        warm.close()
+        if on_phase:
+            on_phase(f"steady: {clients} clients for {seconds:g} s")
+        steady = run_phase("steady", report.target, backend_for, image, clients=clients, seconds=seconds,
+                           expected=expected, pids=pids)
+        if capacity is not None and clients > capacity:
+            steady.notes.append(f"{clients} clients exceed the server's capacity of {capacity}: 503s are expected")
+        report.phases.append(steady)
+        heavy = overload_clients if overload_clients is not None else ((capacity or clients) + clients)
+        if heavy > 0:
+            span = overload_seconds if overload_seconds is not None else max(2.0, seconds / 4)
+            if on_phase:
+                on_phase(f"overload: {heavy} clients for {span:g} s (capacity {capacity})")
+            overload = run_phase("overload", report.target, backend_for, image, clients=heavy, seconds=span,
+                                 expected=expected, pids=pids)
+            if not any(key.startswith("503 ") for key in overload.errors):
+                overload.notes.append(f"no 503: the server kept up with {heavy} clients (capacity {capacity})")
+            report.phases.append(overload)
+        after = backend_for(0)
+        try:  # the server still answers once the load is gone
+            report.facts["after"] = after.classify(image).predictions[0].label
+        except ClassifierError as exc:
+            report.facts["after"] = f"ERROR {exc.message}"
+        finally:
+            after.close()
+        report.facts["alive"] = server.alive() if server else None
+        return report
+    finally:
+        if server is not None:
+            server.close()
+
+
+def soak_emulator(image: bytes, model: str | Path, *, clients: int = 4, seconds: float = 30.0, pool: int | None = None,
+                  memory_mb: int = 3008, expected: Sequence[str] = (), emulator: Any = None,
+                  on_phase: Callable[[str], None] | None = None) -> SoakReport:
+    """Soak the Lambda emulator: ``clients`` sharing one execution environment (every invoke
+    serialised by :class:`~local.emulator.Emulator`, as behind the GUI), then ``clients`` on a pool
+    of ``pool`` environments (default ``clients``; 0 skips it), as the monitor runs them.
+
+    ``emulator`` is an already running :class:`~local.emulator.Emulator` to use for the first
+    phase (it is left running); otherwise one is started and stopped here.
+    """
+    from local.backends import EmulatorBackend
+    from local.emulator import Emulator, EmulatorPool
+
+    own = emulator is None
+    single = Emulator(model, memory_mb=memory_mb, name="soak-env").start() if own else emulator
+    report = SoakReport(target="Lambda emulator (AWS RIE)", model=str(model), phases=[])
+    try:
+        backend = EmulatorBackend(single, stop_on_close=False, name="one environment")
+        backend.classify(image)  # the cold start, outside the figures
+        pid = single.pid
+        if on_phase:
+            on_phase(f"one environment: {clients} clients for {seconds:g} s")
+        phase = run_phase("one environment", "emulator", lambda _: backend, image, clients=clients, seconds=seconds,
+                          expected=expected, pids=[pid])
+        phase.notes.append(f"emulator pid {pid} before, {single.pid} after; alive: {single.alive()}")
+        report.facts.update(single_pid_before=pid, single_pid_after=single.pid, single_alive=single.alive())
+        report.phases.append(phase)
+    finally:
+        if own:
+            single.stop()
+    size = clients if pool is None else pool
+    if size > 0:
+        with EmulatorPool(model, size=size, memory_mb=memory_mb, name="soak-pool") as environments:
+            for environment in environments.emulators:  # each cold start outside the figures and the memory baseline
+                EmulatorBackend(environment, stop_on_close=False).classify(image)
+            backend = EmulatorBackend(environments, stop_on_close=False, name=f"pool of {size}")
+            if on_phase:
+                on_phase(f"pool of {size}: {clients} clients for {seconds:g} s")
+            pids = [e.pid for e in environments.emulators]
+            phase = run_phase(f"pool of {size}", "emulator pool", lambda _: backend, image, clients=clients,
+                              seconds=seconds, expected=expected, pids=pids)
+            alive = environments.alive()
+            phase.notes.append(f"{size} environments (each cold-started before the figures), all alive at the end: {alive}")
+            report.facts.update(pool_alive=alive, pool_pids_unchanged=pids == [e.pid for e in environments.emulators])
+            report.phases.append(phase)
+    return report
