@@ -716,7 +716,7 @@ def markdown(report: TuneReport) -> str:
         f"- machine: {machine.get('cpu', '?')}, {machine.get('cpus')} CPUs ({machine.get('available_cpus')} usable), "
         f"{machine.get('memory_gb', '?')} GB, {machine.get('platform')}; {machine.get('cgroups')}; sizes above "
         f"{machine.get('max_full_share_mb')} MB get this machine's {machine.get('available_cpus')} CPUs, not Lambda's share",
-        f"- models: " + ", ".join(f"{k} `{v}`" for k, v in report.models.items()),
+        "- models: " + ", ".join(f"{k} `{v}`" for k, v in report.models.items()),
         f"- image: `{config['image']}` ({config['image_bytes'] / 1e3:,.0f} kB); 1 cold + {config['requests']} warm "
         f"invokes per configuration; latency = {config['metric_means']}",
         f"- prices: {prices['architecture']}, ${prices['gb_second_usd']:.10f}".rstrip("0") + f" per GB-s, ${prices['request_usd'] * 1e6:.2f} per "
@@ -725,7 +725,7 @@ def markdown(report: TuneReport) -> str:
         f"- run {report.created}", "",
     ]
     head = ["precision", "memory MB", "vCPU (Lambda → here)", "threads", "cold round trip ms", "init phase ms",
-            f"p50 ms", f"p90 ms", f"p99 ms", "peak MB (cgroup / RSS)", "throttled periods (warm)", "$ per 1M", "status"]
+            "p50 ms", "p90 ms", "p99 ms", "peak MB (cgroup / RSS)", "throttled periods (warm)", "$ per 1M", "status"]
     if aws:
         head[-1:-1] = ["AWS p50 / p90 ms", "AWS $ per 1M"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

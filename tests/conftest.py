@@ -53,6 +53,24 @@ def lite0_classifier(lite0: Path):
     return Classifier(lite0)
 
 
+def wait_until_answers(url: str, process, timeout: float = 90, output=lambda: "") -> None:
+    """Poll ``url`` until it answers 200; fail with the process's output if it exits or times out."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{url} did not come up: {output()}")
+        time.sleep(0.2)
+
+
 def run_module(*args: str, env: dict[str, str] | None = None, timeout: float = 600):
     """Run ``python -m <args>`` from the repository root, as a user would."""
     import subprocess

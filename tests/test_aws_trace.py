@@ -88,7 +88,7 @@ def test_fetches_the_report_line_of_the_exact_request(aws):
     logs.create_log_group(logGroupName=group)
     logs.create_log_stream(logGroupName=group, logStreamName="s")
     now = int(time.time() * 1000)
-    lines = [f"START RequestId: req-a Version: $LATEST", "REPORT RequestId: req-a\tDuration: 10.00 ms\tBilled Duration: 10 ms\tMemory Size: 3008 MB\tMax Memory Used: 170 MB",
+    lines = ["START RequestId: req-a Version: $LATEST", "REPORT RequestId: req-a\tDuration: 10.00 ms\tBilled Duration: 10 ms\tMemory Size: 3008 MB\tMax Memory Used: 170 MB",
              "REPORT RequestId: req-b\tDuration: 20.00 ms\tBilled Duration: 20 ms\tMemory Size: 3008 MB\tMax Memory Used: 171 MB\tInit Duration: 900.00 ms"]
     logs.put_log_events(logGroupName=group, logStreamName="s",
                         logEvents=[{"timestamp": now + i, "message": line} for i, line in enumerate(lines)])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import socket
-import threading
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -13,7 +15,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 import corpus
-from conftest import run_module
+from conftest import ROOT, run_module, wait_until_answers
 from gui.launch import LaunchOptions, UsageError, launch, parse_auth
 from lambda_onnx.limits import MAX_IMAGE_BYTES
 from local import cost
@@ -215,29 +217,15 @@ def test_browser_shows_the_random_weights_banner(resnet_random, browser, artifac
 
 def test_first_run_exports_a_model_and_offers_explicit_fallbacks(tmp_path, browser, artifacts):
     """No model yet and no network: the app says why and exports EfficientNet-Lite0 when asked."""
-    import subprocess
-    import sys
-    import time
-
-    from conftest import ROOT
-
     port = free_port()
-    env = {**__import__("os").environ, "TORCH_HOME": str(tmp_path / "torch"), "https_proxy": "http://127.0.0.1:9",
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch"), "https_proxy": "http://127.0.0.1:9",
            "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
     model = tmp_path / "models" / "resnet50.onnx"
     proc = subprocess.Popen([sys.executable, "-m", "gui", "--port", str(port), "--model", str(model)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "the app did not start"
-            time.sleep(0.5)
+        wait_until_answers(url, proc, 90)
         page = browser.new_page(viewport={"width": 1300, "height": 900})
         page.goto(url)
         page.get_by_text("could not download ResNet50_Weights.IMAGENET1K_V2").wait_for(timeout=120_000)

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from lambda_onnx.errors import BackendError
 from lambda_onnx.sidecar import sidecar_path
 from local.backends import EmulatorBackend
 from local.emulator import Emulator

@@ -22,7 +22,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from urllib.parse import urlparse
 
 import httpx
@@ -32,7 +31,7 @@ from cfnlint.decode import decode
 from gradio_client import Client, handle_file
 
 import corpus
-from conftest import ROOT
+from conftest import ROOT, wait_until_answers
 from lambda_onnx.limits import MAX_REQUEST_BYTES
 from local.backends import EmulatorBackend, HttpBackend, http_api_event
 from local.emulator import Emulator, free_ports, session_members
@@ -185,15 +184,7 @@ def test_gui_logs_hold_no_payload_or_credential(lite0, tmp_path):
                                    stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **FAKE_AWS, "PYTHONUNBUFFERED": "1"})
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        wait_until_answers(url, process, 120, output=log.read_text)
         client = Client(url, verbose=False, download_files=False)
         summary = client.submit(handle_file(str(image)), api_name="/compare").result(timeout=120)[-1]
         assert all("predictions" in side for side in summary.values()), summary

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import corpus
-from conftest import ROOT, run_module
+from conftest import ROOT, run_module, wait_until_answers
 from lambda_onnx.limits import MAX_REQUEST_BYTES
 from lambda_onnx.sidecar import Sidecar, sidecar_path
 from local.photos import by_name
@@ -37,16 +37,7 @@ def serving(model, *args: str):
                             text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"server did not start: {proc.stdout.read()}")
-            time.sleep(0.2)
+        wait_until_answers(f"{url}/health", proc, 60, output=proc.stdout.read)
         yield url
     finally:
         proc.terminate()
