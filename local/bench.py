@@ -72,7 +72,8 @@ class BenchConfig:
     out: Path = DEFAULT_OUT
     repeats: int = 30  # batch-1 samples per variant
     batch_repeats: int = 5  # batch-8 samples per variant
-    warmup: int = 3
+    warmup: int = 3  # per round, before its samples
+    rounds: int = 3  # interleaved blocks the batch-1 samples are split into (see _measure_in_rounds)
     cold_runs: int = 3  # fresh processes per handler
     threads: int | None = None  # None: resources.default_threads()
     quick: bool = False
@@ -80,6 +81,7 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if self.quick:
             self.repeats, self.batch_repeats, self.warmup, self.cold_runs = min(self.repeats, 3), 1, 1, 1
+            self.rounds = 1
 
     @property
     def cache(self) -> Path:
@@ -97,7 +99,7 @@ class Latency:
     threads: int
     median_ms: float
     p90_ms: float
-    batch_images_per_s: float
+    batch_images_per_s: float | None  # None when no batch was measured
     samples: list[float] = field(default_factory=list)
     vs_pytorch: float | None = None
     floor_fraction: float | None = None  # compute floor / median: 1.0 would be the floor itself
@@ -274,14 +276,43 @@ def _photo_batch(params, size: int) -> np.ndarray:
     return np.concatenate([tensors[i % len(tensors)] for i in range(size)])
 
 
-def _latency(name: str, runtime: str, precision: str, computes_in: str, threads: int, run: Callable[[np.ndarray], object],
-             batch: np.ndarray, config: BenchConfig) -> Latency:
+@dataclass
+class _Variant:
+    """One runtime × precision being measured, with the samples gathered so far."""
+
+    name: str
+    runtime: str
+    precision: str
+    computes_in: str
+    run: Callable[[np.ndarray], object]
+    samples: list[float] = field(default_factory=list)
+    batch_samples: list[float] = field(default_factory=list)
+
+
+def _measure_in_rounds(variants: list[_Variant], batch: np.ndarray, threads: int, config: BenchConfig,
+                       on_step: Step, batch_repeats: int | None = None) -> list[Latency]:
+    """Sample every variant in ``config.rounds`` interleaved blocks rather than one after another.
+
+    On a shared machine a disturbance lasting a few seconds would otherwise land on whichever
+    variant happened to run then and move its median by 10 % (seen here); spread over rounds it
+    lands on all of them. Within a block the runtime keeps its caches warm, as a server would.
+    """
     one = batch[:1]
-    samples = _times(lambda: run(one), config.repeats, config.warmup)
-    batch_samples = _times(lambda: run(batch), config.batch_repeats, 1)
-    return Latency(name, runtime, precision, computes_in, threads, float(np.median(samples)),
-                   float(np.percentile(samples, 90)), len(batch) / (float(np.median(batch_samples)) / 1e3),
-                   [round(s, 3) for s in samples])
+    rounds = max(1, min(config.rounds, config.repeats))
+    per_round = [config.repeats // rounds + (i < config.repeats % rounds) for i in range(rounds)]
+    batches = config.batch_repeats if batch_repeats is None else batch_repeats
+    per_round_batch = [batches // rounds + (i < batches % rounds) for i in range(rounds)]
+    for index, (count, batch_count) in enumerate(zip(per_round, per_round_batch)):
+        for variant in variants:
+            on_step(f"round {index + 1}/{rounds}: {variant.name}, {threads} thread(s)")
+            variant.samples += _times(lambda run=variant.run: run(one), count, config.warmup)
+            if batch_count:
+                warm = 0 if variant.batch_samples else 1  # the batch shape's first run, once
+                variant.batch_samples += _times(lambda run=variant.run: run(batch), batch_count, warm)
+    return [Latency(v.name, v.runtime, v.precision, v.computes_in, threads, float(np.median(v.samples)),
+                    float(np.percentile(v.samples, 90)),
+                    len(batch) / (float(np.median(v.batch_samples)) / 1e3) if v.batch_samples else None,
+                    [round(s, 3) for s in v.samples]) for v in variants]
 
 
 def torch_module(meta: Sidecar):
@@ -295,7 +326,7 @@ def measure_inference(fp32: Path, int8: Path, threads: int, config: BenchConfig,
     """PyTorch eager fp32 (the reference), then ONNX Runtime and OpenVINO on the fp32 and INT8 files."""
     meta = Sidecar.load(sidecar_path(fp32))
     batch = _photo_batch(meta.preprocessing, BATCH)
-    results = []
+    variants: list[_Variant] = []
     try:
         import torch
 
@@ -307,13 +338,11 @@ def measure_inference(fp32: Path, int8: Path, threads: int, config: BenchConfig,
             with torch.inference_mode():
                 return module(torch.from_numpy(x))
 
-        results.append(_latency("pytorch eager fp32", "pytorch", "fp32", "fp32", threads, run_torch, batch, config))
-        del module
+        variants.append(_Variant("pytorch eager fp32", "pytorch", "fp32", "fp32", run_torch))
     except ImportError:
         on_step("PyTorch is not installed: the reference is not measured")
-    variants = [(fp32, "onnxruntime", None), (int8, "onnxruntime", None), (fp32, "openvino", "auto"),
-                (fp32, "openvino", "f32"), (int8, "openvino", "auto"), (int8, "openvino", "f32")]
-    for path, runtime, hint in variants:
+    for path, runtime, hint in [(fp32, "onnxruntime", None), (int8, "onnxruntime", None), (fp32, "openvino", "auto"),
+                                (fp32, "openvino", "f32"), (int8, "openvino", "auto"), (int8, "openvino", "f32")]:
         try:
             classifier = Classifier(path, threads=threads, runtime=runtime, precision_hint=hint)
         except Exception as exc:  # e.g. OpenVINO missing: measure the others
@@ -322,11 +351,10 @@ def measure_inference(fp32: Path, int8: Path, threads: int, config: BenchConfig,
         precision = classifier.sidecar.precision
         computes = getattr(classifier.engine, "precision", "f32")
         hint_text = f" ({'default hint' if hint == 'auto' else f'{hint} hint'} → {computes})" if runtime == "openvino" else ""
-        name = f"{runtime} {precision}{hint_text}"
-        on_step(f"{name}, {threads} thread(s)")
-        results.append(_latency(name, runtime, precision, precision if computes == "f32" else computes, threads,
-                                classifier.infer, batch, config))
-        del classifier
+        variants.append(_Variant(f"{runtime} {precision}{hint_text}", runtime, precision,
+                                 precision if computes == "f32" else computes, classifier.infer))
+    results = _measure_in_rounds(variants, batch, threads, config, on_step)
+    variants.clear()  # release the sessions before the next measurements
     reference = next((r for r in results if r.runtime == "pytorch"), None)
     for result in results:
         if reference:
@@ -339,17 +367,18 @@ def measure_threads(fp32: Path, int8: Path, chosen: int, config: BenchConfig, on
     cpus = os.cpu_count() or 1
     counts = sorted({1, chosen, cpus, 2 * cpus} if not config.quick else {1, chosen})
     meta = Sidecar.load(sidecar_path(fp32))
-    one = _photo_batch(meta.preprocessing, 1)
-    rows = []
+    variants, keys = [], []
     for path in (fp32, int8):
         for count in counts:
             classifier = Classifier(path, threads=count)
-            on_step(f"onnxruntime {classifier.sidecar.precision} with {count} thread(s)")
-            samples = _times(lambda: classifier.infer(one), config.repeats, config.warmup)
-            rows.append({"runtime": "onnxruntime", "precision": classifier.sidecar.precision, "threads": count,
-                         "chosen": count == chosen, "median_ms": float(np.median(samples)),
-                         "p90_ms": float(np.percentile(samples, 90))})
-    return rows
+            precision = classifier.sidecar.precision
+            variants.append(_Variant(f"onnxruntime {precision} with {count} thread(s)", "onnxruntime", precision,
+                                     precision, classifier.infer))
+            keys.append(count)
+    results = _measure_in_rounds(variants, _photo_batch(meta.preprocessing, 1), chosen, config, on_step, batch_repeats=0)
+    variants.clear()
+    return [{"runtime": "onnxruntime", "precision": r.precision, "threads": count, "chosen": count == chosen,
+             "median_ms": r.median_ms, "p90_ms": r.p90_ms} for r, count in zip(results, keys)]
 
 
 # --- cold start and memory ---------------------------------------------------------------------
@@ -786,7 +815,7 @@ def markdown(report: BenchReport) -> str:
              f"| runtime × precision | batch-1 median ms | p90 ms | batch-{BATCH} images/s | × PyTorch eager | share of compute floor |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in report.inference:
-        lines.append(f"| {r.name} | {r.median_ms:.1f} | {r.p90_ms:.1f} | {r.batch_images_per_s:.1f} | "
+        lines.append(f"| {r.name} | {r.median_ms:.1f} | {r.p90_ms:.1f} | {_fmt(r.batch_images_per_s)} | "
                      f"{_fmt(r.vs_pytorch, 2)} | {_fmt(r.floor_fraction and r.floor_fraction * 100, 0)} % |")
     f = report.floor
     lines += ["", f"Compute floor: {f['gflop_per_image']:.2f} GFLOP per image ({f['gflop_source']}) over the measured fp32 GEMM "

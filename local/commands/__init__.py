@@ -15,6 +15,17 @@ from lambda_onnx.engines import RUNTIMES
 DEFAULT_MODEL = Path("models/resnet50.onnx")
 
 
+def count(text: str) -> int:
+    """An argparse type for a whole number of at least 1 (repeats, clients, threads, ...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def add_model_args(parser: argparse.ArgumentParser, *, auto_runtime: bool = False) -> None:
     """The options every command that loads a model shares; ``auto_runtime`` adds ``--runtime auto``
     (the fastest runtime x precision the benchmark measured on this machine)."""
@@ -25,7 +36,7 @@ def add_model_args(parser: argparse.ArgumentParser, *, auto_runtime: bool = Fals
                                  "machine, with its precision's model if --model is not given (default: %(default)s)")
     else:
         parser.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime", help="inference runtime (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=count, default=None,
                         help="inference threads (default: one per CPU this process may use)")
     parser.add_argument("--exact-preprocess", action="store_true",
                         help="always use the reference preprocessing path, even for large photos")

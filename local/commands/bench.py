@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from lambda_onnx.errors import ClassifierError
+from local.commands import count
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,10 +23,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--accuracy-model", type=Path, metavar="MODEL",
                         help="real-weights fp32 model for top-1 agreement (default: efficientnet_lite0, see above)")
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench"), help="output directory (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=30, help="batch-1 samples per runtime × precision (default: %(default)s)")
-    parser.add_argument("--batch-repeats", type=int, default=5, help="batch-8 samples per runtime × precision (default: %(default)s)")
-    parser.add_argument("--cold-runs", type=int, default=3, help="fresh processes per handler (default: %(default)s)")
-    parser.add_argument("--threads", type=int, help="inference threads (default: resources.default_threads())")
+    parser.add_argument("--repeats", type=count, default=30, help="batch-1 samples per runtime × precision (default: %(default)s)")
+    parser.add_argument("--batch-repeats", type=count, default=5, help="batch-8 samples per runtime × precision (default: %(default)s)")
+    parser.add_argument("--rounds", type=count, default=3,
+                        help="interleaved rounds the samples are split into, so a passing disturbance hits every "
+                             "runtime alike (default: %(default)s)")
+    parser.add_argument("--cold-runs", type=count, default=3, help="fresh processes per handler (default: %(default)s)")
+    parser.add_argument("--threads", type=count, help="inference threads (default: resources.default_threads())")
     parser.add_argument("--quick", action="store_true", help="a few samples of everything (for tests and smoke runs)")
     parser.set_defaults(run=run)
 
@@ -34,15 +38,15 @@ def run(args: argparse.Namespace) -> int:
     from local.bench import BenchConfig, ratios_text, run_bench, write_outputs
 
     config = BenchConfig(model=args.model, int8=args.int8, accuracy_model=args.accuracy_model, out=args.out,
-                         repeats=args.repeats, batch_repeats=args.batch_repeats, cold_runs=args.cold_runs,
+                         repeats=args.repeats, batch_repeats=args.batch_repeats, cold_runs=args.cold_runs, rounds=args.rounds,
                          threads=args.threads, quick=args.quick)
     started = time.perf_counter()
-    count = 0
+    steps = 0
 
     def step(message: str) -> None:
-        nonlocal count
-        count += 1
-        print(f"[{count:>2}] {time.perf_counter() - started:6.1f} s  {message}", flush=True)
+        nonlocal steps
+        steps += 1
+        print(f"[{steps:>2}] {time.perf_counter() - started:6.1f} s  {message}", flush=True)
 
     try:
         report = run_bench(config, on_step=step)
