@@ -7,15 +7,19 @@ Speed figures are printed (run with -s), never asserted.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import psutil
 import pytest
 
 import corpus
@@ -248,21 +252,46 @@ def test_cli_invokes_a_photo_and_exits(lite0):
     assert "COLD start" in out.stdout and "warm" in out.stdout
 
 
-def test_cli_serves_until_interrupted(lite0):
+def test_cli_serves_one_url_that_takes_concurrent_requests_until_interrupted(lite0, fake_aws):
+    """The printed URL is the front, not an emulator: the RIE crashes on overlapping invokes, and
+    a user's curl, load tool or threaded boto3 client will overlap them."""
     process = subprocess.Popen([sys.executable, "-m", "local", "emulator", "--model", str(lite0), "--pool", "2"], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         urls = []
         for line in process.stdout:
             if "invoke URL" in line:
-                urls.append(line.split("invoke URL", 1)[1].strip())
+                urls.append(line.split("invoke URL", 1)[1].split()[0])
             if "Ctrl-C" in line:
                 break
-        assert len(urls) == 2 and all(url.startswith("http://127.0.0.1:") for url in urls)
-        request = urllib.request.Request(urls[1], data=json_request(CHELSEA.read()), method="POST")
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answer = response.read()
-        assert b'"statusCode": 200' in answer
+        assert len(urls) == 1 and urls[0].startswith("http://127.0.0.1:")
+        emulators = [p for p in psutil.Process(process.pid).children(recursive=True) if "aws-lambda-rie" in p.name()]
+        assert len(emulators) == 2
+
+        def post(_: int) -> tuple[int, str, bytes]:
+            request = urllib.request.Request(urls[0], data=json_request(CHELSEA.read()), method="POST")
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, response.headers["x-emulator-environment"], response.read()
+
+        with ThreadPoolExecutor(6) as clients:
+            answers = list(clients.map(post, range(12)))
+        assert all(status == 200 and lambda_response(body, "front")[1]["predictions"][0]["label"] in CHELSEA.expected
+                   for status, _, body in answers)
+        assert {environment for _, environment, _ in answers} <= {"env-0", "env-1"}
+        assert all(p.is_running() for p in emulators)  # no overlapping invoke reached an emulator
+        # boto3 reaches the same URL; the emulator's one function is named "function"
+        base = urls[0].split("/2015-03-31")[0]
+        invoke = LambdaInvokeBackend("function", region="us-east-1", endpoint_url=base, timeout=60)
+        assert invoke.classify(CHELSEA.read()).predictions[0].label in CHELSEA.expected
+        invoke.close()
+        # refusals with a status and a reason, and the next request still works
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(urllib.request.Request(base + "/2015-03-31/functions/other/invocations", data=b"{}"), timeout=10)
+        assert missing.value.code == 404 and missing.value.headers["x-amzn-ErrorType"] == "ResourceNotFoundException"
+        with pytest.raises(urllib.error.HTTPError) as oversized:
+            urllib.request.urlopen(urllib.request.Request(urls[0], data=b"x" * (6 * 1024 * 1024 + 1)), timeout=30)
+        assert oversized.value.code == 413 and "limit" in json.loads(oversized.value.read())["message"]
+        assert post(0)[0] == 200
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0
         assert "stopping" in process.stdout.read()
@@ -270,6 +299,29 @@ def test_cli_serves_until_interrupted(lite0):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_cli_brings_back_an_environment_that_died(lite0):
+    process = subprocess.Popen([sys.executable, "-m", "local", "emulator", "--model", str(lite0)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = next(line.split("invoke URL", 1)[1].split()[0] for line in process.stdout if "invoke URL" in line)
+        (rie,) = [p for p in psutil.Process(process.pid).children(recursive=True) if "aws-lambda-rie" in p.name()]
+        rie.kill()
+        assert "exited; starting it again" in process.stderr.readline()
+        deadline = time.monotonic() + 30
+        while True:  # back within a moment, and the next request is a cold start
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, data=json_request(CHELSEA.read())), timeout=60) as r:
+                    _, body = lambda_response(r.read(), "front")
+                break
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 502 and time.monotonic() < deadline
+                time.sleep(0.2)
+        assert body["metrics"]["cold_start"] is True and process.poll() is None
+    finally:
+        process.kill()
+        process.wait()
 
 
 SLEEPY = """import time

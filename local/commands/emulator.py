@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from lambda_onnx.errors import ClassifierError
-from local.commands import DEFAULT_MODEL, RANDOM_WEIGHTS_BANNER
+from local.commands import DEFAULT_MODEL, RANDOM_WEIGHTS_BANNER, count
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -21,11 +21,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser("emulator", help="run the Lambda function on the AWS Lambda emulator (no Docker)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="exported .onnx (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=None, help="Invoke API port on 127.0.0.1 (default: a free one; --pool 1 only)")
-    parser.add_argument("--memory", type=int, default=DEFAULT_MEMORY_MB,
+    parser.add_argument("--port", type=int, default=None,
+                        help="port on 127.0.0.1 of the one Invoke API URL in front of the environment(s) (default: a free one)")
+    parser.add_argument("--memory", type=count, default=DEFAULT_MEMORY_MB,
                         help="the function's memory size in MB; sets the CPU share it assumes (default: %(default)s)")
-    parser.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT_S, help="the function's timeout in s (default: %(default)s)")
-    parser.add_argument("--pool", type=int, default=1,
+    parser.add_argument("--timeout", type=count, default=DEFAULT_TIMEOUT_S, help="the function's timeout in s (default: %(default)s)")
+    parser.add_argument("--pool", type=count, default=1,
                         help="execution environments: concurrent requests each get one, with its own cold start (default: %(default)s)")
     parser.add_argument("--invoke", nargs="+", type=Path, metavar="IMAGE", help="classify these images through the emulator, then exit")
     parser.add_argument("--send", choices=("json", "binary"), default="json",
@@ -47,18 +48,15 @@ def _print_result(path: Path, result) -> None:
 def run(args: argparse.Namespace) -> int:
     from lambda_onnx.sidecar import load_verified
     from local.backends import EmulatorBackend
-    from local.emulator import EmulatorPool
+    from local.emulator import EmulatorPool, InvokeFront
 
-    if args.pool < 1 or (args.port is not None and args.pool != 1):
-        print("error: --pool must be at least 1, and --port applies to a single emulator (--pool 1)", file=sys.stderr)
-        return 2
     try:  # a missing, truncated or corrupt model is a one-line error now, not a 500 on the first invoke
         meta = load_verified(args.model)
     except ClassifierError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     on_line = _echo_function_output if args.logs else None
-    pool = EmulatorPool(args.model, size=args.pool, memory_mb=args.memory, timeout_s=args.timeout, port=args.port, on_line=on_line)
+    pool = EmulatorPool(args.model, size=args.pool, memory_mb=args.memory, timeout_s=args.timeout, on_line=on_line)
     try:
         pool.start()
     except ClassifierError as exc:
@@ -71,12 +69,17 @@ def run(args: argparse.Namespace) -> int:
             print(RANDOM_WEIGHTS_BANNER, flush=True)
         if args.invoke:
             return _invoke(EmulatorBackend(pool, send=args.send, stop_on_close=False), args.invoke)
-        for emulator in pool.emulators:
-            print(f"  {emulator.name}: invoke URL {emulator.invoke_url}", flush=True)
-        first = pool.emulators[0]
-        print(f"Try: curl -s {first.invoke_url} -d '{{\"image\": \"'$(base64 -w0 IMAGE.jpg)'\"}}'\n"
-              f"or boto3 with endpoint_url={first.url} and FunctionName='function'. Ctrl-C stops.", flush=True)
-        return _wait(pool)
+        try:
+            front = InvokeFront(pool, port=args.port or 0)
+        except OSError as exc:
+            print(f"error: cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        with front:
+            print(f"  invoke URL {front.invoke_url}  ({args.pool} environment(s); concurrent requests are safe: each "
+                  f"environment takes one at a time, as on Lambda)", flush=True)
+            print(f"Try: curl -s {front.invoke_url} -d '{{\"image\": \"'$(base64 -w0 IMAGE.jpg)'\"}}'\n"
+                  f"or boto3 with endpoint_url={front.url} and FunctionName='function'. Ctrl-C stops.", flush=True)
+            return _wait(pool)
     finally:
         pool.stop()
 
@@ -100,15 +103,28 @@ def _invoke(backend, images: list[Path]) -> int:
     return 1 if failed else 0
 
 
+RESTARTS = 3  # an environment that keeps dying (out of memory, a broken runtime) ends the command
+
+
 def _wait(pool) -> int:
+    """Serve until Ctrl-C or SIGTERM; an environment that died is started again (a cold start, as
+    Lambda replaces a crashed environment), unless it keeps dying."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    restarts = 0
     try:
         while not stop.wait(0.5):
-            dead = [e for e in pool.emulators if not e.alive()]
-            if dead:
-                print(f"error: {dead[0].name} exited:\n{dead[0].stderr_tail()}", file=sys.stderr)
-                return 1
+            for emulator in pool.emulators:
+                if emulator.alive():
+                    continue
+                tail = emulator.stderr_tail()
+                if restarts == RESTARTS:
+                    print(f"error: {emulator.name} exited again after {RESTARTS} restarts:\n{tail}", file=sys.stderr)
+                    return 1
+                restarts += 1
+                print(f"{emulator.name} exited; starting it again (restart {restarts} of {RESTARTS}; the next "
+                      f"request it takes is a cold start)", file=sys.stderr, flush=True)
+                emulator.restart()
     except KeyboardInterrupt:
         pass
     print("stopping the emulator", flush=True)
