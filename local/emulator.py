@@ -552,9 +552,12 @@ class InvokeFront:
                                                                          f"one function is invoked at {INVOKE_PATH}"},
                                         "ResourceNotFoundException")
                 try:
-                    length = int(self.headers.get("content-length") or "")
+                    length = declared = int(self.headers.get("content-length") or "")
                 except ValueError:
-                    return self._answer(411, {"Type": "User", "message": "a Content-Length header is required"},
+                    length = declared = -1
+                if length < 0:
+                    self.close_connection = True
+                    return self._answer(411, {"Type": "User", "message": "a valid Content-Length header is required"},
                                         "InvalidRequestContentException")
                 if length > LAMBDA_PAYLOAD_BYTES:
                     # Drain a moderately oversized body so the client, still sending, reads the 413
@@ -569,7 +572,7 @@ class InvokeFront:
                                 length -= len(chunk)
                         except OSError:
                             return None
-                    return self._answer(413, {"Type": "User", "message": f"the invoke payload is {length:,} bytes; "
+                    return self._answer(413, {"Type": "User", "message": f"the invoke payload is {declared:,} bytes; "
                                               f"Lambda's limit is {LAMBDA_PAYLOAD_BYTES:,} bytes"})
                 try:
                     body = self.rfile.read(length)
@@ -581,8 +584,14 @@ class InvokeFront:
                 except BackendError as exc:
                     status = 504 if isinstance(exc, BackendTimeoutError) else exc.status if exc.status in _FRONT_ERRORS else 502
                     return self._answer(status, {"Type": "Service" if status >= 500 else "User", "message": exc.message})
-                front.served += 1
                 return self._answer(invocation.status, invocation.payload, environment=invocation.environment)
+
+            def _refuse_method(self) -> None:
+                self.close_connection = True
+                self._answer(405, {"Type": "User", "message": f"{self.command} is not allowed: POST the invoke payload to "
+                                                              f"{INVOKE_PATH}"}, "MethodNotAllowedException")
+
+            do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = _refuse_method
 
             def _answer(self, status: int, body: bytes | dict[str, Any], error_type: str | None = None,
                         environment: str | None = None) -> None:
@@ -598,7 +607,6 @@ class InvokeFront:
                 self.wfile.write(data)
 
         self.pool = pool
-        self.served = 0
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -290,7 +291,14 @@ def test_cli_serves_one_url_that_takes_concurrent_requests_until_interrupted(lit
         assert missing.value.code == 404 and missing.value.headers["x-amzn-ErrorType"] == "ResourceNotFoundException"
         with pytest.raises(urllib.error.HTTPError) as oversized:
             urllib.request.urlopen(urllib.request.Request(urls[0], data=b"x" * (6 * 1024 * 1024 + 1)), timeout=30)
-        assert oversized.value.code == 413 and "limit" in json.loads(oversized.value.read())["message"]
+        assert oversized.value.code == 413 and "6,291,457 bytes" in json.loads(oversized.value.read())["message"]
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as raw:  # urllib cannot send this
+            raw.sendall(b"POST /2015-03-31/functions/function/invocations HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n")
+            assert raw.recv(4096).startswith(b"HTTP/1.1 411 ")
+        with pytest.raises(urllib.error.HTTPError) as get:
+            urllib.request.urlopen(urls[0], timeout=10)
+        assert get.value.code == 405 and "POST" in json.loads(get.value.read())["message"]
         assert post(0)[0] == 200
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0
