@@ -5,12 +5,15 @@ threads limited to ``max_concurrency`` at a time; at most ``max_queue`` more may
 that the server answers 503 with a reason instead of queueing without bound. Bodies are read
 first, with a size limit and a timeout, and only a complete request takes an inference slot: a
 slow or half-open client holds only its own connection (at most ``max_receiving`` bodies are
-read at once, which bounds the memory they hold).
+read at once, which bounds the memory they hold). A connection whose request head (line and
+headers) is not complete within ``header_timeout_s`` of connecting is closed: uvicorn alone keeps
+such a connection open for ever, and enough of them use up the server's file descriptors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import h11
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -27,6 +31,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from lambda_onnx.classifier import Classifier
 from lambda_onnx.contract import Service, error_body
@@ -58,6 +63,7 @@ class ServeConfig:
     max_queue: int = 16  # requests allowed to wait for a slot before 503
     max_receiving: int = 64  # requests allowed to be sending their bodies at once before 503
     body_timeout_s: float = 30.0
+    header_timeout_s: float = 10.0  # from connecting to the end of the request head
     cors_origins: list[str] = field(default_factory=list)  # empty: no cross-origin access
     workers: int = 1
 
@@ -224,6 +230,44 @@ def create_app(config: ServeConfig | None = None, service: Service | None = None
     return app
 
 
+@functools.cache
+def _header_timeout_s() -> float:
+    return ServeConfig.from_env().header_timeout_s if _ENV in os.environ else ServeConfig.header_timeout_s
+
+
+class HeadTimeoutProtocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each request head (see the module docstring).
+
+    uvicorn's keep-alive timer only covers a connection that sends nothing after a response, and
+    any byte disarms it; here every head, the first included, must be complete within
+    ``header_timeout_s`` of the connection opening or of the previous response. Module-level, so
+    that uvicorn's worker processes can import it."""
+
+    _head_deadline: asyncio.TimerHandle | None = None
+
+    def _arm_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+        self._head_deadline = self.loop.call_later(_header_timeout_s(), self._head_expired)
+
+    def _head_expired(self) -> None:
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():  # no complete head yet
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_head_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+        super().connection_lost(exc)
+
+
 def run(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
         app: Starlette | None = None) -> None:
     """Serve until interrupted. With several workers, each process loads its own copy of the model;
@@ -233,6 +277,7 @@ def run(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, log_leve
     os.environ[_ENV] = config.to_env()
     if config.workers > 1:
         uvicorn.run("local.serve:create_app", factory=True, host=host, port=port, workers=config.workers,
-                    log_level=log_level, timeout_keep_alive=5)
+                    log_level=log_level, timeout_keep_alive=5, http=HeadTimeoutProtocol)
     else:
-        uvicorn.run(app or create_app(config), host=host, port=port, log_level=log_level, timeout_keep_alive=5)
+        uvicorn.run(app or create_app(config), host=host, port=port, log_level=log_level, timeout_keep_alive=5,
+                    http=HeadTimeoutProtocol)

@@ -23,6 +23,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--body-timeout", type=float, default=30.0,
                         help="seconds a client has to send its request body before 408 (default: %(default)s)")
+    parser.add_argument("--header-timeout", type=float, default=10.0,
+                        help="seconds from connecting to the end of the request headers before the server hangs up "
+                             "(default: %(default)s)")
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="allow cross-origin requests from this origin (repeatable; default: none)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
                          fast_preprocess=not args.exact_preprocess, max_concurrency=args.max_concurrency,
                          max_queue=args.max_queue, max_receiving=args.max_receiving, cors_origins=args.cors_origin,
                          workers=args.workers,
-                         body_timeout_s=args.body_timeout)
+                         body_timeout_s=args.body_timeout, header_timeout_s=args.header_timeout)
     try:  # load now, so a bad model is a one-line error before anything binds
         app = create_app(config)
         service = app.state.service
