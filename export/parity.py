@@ -15,8 +15,10 @@ calibrated range), so the report says by how much without failing the export.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,7 +27,7 @@ from PIL import Image
 from lambda_onnx.classifier import Classifier
 from lambda_onnx.errors import ModelLoadError, ParityError
 from lambda_onnx.preprocess import prepare
-from lambda_onnx.sidecar import Preprocessing
+from lambda_onnx.sidecar import Preprocessing, Sidecar, sidecar_path
 from local.photos import PHONE_MEGAPIXELS, Photo, upscaled_jpeg
 
 # fp32 ONNX Runtime against fp32 PyTorch on identical inputs: only summation order differs.
@@ -119,6 +121,28 @@ class ParityReport:
     def raise_if_failed(self) -> None:
         if not self.passed:
             raise ParityError(self.failures)
+
+
+@contextmanager
+def staged(out_path: Path) -> Iterator[Path]:
+    """Where a model is written and checked before it may become ``out_path``: ``<stem>.partial.onnx``
+    beside it, removed with its sidecar on the way out whatever happens (:func:`publish` moves it
+    into place first), so a failed export or check leaves nothing behind under ``out_path``."""
+    partial = out_path.with_name(out_path.stem + ".partial.onnx")
+    try:
+        yield partial
+    finally:
+        sidecar_path(partial).unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+
+
+def publish(meta: Sidecar, report: ParityReport, partial: Path, out_path: Path) -> None:
+    """Record ``report`` in the sidecar and, only if every check passed, write the sidecar and move
+    the staged model to ``out_path`` (raises :class:`ParityError` listing every failure otherwise)."""
+    meta.parity = report.to_dict()
+    report.raise_if_failed()
+    meta.save(sidecar_path(out_path))
+    partial.replace(out_path)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -44,44 +44,36 @@ def export_module(built: BuiltModel, out_path: Path, *, opset: int = OPSET,
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(out_path.stem + ".partial.onnx")
-    on_step(f"exporting {built.arch} to ONNX (opset {opset}, dynamo exporter)")
-    export_onnx(built.module, partial, built.preprocessing.crop_size, opset=opset)
-    inputs, outputs = describe(partial)
-    meta = Sidecar(
-        arch=built.arch,
-        weights=built.weights,
-        random_weights=built.random_weights,
-        seed=built.seed,
-        precision="fp32",
-        preprocessing=built.preprocessing,
-        categories=built.categories,
-        input_name=INPUT_NAME,
-        output_name=OUTPUT_NAME,
-        input_shape=inputs[0][1],
-        opset=opset,
-        onnx_file=out_path.name,
-        onnx_bytes=partial.stat().st_size,
-        sha256=file_sha256(partial),
-        versions=versions(),
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        extra={"weights_path": built.weights_path} if built.weights_path else {},
-    )
-    partial_meta = sidecar_path(partial)
-    meta.save(partial_meta)
-    try:
+    with parity.staged(out_path) as partial:
+        on_step(f"exporting {built.arch} to ONNX (opset {opset}, dynamo exporter)")
+        export_onnx(built.module, partial, built.preprocessing.crop_size, opset=opset)
+        inputs, outputs = describe(partial)
+        meta = Sidecar(
+            arch=built.arch,
+            weights=built.weights,
+            random_weights=built.random_weights,
+            seed=built.seed,
+            precision="fp32",
+            preprocessing=built.preprocessing,
+            categories=built.categories,
+            input_name=INPUT_NAME,
+            output_name=OUTPUT_NAME,
+            input_shape=inputs[0][1],
+            opset=opset,
+            onnx_file=out_path.name,
+            onnx_bytes=partial.stat().st_size,
+            sha256=file_sha256(partial),
+            versions=versions(),
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            extra={"weights_path": built.weights_path} if built.weights_path else {},
+        )
+        meta.save(sidecar_path(partial))
         chosen = list(photos) if photos is not None else sample_photos.available()
         on_step(f"checking parity against PyTorch on a random batch and {len(chosen)} real photos")
         classifier = Classifier(partial, threads=os.cpu_count() or 1, fast_preprocess=False, warmup=False)
         report = parity.check_onnx(built.module, classifier, chosen, built.reference_transforms, on_check=on_check,
                                    random_weights=built.random_weights)
-        meta.parity = report.to_dict()
-        report.raise_if_failed()
-        meta.save(sidecar_path(out_path))
-        partial.replace(out_path)
-    finally:
-        partial_meta.unlink(missing_ok=True)
-        partial.unlink(missing_ok=True)
+        parity.publish(meta, report, partial, out_path)
     return meta
 
 

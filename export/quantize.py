@@ -185,9 +185,7 @@ def quantize_model(fp32_path: Path, out_path: Path | None = None, *, calibration
     out_path.parent.mkdir(parents=True, exist_ok=True)
     images = calibration_images(calibration_dir)
     source = str(calibration_dir) if calibration_dir is not None else "CALIBRATION photos shipped in installed packages (local/photos.py)"
-    partial = out_path.with_name(out_path.stem + ".partial.onnx")
-    partial_meta = sidecar_path(partial)
-    try:
+    with parity.staged(out_path) as partial:
         with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
             prepared = Path(tmp) / "pre.onnx"
             on_step("pre-processing the fp32 model for quantisation (optimisation, shape inference)")
@@ -219,18 +217,12 @@ def quantize_model(fp32_path: Path, out_path: Path | None = None, *, calibration
                 "quantized_on_cpu_with_vnni": cpu_has_vnni(),
             }},
         )
-        int8_meta.save(partial_meta)
+        int8_meta.save(sidecar_path(partial))
         on_step(f"rebuilding {meta.arch} in PyTorch for the INT8 parity report")
         module = rebuild(meta).module
         on_step("checking INT8 against fp32 ONNX and PyTorch on evaluation photos (never used for calibration)")
         report = check(partial, fp32_path, module, on_check=on_check)
-        int8_meta.parity = report.to_dict()
-        report.raise_if_failed()
-        int8_meta.save(sidecar_path(out_path))
-        partial.replace(out_path)
-    finally:
-        partial_meta.unlink(missing_ok=True)
-        partial.unlink(missing_ok=True)
+        parity.publish(int8_meta, report, partial, out_path)
     return int8_meta
 
 

@@ -20,6 +20,21 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: takes more than a few seconds (still runs in CI)")
 
 
+def use_fake_aws(env: pytest.MonkeyPatch, region: str = "us-east-1") -> None:
+    """boto3 signs every request: give it credentials that exist nowhere, a region, and no profile
+    or session token of the machine's own."""
+    for name, value in {"AWS_ACCESS_KEY_ID": "AKIDTESTSONLY", "AWS_SECRET_ACCESS_KEY": "tests-only-secret",
+                        "AWS_DEFAULT_REGION": region}.items():
+        env.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        env.delenv(name, raising=False)
+
+
+@pytest.fixture
+def fake_aws(monkeypatch):
+    use_fake_aws(monkeypatch)
+
+
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

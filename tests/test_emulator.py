@@ -44,16 +44,6 @@ def emulator(lite0_emulator):
     return lite0_emulator.restart()
 
 
-@pytest.fixture
-def fake_aws(monkeypatch):
-    """boto3 signs every request: give it credentials that exist nowhere, and a region."""
-    for name, value in {"AWS_ACCESS_KEY_ID": "AKIDLOCALEMULATOR", "AWS_SECRET_ACCESS_KEY": "local-secret",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-
-
 def test_cold_then_warm_through_the_emulator_backend(emulator):
     backend = EmulatorBackend(emulator, stop_on_close=False)
     results = [backend.classify(CHELSEA.read()) for _ in range(3)]

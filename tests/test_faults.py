@@ -52,15 +52,6 @@ def wait_for(condition, timeout_s: float = 30.0, what: str = "condition") -> Non
         time.sleep(0.02)
 
 
-@pytest.fixture
-def fake_aws(monkeypatch):
-    for name, value in {"AWS_ACCESS_KEY_ID": "AKIDFAULTS", "AWS_SECRET_ACCESS_KEY": "faults-secret",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-
-
 # --- the emulator killed mid-run ----------------------------------------------------------------------------
 
 def test_emulator_killed_during_a_monitor_run_is_reported_then_restarted(lite0):

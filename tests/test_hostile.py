@@ -29,7 +29,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 import corpus
-from conftest import run_module
+from conftest import run_module, use_fake_aws
 from lambda_onnx.errors import BackendError, ClassifierError
 from local.backends import EmulatorBackend, LambdaInvokeBackend, lambda_response
 from local.photos import by_name
@@ -195,11 +195,7 @@ def emulator(lite0_emulator):
 def boto3_invoke(emulator):
     """boto3 ``invoke`` through ``endpoint_url``, with credentials that exist nowhere."""
     with pytest.MonkeyPatch.context() as env:
-        for name, value in {"AWS_ACCESS_KEY_ID": "AKIDHOSTILE", "AWS_SECRET_ACCESS_KEY": "hostile-secret",
-                            "AWS_DEFAULT_REGION": "us-east-1"}.items():
-            env.setenv(name, value)
-        env.delenv("AWS_PROFILE", raising=False)
-        env.delenv("AWS_SESSION_TOKEN", raising=False)
+        use_fake_aws(env)
         backend = LambdaInvokeBackend("function", "us-east-1", endpoint_url=emulator.url, timeout=TIMEOUT_S)
     yield backend
     backend.close()
