@@ -200,13 +200,18 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         table = pd.DataFrame([r for r in cost.curve(inputs, [1e5, 1e6, 1e7, 1e8])])
         return text, charts.cost_curve(rows, crossover), table, result.to_dict()
 
-    def measured(summary: dict | None, server_rps: float) -> tuple:
-        """Fill the cost inputs from the last compare click."""
+    def last_serverless_answer(summary: dict | None) -> dict:
+        """The serverless side's answer to the last compare click, or a visible error saying why not."""
         if not summary:
             raise gr.Error("classify an image in the Compare view first")
         serverless = next((v for v in summary.values() if v.get("kind") == "serverless" and "metrics" in v), None)
         if serverless is None:
             raise gr.Error("the last compare click has no serverless answer")
+        return serverless
+
+    def measured(summary: dict | None, server_rps: float) -> tuple:
+        """Fill the cost inputs from the last compare click."""
+        serverless = last_serverless_answer(summary)
         m = serverless["metrics"]
         return (m.get("memory_mb") or ctx.targets.emulator_memory_mb, m["handler_ms"], m["init_ms"], server_rps)
 
@@ -226,11 +231,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
     def aws_lookup(summary: dict | None, function_name: str) -> str:
         from gui.aws import lookup_markdown
 
-        if not summary:
-            raise gr.Error("classify an image in the Compare view first")
-        serverless = next((v for v in summary.values() if v.get("kind") == "serverless" and "metrics" in v), None)
-        if serverless is None:
-            raise gr.Error("the last compare click has no serverless answer")
+        serverless = last_serverless_answer(summary)
         name = function_name or ctx.targets.lambda_function or serverless.get("function_name")
         return lookup_markdown(region=ctx.targets.region, function_name=name, request_id=serverless.get("request_id"),
                                trace_id=serverless.get("trace_id"))

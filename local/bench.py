@@ -284,13 +284,14 @@ class _Variant:
     runtime: str
     precision: str
     computes_in: str
+    threads: int
     run: Callable[[np.ndarray], object]
     samples: list[float] = field(default_factory=list)
     batch_samples: list[float] = field(default_factory=list)
 
 
-def _measure_in_rounds(variants: list[_Variant], batch: np.ndarray, threads: int, config: BenchConfig,
-                       on_step: Step, batch_repeats: int | None = None) -> list[Latency]:
+def _measure_in_rounds(variants: list[_Variant], batch: np.ndarray, config: BenchConfig, on_step: Step,
+                       batch_repeats: int | None = None) -> list[Latency]:
     """Sample every variant in ``config.rounds`` interleaved blocks rather than one after another.
 
     On a shared machine a disturbance lasting a few seconds would otherwise land on whichever
@@ -304,12 +305,12 @@ def _measure_in_rounds(variants: list[_Variant], batch: np.ndarray, threads: int
     per_round_batch = [batches // rounds + (i < batches % rounds) for i in range(rounds)]
     for index, (count, batch_count) in enumerate(zip(per_round, per_round_batch)):
         for variant in variants:
-            on_step(f"round {index + 1}/{rounds}: {variant.name}, {threads} thread(s)")
+            on_step(f"round {index + 1}/{rounds}: {variant.name}, {variant.threads} thread(s)")
             variant.samples += _times(lambda run=variant.run: run(one), count, config.warmup)
             if batch_count:
                 warm = 0 if variant.batch_samples else 1  # the batch shape's first run, once
                 variant.batch_samples += _times(lambda run=variant.run: run(batch), batch_count, warm)
-    return [Latency(v.name, v.runtime, v.precision, v.computes_in, threads, float(np.median(v.samples)),
+    return [Latency(v.name, v.runtime, v.precision, v.computes_in, v.threads, float(np.median(v.samples)),
                     float(np.percentile(v.samples, 90)),
                     len(batch) / (float(np.median(v.batch_samples)) / 1e3) if v.batch_samples else None,
                     [round(s, 3) for s in v.samples]) for v in variants]
@@ -338,7 +339,7 @@ def measure_inference(fp32: Path, int8: Path, threads: int, config: BenchConfig,
             with torch.inference_mode():
                 return module(torch.from_numpy(x))
 
-        variants.append(_Variant("pytorch eager fp32", "pytorch", "fp32", "fp32", run_torch))
+        variants.append(_Variant("pytorch eager fp32", "pytorch", "fp32", "fp32", threads, run_torch))
     except ImportError:
         on_step("PyTorch is not installed: the reference is not measured")
     for path, runtime, hint in [(fp32, "onnxruntime", None), (int8, "onnxruntime", None), (fp32, "openvino", "auto"),
@@ -352,9 +353,8 @@ def measure_inference(fp32: Path, int8: Path, threads: int, config: BenchConfig,
         computes = getattr(classifier.engine, "precision", "f32")
         hint_text = f" ({'default hint' if hint == 'auto' else f'{hint} hint'} → {computes})" if runtime == "openvino" else ""
         variants.append(_Variant(f"{runtime} {precision}{hint_text}", runtime, precision,
-                                 precision if computes == "f32" else computes, classifier.infer))
-    results = _measure_in_rounds(variants, batch, threads, config, on_step)
-    variants.clear()  # release the sessions before the next measurements
+                                 precision if computes == "f32" else computes, threads, classifier.infer))
+    results = _measure_in_rounds(variants, batch, config, on_step)
     reference = next((r for r in results if r.runtime == "pytorch"), None)
     for result in results:
         if reference:
@@ -367,18 +367,16 @@ def measure_threads(fp32: Path, int8: Path, chosen: int, config: BenchConfig, on
     cpus = os.cpu_count() or 1
     counts = sorted({1, chosen, cpus, 2 * cpus} if not config.quick else {1, chosen})
     meta = Sidecar.load(sidecar_path(fp32))
-    variants, keys = [], []
+    variants = []
     for path in (fp32, int8):
         for count in counts:
             classifier = Classifier(path, threads=count)
             precision = classifier.sidecar.precision
-            variants.append(_Variant(f"onnxruntime {precision} with {count} thread(s)", "onnxruntime", precision,
-                                     precision, classifier.infer))
-            keys.append(count)
-    results = _measure_in_rounds(variants, _photo_batch(meta.preprocessing, 1), chosen, config, on_step, batch_repeats=0)
-    variants.clear()
-    return [{"runtime": "onnxruntime", "precision": r.precision, "threads": count, "chosen": count == chosen,
-             "median_ms": r.median_ms, "p90_ms": r.p90_ms} for r, count in zip(results, keys)]
+            variants.append(_Variant(f"onnxruntime {precision}", "onnxruntime", precision, precision, count,
+                                     classifier.infer))
+    results = _measure_in_rounds(variants, _photo_batch(meta.preprocessing, 1), config, on_step, batch_repeats=0)
+    return [{"runtime": "onnxruntime", "precision": r.precision, "threads": r.threads, "chosen": r.threads == chosen,
+             "median_ms": r.median_ms, "p90_ms": r.p90_ms} for r in results]
 
 
 # --- cold start and memory ---------------------------------------------------------------------

@@ -609,7 +609,6 @@ class InvokeFront:
         self.pool = pool
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -621,8 +620,7 @@ class InvokeFront:
         return self.url + INVOKE_PATH
 
     def start(self) -> InvokeFront:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="emulator-front", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._server.serve_forever, name="emulator-front", daemon=True).start()
         return self
 
     def stop(self) -> None:

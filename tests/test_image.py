@@ -136,24 +136,20 @@ def test_the_image_task_root_runs_alone_under_python312_without_torch(lite0, tmp
           f"warm round trip {results[1].round_trip_ms:.1f} ms")
 
 
-@pytest.mark.slow
-def test_a_file_the_dockerfile_forgets_fails_here(lite0, tmp_path, image_python):
-    # No sidecar in the image: the build's verification step fails, and says why.
-    text = DOCKERFILE.read_text().replace("COPY ${SIDECAR} ${LAMBDA_TASK_ROOT}/model/model.json\n", "")
-    assert text != DOCKERFILE.read_text()
-    context = build_context(tmp_path, lite0, dockerfile_text=text)
-    with pytest.raises(DockerfileError, match="sidecar not found"):
-        assemble_task_root(tmp_path / "var-task", context=context, build_args=model_args(lite0), python=image_python)
+# Each line the Dockerfile could forget, and how the build then fails. No sidecar: the build's
+# verification step says so. No core: compileall of a missing directory exits 0, but the
+# verification step imports the core with the image's Python, so the build fails there.
+FORGOTTEN = [("COPY ${SIDECAR} ${LAMBDA_TASK_ROOT}/model/model.json\n", "sidecar not found"),
+             ("COPY lambda_onnx/ ${LAMBDA_TASK_ROOT}/lambda_onnx/\n", "No module named lambda_onnx")]
 
 
 @pytest.mark.slow
-def test_a_package_the_dockerfile_forgets_fails_here(lite0, tmp_path, image_python):
-    # No core in the image: compileall of a missing directory exits 0, but the verification step
-    # imports the core with the image's Python, so the build fails there.
-    text = DOCKERFILE.read_text().replace("COPY lambda_onnx/ ${LAMBDA_TASK_ROOT}/lambda_onnx/\n", "")
+@pytest.mark.parametrize(("line", "reason"), FORGOTTEN, ids=["sidecar", "core"])
+def test_a_line_the_dockerfile_forgets_fails_here(lite0, tmp_path, image_python, line, reason):
+    text = DOCKERFILE.read_text().replace(line, "")
     assert text != DOCKERFILE.read_text()
     context = build_context(tmp_path, lite0, dockerfile_text=text)
-    with pytest.raises(DockerfileError, match="No module named lambda_onnx"):
+    with pytest.raises(DockerfileError, match=reason):
         assemble_task_root(tmp_path / "var-task", context=context, build_args=model_args(lite0), python=image_python)
 
 
