@@ -281,8 +281,8 @@ def prepare(image: bytes | Image.Image, params: Preprocessing, fast: bool = Fals
     """Bytes (or an already opened image) to the model input, with per-step timings."""
     start = time.perf_counter()
     if isinstance(image, Image.Image):
-        width, height = image.size
-        decoded = Decoded(ImageOps.exif_transpose(image), image.format or "PIL", width, height, 0, False)
+        upright = ImageOps.exif_transpose(image)  # its size is the upright one, as decode() reports
+        decoded = Decoded(upright, image.format or "PIL", *upright.size, 0, False)
     else:
         decoded = decode(image, params, fast=fast)
     decoded_at = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -70,6 +71,9 @@ def test_crop_box_path_stays_within_a_level_of_resize_then_crop():
 def test_exif_orientation_is_applied():
     rotated = decode(corpus.exif_rotated_jpeg())
     assert (rotated.width, rotated.height) == rotated.image.size == (451, 300)
+    # an image opened by the caller reports the same upright size
+    opened = prepare(Image.open(io.BytesIO(corpus.exif_rotated_jpeg())), PARAMS)[1]
+    assert (opened.width, opened.height) == opened.image.size == (451, 300)
     upright = tensor(corpus.encode(corpus.chelsea(), "JPEG", quality=95))
     sideways = tensor(corpus.encode(corpus.chelsea().transpose(Image.Transpose.ROTATE_90), "JPEG", quality=95))
     got = tensor(corpus.exif_rotated_jpeg())
