@@ -131,3 +131,15 @@ def test_cgroup_quota_is_read_for_v1_and_v2(tmp_path, layout, expected):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     assert _cgroup_cpu_quota(tmp_path / "fs", tmp_path / "proc_cgroup") == expected
+
+
+@pytest.mark.parametrize("command", [("bench", "--repeats"), ("bench", "--rounds"), ("bench", "--threads"),
+                                     ("predict", "--top-k"), ("predict", "--threads"), ("serve", "--workers"),
+                                     ("serve", "--max-concurrency"), ("serve", "--max-receiving"),
+                                     ("emulator", "--pool"), ("emulator", "--memory")])
+def test_counts_below_one_are_refused_with_the_reason(command):
+    """A zero would hang (no inference slot), answer everything with 503, or turn top-k upside down."""
+    name, option = command
+    result = run_module("local", name, option, "0")
+    assert result.returncode == 2
+    assert f"argument {option}: must be at least 1, not 0" in result.stderr

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from lambda_onnx.errors import ClassifierError
-from local.commands import RANDOM_WEIGHTS_BANNER, add_model_args, load_classifier
+from local.commands import RANDOM_WEIGHTS_BANNER, add_model_args, count, load_classifier
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sample", action="append", default=[], metavar="NAME",
                         help="a sample photo shipped in an installed package, by name (e.g. chelsea, coffee; repeatable)")
     add_model_args(parser)
-    parser.add_argument("--top-k", type=int, default=5, help="how many classes to show (default: %(default)s)")
+    parser.add_argument("--top-k", type=count, default=5, help="how many classes to show (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(run=run)
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from lambda_onnx.errors import ClassifierError
-from local.commands import RANDOM_WEIGHTS_BANNER, add_model_args
+from local.commands import RANDOM_WEIGHTS_BANNER, add_model_args, count
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -14,11 +14,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(parser, auto_runtime=True)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes, each with its own model (default: %(default)s)")
-    parser.add_argument("--max-concurrency", type=int, default=1, help="inferences at once per worker (default: %(default)s)")
+    parser.add_argument("--workers", type=count, default=1, help="worker processes, each with its own model (default: %(default)s)")
+    parser.add_argument("--max-concurrency", type=count, default=1, help="inferences at once per worker (default: %(default)s)")
     parser.add_argument("--max-queue", type=int, default=16,
                         help="requests that may wait per worker before the server answers 503 (default: %(default)s)")
-    parser.add_argument("--max-receiving", type=int, default=64,
+    parser.add_argument("--max-receiving", type=count, default=64,
                         help="requests that may be sending their bodies at once before the server answers 503 "
                              "(default: %(default)s)")
     parser.add_argument("--body-timeout", type=float, default=30.0,
@@ -57,5 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print(RANDOM_WEIGHTS_BANNER, flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"note: listening on {args.host}, reachable from other machines", flush=True)
-    serve(config, host=args.host, port=args.port, log_level=args.log_level, app=app if args.workers == 1 else None)
+    if args.workers > 1:
+        app = service = None  # each worker loads its own model: the parent keeps no copy while serving
+    serve(config, host=args.host, port=args.port, log_level=args.log_level, app=app)
     return 0
