@@ -31,12 +31,15 @@ _RUNS: dict[str, MonitorRun] = {}  # monitor runs by browser session, so Stop st
 _RUNS_LOCK = threading.Lock()
 
 
-def _header(ctx: AppContext) -> str:
+def _model_label(ctx: AppContext) -> str:
     try:
-        model = ctx.sidecar().label
+        return ctx.sidecar().label
     except ClassifierError as exc:
-        model = f"not ready ({exc.message})"
-    return (f"# resnet-serverless\nOne ONNX model, two ways to serve it. **Model:** {model}  \n"
+        return f"not ready ({exc.message})"
+
+
+def _header(ctx: AppContext) -> str:
+    return (f"# resnet-serverless\nOne ONNX model, two ways to serve it. **Model:** {_model_label(ctx)}  \n"
             f"**Server:** {ctx.targets.server_label} · **Serverless:** {ctx.targets.serverless_label}")
 
 
@@ -151,7 +154,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             (folder / "samples.csv").write_text(run.csv_text())
             settings = {"backends": ", ".join(run.backends), "interval_s": interval, "concurrency": n,
                         "stop": f"{int(count)} requests" if by_count else f"{duration} s", "photo": photo,
-                        "model": _header(ctx).splitlines()[2]}
+                        "model": _model_label(ctx)}
             (folder / "report.html").write_text(monitor_html(run, "Monitor run", settings))
             yield (status + (" (stopped)" if run.stop.is_set() else ""), charts.latency_over_time(samples, run.backends),
                    charts.latency_histogram(samples, run.backends), stats, str(folder / "samples.csv"), str(folder / "report.html"))

@@ -18,6 +18,7 @@ import corpus
 from conftest import ROOT, run_module, wait_until_answers
 from gui.launch import LaunchOptions, UsageError, launch, parse_auth
 from lambda_onnx.limits import MAX_IMAGE_BYTES
+from lambda_onnx.sidecar import Sidecar, sidecar_path
 from local import cost
 from local.photos import by_name
 from local.targets import Targets
@@ -104,7 +105,7 @@ def test_bad_image_is_a_visible_error_not_a_crash(client, tmp_path):
     assert compare(client, by_name("coffee").path)  # and the next request works
 
 
-def test_short_monitor_run_returns_samples_and_percentiles(client):
+def test_short_monitor_run_returns_samples_and_percentiles(client, lite0):
     outputs = client.predict(["server", "serverless"], 0.05, "request count", 3, 60, 1, "coffee", api_name="/monitor")
     status, _, _, stats, csv_file, html_file = outputs
     assert status.startswith("Finished: 6 requests, 0 errors")
@@ -114,6 +115,8 @@ def test_short_monitor_run_returns_samples_and_percentiles(client):
     serverless = next(r for name, r in rows.items() if "emulator" in name)
     assert serverless["cold_starts"] == 1  # a fresh environment for the run, as on Lambda
     assert csv_file and html_file
+    report = Path(html_file["path"] if isinstance(html_file, dict) else html_file).read_text()
+    assert Sidecar.load(sidecar_path(lite0)).label in report  # the run's settings name the model it ran
 
 
 def test_cost_figures_follow_from_their_inputs(client):
