@@ -153,8 +153,7 @@ class Service:
             return exc.status, error_body(exc, request_id, trace_id, self.function_name)
         except Exception:  # a real fault of ours: logged with its traceback, 500 with the request id
             log.exception("internal error while classifying", extra={"request_id": request_id})
-            fault = ClassifierError(f"internal error; quote request id {request_id or 'n/a'}")
-            return 500, error_body(fault, request_id, trace_id, self.function_name)
+            return internal_error_body(request_id, trace_id, self.function_name)
         size = request_bytes if request_bytes is not None else (len(body) if body is not None else len(image))
         return 200, ok_body(result, json_parse_ms=(parsed - start) * 1e3, handler_ms=(time.perf_counter() - start) * 1e3,
                             request_bytes=size, cold_start=cold, init_ms=self.init_ms, memory_mb=self.memory_mb,
@@ -193,3 +192,10 @@ def ok_body(result: Classification, *, json_parse_ms: float, handler_ms: float, 
 def error_body(error: ClassifierError, request_id: str = "", trace_id: str | None = None,
                function_name: str | None = None) -> dict[str, Any]:
     return {**error.to_dict(), "request_id": request_id, "trace_id": trace_id, "function_name": function_name}
+
+
+def internal_error_body(request_id: str = "", trace_id: str | None = None,
+                        function_name: str | None = None) -> tuple[int, dict[str, Any]]:
+    """A fault of ours (never the input's): 500, and the request id to quote, without internals."""
+    fault = ClassifierError(f"internal error; quote request id {request_id or 'n/a'}")
+    return fault.status, error_body(fault, request_id, trace_id, function_name)

@@ -27,7 +27,7 @@ from aws_lambda_powertools import Logger, Metrics  # noqa: E402
 from aws_lambda_powertools.metrics import MetricUnit  # noqa: E402
 
 from lambda_onnx.classifier import Classifier  # noqa: E402
-from lambda_onnx.contract import Service, check_request_size, error_body, quoted  # noqa: E402
+from lambda_onnx.contract import Service, check_request_size, error_body, internal_error_body, quoted  # noqa: E402
 from lambda_onnx.errors import BadRequestError, ClassifierError, MethodNotAllowedError, ModelLoadError  # noqa: E402
 
 SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "resnet-serverless")
@@ -143,8 +143,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     except Exception:  # a fault of ours outside the Service: still one response shape, never a crash
         logger.exception("internal error while handling the event")
         trace_id = os.environ.get("_X_AMZN_TRACE_ID")
-        fault = ClassifierError(f"internal error; quote request id {request_id or 'n/a'}")
-        status, body = fault.status, error_body(fault, request_id, trace_id, FUNCTION_NAME)
+        status, body = internal_error_body(request_id, trace_id, FUNCTION_NAME)
     if status == 200:
         m = body["metrics"]
         metrics.add_metric(name="HandlerDuration", unit=MetricUnit.Milliseconds, value=m["handler_ms"])

@@ -115,12 +115,3 @@ def peak_rss_mb() -> float:
     except (OSError, ValueError, IndexError):
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def current_rss_mb() -> float:
-    """Resident set size now, from /proc (falls back to the peak where /proc is missing)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / (1024.0 * 1024.0)
-    except (OSError, ValueError, IndexError):
-        return peak_rss_mb()

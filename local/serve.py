@@ -34,7 +34,7 @@ from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from lambda_onnx.classifier import Classifier
-from lambda_onnx.contract import Service, error_body
+from lambda_onnx.contract import Service, check_request_size, error_body
 from lambda_onnx.errors import ClassifierError, OverloadedError, PayloadTooLargeError
 from lambda_onnx.limits import MAX_REQUEST_BYTES
 from lambda_onnx.resources import available_cpus, default_threads
@@ -117,8 +117,8 @@ class Gate:
 
 async def _read_body(request: Request, timeout_s: float) -> bytes:
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
-        raise PayloadTooLargeError(f"request body is {int(declared):,} bytes; the limit is {MAX_REQUEST_BYTES:,} bytes")
+    if declared and declared.isdigit():
+        check_request_size(int(declared))
     chunks: list[bytes] = []
     size = 0
 
@@ -157,14 +157,12 @@ def resolve_auto(model: Path, runtime: str, model_given: bool, bench_json: Path 
     return model, choice["runtime"], why
 
 
-def create_app(config: ServeConfig | None = None, service: Service | None = None) -> Starlette:
+def create_app(config: ServeConfig | None = None) -> Starlette:
     """The ASGI app. Loads the model now, so a bad model fails at start-up, not on a request."""
     config = config or ServeConfig.from_env()
-    if service is None:
-        threads = config.threads or max(1, default_threads() // max(1, config.workers))
-        classifier = Classifier(config.model, threads=threads, runtime=config.runtime,
-                                fast_preprocess=config.fast_preprocess)
-        service = Service(classifier)
+    threads = config.threads or max(1, default_threads() // max(1, config.workers))
+    classifier = Classifier(config.model, threads=threads, runtime=config.runtime, fast_preprocess=config.fast_preprocess)
+    service = Service(classifier)
     gate = Gate(config.max_concurrency, config.max_queue, config.max_receiving)
     meta = service.classifier.sidecar
 
