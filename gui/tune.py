@@ -73,7 +73,6 @@ def run_view(model: Path, *, sizes: str, requests: float, budget_ms: float | Non
     prices = cost.CostInputs(architecture=architecture, gb_second_usd=float(gb_second_usd) if gb_second_usd else None,
                              request_usd=float(request_usd_per_million) / 1e6, api_request_usd=float(api_usd_per_million) / 1e6,
                              api_gateway=bool(api_gateway), cold_start_fraction=float(cold_fraction))
-    cost.gb_second_price(prices)
     config = TuneConfig(model=Path(model), precisions=tuple(precisions or ()), sizes=parse_sizes(sizes),
                         requests=int(requests), budget_ms=float(budget_ms) if budget_ms else None, percentile=percentile,
                         prices=prices, function=function or None, region=region or None)

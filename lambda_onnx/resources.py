@@ -12,6 +12,7 @@ from pathlib import Path
 # https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html
 LAMBDA_MB_PER_VCPU = 1769
 LAMBDA_MAX_VCPUS = 6
+LAMBDA_MIN_MB = 128
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _PROC_CGROUP = Path("/proc/self/cgroup")
@@ -71,13 +72,18 @@ def _cgroup_memory_limit_mb(root: Path = _CGROUP_ROOT, proc_cgroup: Path = _PROC
     return None
 
 
+def lambda_vcpus(memory_mb: float) -> float:
+    """The vCPU share Lambda gives a function of ``memory_mb``: one per 1,769 MB, at most six."""
+    return min(memory_mb / LAMBDA_MB_PER_VCPU, LAMBDA_MAX_VCPUS)
+
+
 def available_cpus() -> float:
     """CPUs this process can use: on Lambda from the memory size (no quota is visible there),
     elsewhere the smaller of the CPU affinity and the cgroup quota."""
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     memory = lambda_memory_mb()
     if memory is not None:
-        return min(memory / LAMBDA_MB_PER_VCPU, LAMBDA_MAX_VCPUS, affinity)
+        return min(lambda_vcpus(memory), affinity)
     quota = _cgroup_cpu_quota()
     return min(float(affinity), quota) if quota else float(affinity)
 

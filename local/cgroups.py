@@ -49,7 +49,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from lambda_onnx.errors import ClassifierError
-from lambda_onnx.resources import LAMBDA_MAX_VCPUS, LAMBDA_MB_PER_VCPU, available_cpus
+from lambda_onnx.resources import LAMBDA_MIN_MB, available_cpus, lambda_vcpus
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
@@ -113,10 +113,10 @@ class CpuMemoryLimits:
 
 def lambda_limits(memory_mb: int, machine_cpus: float | None = None, period_us: int = CFS_PERIOD_US) -> CpuMemoryLimits:
     """The CPU share and memory limit of a Lambda function of ``memory_mb``, on this machine."""
-    if memory_mb < 128:
-        raise ValueError(f"Lambda memory sizes start at 128 MB, got {memory_mb}")
+    if memory_mb < LAMBDA_MIN_MB:
+        raise ValueError(f"Lambda memory sizes start at {LAMBDA_MIN_MB} MB, got {memory_mb}")
     machine = available_cpus() if machine_cpus is None else machine_cpus
-    return CpuMemoryLimits(memory_mb, min(memory_mb / LAMBDA_MB_PER_VCPU, LAMBDA_MAX_VCPUS), float(machine), period_us)
+    return CpuMemoryLimits(memory_mb, lambda_vcpus(memory_mb), float(machine), period_us)
 
 
 @dataclass(frozen=True)
@@ -424,18 +424,6 @@ class LambdaCgroup:
             raise RuntimeError("create() the cgroup before asking for its wrapper")
         moves = " && ".join(f"echo $$ > {shlex.quote(str(d / 'cgroup.procs'))}" for d in self._made)
         return ["/bin/sh", "-c", f'{moves} && exec "$@"', "lambda-cgroup"]
-
-    def enter(self, pid: int) -> None:
-        """Move a running process (all its threads) into this cgroup."""
-        for directory in self._made:
-            _write(directory / "cgroup.procs", str(pid))
-
-    def pids(self) -> list[int]:
-        """The processes in this cgroup now."""
-        found: set[int] = set()
-        for directory in self._made:
-            found.update(int(p) for p in (_read(directory / "cgroup.procs") or "").split())
-        return sorted(found)
 
     def counters(self) -> CgroupCounters:
         if not self.created or self.version is None:

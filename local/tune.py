@@ -36,7 +36,7 @@ import numpy as np
 import psutil
 
 from lambda_onnx.errors import BackendError, BackendTimeoutError, ClassifierError, ModelLoadError
-from lambda_onnx.resources import LAMBDA_MAX_VCPUS, LAMBDA_MB_PER_VCPU
+from lambda_onnx.resources import LAMBDA_MB_PER_VCPU, LAMBDA_MIN_MB, lambda_vcpus
 from lambda_onnx.sidecar import Sidecar, int8_path, load_verified, sidecar_path
 from local import cost
 from local.backends import BackendResult, EmulatorBackend, function_error, json_request, lambda_response, raise_for_body
@@ -54,7 +54,7 @@ PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0}
 METRICS = {"duration": "function duration (REPORT Duration, what Lambda bills)",
            "handler": "handler time (the handler's own handler_ms)",
            "round_trip": "client round trip (invoke HTTP exchange)"}
-LAMBDA_MIN_MB, LAMBDA_MAX_MB = 128, 10_240  # https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html
+LAMBDA_MAX_MB = 10_240  # https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html
 DEFAULT_FUNCTION_TIMEOUT_S = 30  # the template's; also bounds an invoke that thrashes near its memory limit
 # Other processes using more than this much CPU during a warm series may have slowed it.
 DISTURBED_OTHER_CPUS = 0.5
@@ -119,6 +119,7 @@ class TuneConfig:
             raise ValueError(f"precisions must be among {', '.join(PRECISIONS)}, got {list(self.precisions)}")
         if self.budget_ms is not None and self.budget_ms <= 0:
             raise ValueError(f"the latency budget must be positive, got {self.budget_ms} ms")
+        cost.gb_second_price(self.prices)  # an unknown architecture without a price: refused now, not mid-sweep
 
 
 @dataclass
@@ -668,7 +669,7 @@ def sweep_aws(function: LambdaFunction, sizes: Sequence[int], requests: int, ima
         for size in sizes:
             function.set_memory(size)
             _say(tick, f"AWS {function.name}: {size} MB configured; cold start…")
-            result = SizeResult("aws", "?", size, lambda_cpus=round(min(size / LAMBDA_MB_PER_VCPU, LAMBDA_MAX_VCPUS), 3),
+            result = SizeResult("aws", "?", size, lambda_cpus=round(lambda_vcpus(size), 3),
                                 requests=requests)
             phase, remaining = "the cold start", 1 + requests
             warm: list[BackendResult] = []

@@ -73,7 +73,6 @@ def run(args: argparse.Namespace) -> int:
         prices = cost.CostInputs(architecture=args.architecture, gb_second_usd=args.gb_second_usd,
                                  request_usd=args.request_usd_per_million / 1e6, api_request_usd=args.api_usd_per_million / 1e6,
                                  api_gateway=not args.no_api_gateway, cold_start_fraction=args.cold_fraction)
-        cost.gb_second_price(prices)
         config = TuneConfig(model=args.model, int8_model=args.int8_model,
                             precisions=tuple(p.strip() for p in args.precisions.split(",") if p.strip()), sizes=args.sizes,
                             requests=args.requests, budget_ms=args.budget_ms, percentile=args.percentile, metric=args.metric,
