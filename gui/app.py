@@ -193,14 +193,14 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             f"(${result.serverless_per_request_usd:.8f} each, cold starts' billed INIT included)",
             f"- one server: **${result.server_monthly_usd_one:,.2f} a month**, carrying up to "
             f"{result.server_capacity_per_month:,.0f} requests a month at {utilisation:.0%} utilisation",
-            f"- crossover: **{crossover:,.0f} requests a month** (≈ {crossover / (730 * 3600):.2f} requests/s on average); "
+            f"- crossover: **{crossover:,.0f} requests a month** (≈ {crossover / (cost.HOURS_PER_MONTH * 3600):.2f} requests/s on average); "
             "below it serverless is cheaper" if crossover else
             "- crossover: none: at these prices serverless is cheaper than even a fully busy server",
             f"- prices: defaults are AWS's published prices, {cost.PRICES_DATE}; edit them to match yours",
         ])
         volumes = cost.log_volumes()
         rows = cost.curve(inputs, volumes)
-        table = pd.DataFrame([r for r in cost.curve(inputs, [1e5, 1e6, 1e7, 1e8])])
+        table = pd.DataFrame(cost.curve(inputs, [1e5, 1e6, 1e7, 1e8]))
         return text, charts.cost_curve(rows, crossover), table, result.to_dict()
 
     def last_serverless_answer(summary: dict | None) -> dict:
@@ -345,21 +345,22 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             with gr.Tab("Cost"):
                 banners.append(gr.Markdown(ctx.banner(), visible=bool(ctx.banner())))
                 gr.Markdown(f"Serverless cost from measured durations against servers. Defaults: {cost.PRICES_DATE}.")
+                defaults = cost.CostInputs()
                 with gr.Row():
                     cost_memory = gr.Number(ctx.targets.emulator_memory_mb, precision=0, label="Lambda memory (MB)")
-                    cost_arch = gr.Radio(["x86_64", "arm64"], value="x86_64", label="Architecture")
-                    cost_warm = gr.Number(50.0, label="Warm duration (ms)")
-                    cost_init = gr.Number(1000.0, label="Billed INIT per cold start (ms)")
-                    cost_cold = gr.Number(0.01, minimum=0, maximum=1, label="Share of requests that are cold")
+                    cost_arch = gr.Radio(["x86_64", "arm64"], value=defaults.architecture, label="Architecture")
+                    cost_warm = gr.Number(defaults.warm_duration_ms, label="Warm duration (ms)")
+                    cost_init = gr.Number(defaults.init_ms, label="Billed INIT per cold start (ms)")
+                    cost_cold = gr.Number(defaults.cold_start_fraction, minimum=0, maximum=1, label="Share of requests that are cold")
                 with gr.Row():
-                    cost_api = gr.Checkbox(True, label="Behind API Gateway (HTTP API)")
-                    cost_gbs = gr.Number(cost.LAMBDA_GB_SECOND_USD["x86_64"], label="USD per GB-second")
-                    cost_req = gr.Number(0.20, label="USD per million Lambda requests")
-                    cost_apireq = gr.Number(1.00, label="USD per million API requests")
+                    cost_api = gr.Checkbox(defaults.api_gateway, label="Behind API Gateway (HTTP API)")
+                    cost_gbs = gr.Number(cost.gb_second_price(defaults), label="USD per GB-second")
+                    cost_req = gr.Number(defaults.request_usd * 1e6, label="USD per million Lambda requests")
+                    cost_apireq = gr.Number(defaults.api_request_usd * 1e6, label="USD per million API requests")
                 with gr.Row():
-                    cost_hourly = gr.Number(cost.SERVER_HOURLY_USD, label="Server USD per hour")
-                    cost_rps = gr.Number(20.0, label="Server throughput (requests/s, measured)")
-                    cost_util = gr.Number(0.5, minimum=0.05, maximum=1, label="Plan servers at this utilisation")
+                    cost_hourly = gr.Number(defaults.server_hourly_usd, label="Server USD per hour")
+                    cost_rps = gr.Number(defaults.server_throughput_rps, label="Server throughput (requests/s, measured)")
+                    cost_util = gr.Number(defaults.server_utilisation, minimum=0.05, maximum=1, label="Plan servers at this utilisation")
                 with gr.Row():
                     cost_fill = gr.Button("Use figures measured in Compare")
                     cost_measure = gr.Button("Measure server throughput")

@@ -70,8 +70,13 @@ def serverless_per_request(inputs: CostInputs) -> float:
     return gb * billed_s * gb_second_price(inputs) + inputs.request_usd + api
 
 
+def server_capacity(inputs: CostInputs) -> float:
+    """Requests a month one server carries at the planned utilisation."""
+    return inputs.server_throughput_rps * 3600 * HOURS_PER_MONTH * inputs.server_utilisation
+
+
 def servers_needed(requests_per_month: float, inputs: CostInputs) -> int:
-    capacity = inputs.server_throughput_rps * 3600 * HOURS_PER_MONTH * inputs.server_utilisation
+    capacity = server_capacity(inputs)
     return max(1, math.ceil(requests_per_month / capacity)) if capacity > 0 else 1
 
 
@@ -87,7 +92,7 @@ def compare(inputs: CostInputs) -> CostResult:
     """Per-request serverless cost, one server's cost and capacity, and the crossover volume."""
     per_request = serverless_per_request(inputs)
     one_server = inputs.server_hourly_usd * HOURS_PER_MONTH
-    capacity = inputs.server_throughput_rps * 3600 * HOURS_PER_MONTH * inputs.server_utilisation
+    capacity = server_capacity(inputs)
     # Serverless grows linearly (p x V); servers step up by one machine per ``capacity`` (C). If
     # the line meets the first step (S / p <= C) that is the crossover; if not, p < S / C: Lambda
     # is cheaper per request than even a fully busy server, at every volume.
