@@ -91,23 +91,28 @@ class MonitorRun:
         return buffer.getvalue()
 
 
+def duration_summary(values: Sequence[float], digits: int = 2) -> dict[str, float]:
+    """p50, p90, p99 (linear interpolation), mean, min, max and n of some durations (ms), rounded to
+    ``digits``; empty when there are none. The one summary the monitor, the soaks and tune share."""
+    if not values:
+        return {}
+    array = np.asarray(values, dtype=float)
+    summary = {f"p{q}": round(float(np.percentile(array, q)), digits) for q in (50, 90, 99)}
+    return {**summary, "mean": round(float(array.mean()), digits), "min": round(float(array.min()), digits),
+            "max": round(float(array.max()), digits), "n": len(values)}
+
+
 def summarise(samples: Sequence[Sample], backends: Sequence[str] | None = None) -> list[Stats]:
     """Count, errors, cold starts and round-trip percentiles per backend (successes only)."""
     names = list(backends) if backends is not None else sorted({s.backend for s in samples})
     out = []
     for name in names:
         mine = [s for s in samples if s.backend == name]
-        times = np.array([s.round_trip_ms for s in mine if s.ok and s.round_trip_ms is not None], dtype=float)
-
-        def pct(q: float) -> float | None:
-            return round(float(np.percentile(times, q)), 2) if times.size else None
-
+        times = duration_summary([s.round_trip_ms for s in mine if s.ok and s.round_trip_ms is not None])
         out.append(Stats(
             backend=name, count=len(mine), errors=sum(not s.ok for s in mine),
-            cold_starts=sum(bool(s.cold_start) for s in mine),
-            min_ms=round(float(times.min()), 2) if times.size else None, p50_ms=pct(50), p90_ms=pct(90),
-            p99_ms=pct(99), max_ms=round(float(times.max()), 2) if times.size else None,
-            mean_ms=round(float(times.mean()), 2) if times.size else None,
+            cold_starts=sum(bool(s.cold_start) for s in mine), min_ms=times.get("min"), p50_ms=times.get("p50"),
+            p90_ms=times.get("p90"), p99_ms=times.get("p99"), max_ms=times.get("max"), mean_ms=times.get("mean"),
         ))
     return out
 

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import numpy as np
 import psutil
 
 from lambda_onnx.errors import BackendUnavailableError, ClassifierError
 from local.backends import Backend, BackendResult, HttpBackend
+from local.monitor import duration_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE_START_TIMEOUT_S = 90.0
@@ -337,16 +337,13 @@ def summarise(name: str, target: str, outcomes: Sequence[Outcome], *, clients: i
             key = f"{o.status} {o.code}"
             errors[key] += 1
             reasons.setdefault(key, o.message)
-    times = np.array([o.ms for o in ok], dtype=float)
-
-    def pct(q: float) -> float | None:
-        return round(float(np.percentile(times, q)), 1) if times.size else None
+    times = duration_summary([o.ms for o in ok], digits=1)
 
     environments = collections.Counter(o.environment for o in outcomes if o.environment)
     return PhaseReport(
         name=name, target=target, clients=clients, seconds=seconds, elapsed_s=round(elapsed_s, 2), requests=len(outcomes),
-        ok=len(ok), errors=dict(errors), reasons=reasons, wrong=errors.get("200 wrong_answer", 0), p50_ms=pct(50),
-        p90_ms=pct(90), p99_ms=pct(99), max_ms=round(float(times.max()), 1) if times.size else None,
+        ok=len(ok), errors=dict(errors), reasons=reasons, wrong=errors.get("200 wrong_answer", 0), p50_ms=times.get("p50"),
+        p90_ms=times.get("p90"), p99_ms=times.get("p99"), max_ms=times.get("max"),
         throughput_rps=round(len(ok) / elapsed_s, 2) if elapsed_s > 0 else 0.0,
         cold_starts=sum(bool(o.cold_start) for o in ok), environments=dict(sorted(environments.items())), memory=memory,
     )

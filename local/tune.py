@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psutil
 
 from lambda_onnx.errors import BackendError, BackendTimeoutError, ClassifierError, ModelLoadError
@@ -42,6 +41,7 @@ from local import cost
 from local.backends import BackendResult, EmulatorBackend, function_error, json_request, lambda_response, raise_for_body
 from local.cgroups import CGROUP_ROOT, PROC_CGROUP, LambdaCgroup
 from local.emulator import Emulator, session_members
+from local.monitor import duration_summary
 
 DEFAULT_SIZES = (512, 1024, 1769, 2048, 3008, 4096)
 DEFAULT_REQUESTS = 20
@@ -197,16 +197,6 @@ class TuneReport:
 
 
 # --- statistics and cost -------------------------------------------------------------------------
-
-
-def summarise(values: Sequence[float]) -> dict[str, float]:
-    """p50, p90, p99 (linear interpolation), mean, min, max and n of some durations (ms)."""
-    if not values:
-        return {}
-    array = np.asarray(values, dtype=float)
-    summary = {name: round(float(np.percentile(array, q)), 2) for name, q in PERCENTILES.items()}
-    return {**summary, "mean": round(float(array.mean()), 2), "min": round(float(array.min()), 2),
-            "max": round(float(array.max()), 2), "n": len(values)}
 
 
 def cost_per_million(prices: cost.CostInputs, memory_mb: int, warm_duration_ms: float, init_ms: float | None) -> tuple[int, float]:
@@ -492,7 +482,7 @@ def _record_warm(result: SizeResult, warm: list[BackendResult], prices: cost.Cos
     result.requests_ok = len(warm)
     values = {"duration": [r.extra["duration_ms"] for r in warm if "duration_ms" in r.extra],
               "handler": [r.server_ms for r in warm], "round_trip": [r.round_trip_ms for r in warm]}
-    result.warm = {metric: summarise(v) for metric, v in values.items() if v}
+    result.warm = {metric: duration_summary(v) for metric, v in values.items() if v}
     if len(values["duration"]) < len(warm):
         result.warnings.append(f"{len(warm) - len(values['duration'])} REPORT line(s) were not seen in time: the "
                                "duration percentiles use the others")
