@@ -146,6 +146,20 @@ def function_error(error: Any, backend: str) -> BackendError:
     return BackendError(message, status=502, code="function_error")
 
 
+def invoke_answer(data: bytes, function_error_flag: str | None, backend: str) -> tuple[int, dict[str, Any]]:
+    """A boto3 ``invoke`` answer (its payload and ``FunctionError``) -> (status, JSON body), with
+    the function's failures and error statuses raised as typed errors."""
+    if function_error_flag:  # the handler raised, timed out or the runtime crashed
+        try:
+            error = json.loads(data)
+        except ValueError:
+            error = data[:200].decode(errors="replace")
+        raise function_error(error, backend)
+    status, body = lambda_response(data, backend)
+    raise_for_body(status, body, backend)
+    return status, body
+
+
 def refuse_oversized_invoke(payload: bytes, backend: str) -> None:
     """Lambda refuses a synchronous invoke payload over 6 MiB with 413 RequestEntityTooLargeException;
     say so before sending it (the emulator would truncate it instead and the runtime fail to parse it).
@@ -358,14 +372,7 @@ class LambdaInvokeBackend:
         response = self._invoke(payload)
         elapsed = (time.perf_counter() - start) * 1e3
         data: bytes = response["Payload"]
-        if response.get("FunctionError"):  # the handler raised, timed out or the runtime crashed
-            try:
-                error = json.loads(data)
-            except ValueError:
-                error = data[:200].decode(errors="replace")
-            raise function_error(error, self.name)
-        status, body = lambda_response(data, self.name)
-        raise_for_body(status, body, self.name)
+        status, body = invoke_answer(data, response.get("FunctionError"), self.name)
         return BackendResult(self.name, self.kind, status, body, elapsed, len(payload), len(data),
                              extra={"executed_version": response.get("ExecutedVersion")})
 

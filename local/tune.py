@@ -38,7 +38,7 @@ from lambda_onnx.errors import BackendError, BackendTimeoutError, ClassifierErro
 from lambda_onnx.resources import LAMBDA_MB_PER_VCPU, LAMBDA_MIN_MB, lambda_vcpus
 from lambda_onnx.sidecar import Sidecar, int8_path, load_verified, sidecar_path
 from local import cost
-from local.backends import BackendResult, EmulatorBackend, function_error, json_request, lambda_response, raise_for_body
+from local.backends import BackendResult, EmulatorBackend, invoke_answer, json_request
 from local.cgroups import CGROUP_ROOT, PROC_CGROUP, LambdaCgroup
 from local.emulator import Emulator, session_members
 from local.monitor import duration_summary
@@ -624,14 +624,7 @@ class LambdaFunction:
         elapsed = (time.perf_counter() - start) * 1e3
         report = parse_aws_report(base64.b64decode(response.get("LogResult") or b"").decode("utf-8", "replace"))
         name = f"lambda {self.name}"
-        if response.get("FunctionError"):
-            try:
-                error = json.loads(data)
-            except ValueError:
-                error = data[:200].decode(errors="replace")
-            raise function_error(error, name)
-        status, body = lambda_response(data, name)
-        raise_for_body(status, body, name)
+        status, body = invoke_answer(data, response.get("FunctionError"), name)
         return BackendResult(name, "serverless", status, body, elapsed, len(payload), len(data), extra=report)
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
