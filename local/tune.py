@@ -159,6 +159,12 @@ class SizeResult:
     def ok(self) -> bool:
         return self.status == "ok" and self.requests_ok == self.requests
 
+    @property
+    def outgrows_its_memory(self) -> bool:
+        """Emulated with a peak RSS above the size: the cgroup here does not count shared libraries,
+        Lambda does, so there it would likely run out of memory."""
+        return self.source == "emulated" and self.peak_rss_mb is not None and self.peak_rss_mb > self.memory_mb
+
     def latency(self, percentile: str, metric: str = "duration") -> float | None:
         return self.warm.get(metric, {}).get(percentile)
 
@@ -234,7 +240,7 @@ def recommend(results: Sequence[SizeResult], budget_ms: float | None, percentile
             excluded[r.key] = f"only {r.requests_ok} of {r.requests} warm requests succeeded"
         elif latency is None or r.cost_per_million_usd is None:
             excluded[r.key] = f"no {percentile} {metric} measured"
-        elif r.source == "emulated" and r.peak_rss_mb is not None and r.peak_rss_mb > r.memory_mb:
+        elif r.outgrows_its_memory:
             excluded[r.key] = (f"peak RSS {r.peak_rss_mb:.0f} MB above its {r.memory_mb} MB: shared libraries count on "
                                "Lambda (not in a cgroup here), so it would likely run out of memory there")
         else:
@@ -488,7 +494,7 @@ def _record_warm(result: SizeResult, warm: list[BackendResult], prices: cost.Cos
                                "duration percentiles use the others")
     peaks = [r.metrics.get("peak_rss_mb") for r in warm if r.metrics.get("peak_rss_mb") is not None]
     result.peak_rss_mb = _round(max(peaks)) if peaks else None
-    if result.peak_rss_mb is not None and result.peak_rss_mb > result.memory_mb and result.source == "emulated":
+    if result.outgrows_its_memory:
         result.warnings.append(f"peak RSS {result.peak_rss_mb:.0f} MB is above {result.memory_mb} MB: on Lambda, where "
                                "shared libraries count too, this size would likely run out of memory")
     if result.other_cpus is not None and result.other_cpus > DISTURBED_OTHER_CPUS:
