@@ -201,9 +201,7 @@ def create_app(config: ServeConfig | None = None) -> Starlette:
 
     async def model(_: Request) -> JSONResponse:
         return JSONResponse({
-            "arch": meta.arch, "weights": meta.weights, "random_weights": meta.random_weights,
-            "precision": meta.precision, "sha256": meta.sha256, "runtime": service.classifier.engine.runtime,
-            "threads": service.classifier.threads, "opset": meta.opset, "num_classes": meta.num_classes,
+            **asdict(service.classifier.model), "opset": meta.opset, "num_classes": meta.num_classes,
             "preprocessing": asdict(meta.preprocessing), "init_ms": round(service.init_ms, 1),
             "cpus": available_cpus(),
         })
