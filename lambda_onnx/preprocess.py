@@ -111,6 +111,13 @@ def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
     return (new_short, new_long) if width <= height else (new_long, new_short)
 
 
+def centre_crop(new_w: int, new_h: int, crop: int) -> tuple[int, int, int, int]:
+    """The ``crop`` x ``crop`` centre of a ``new_w`` x ``new_h`` image, rounded as torchvision does."""
+    top = int(round((new_h - crop) / 2.0))
+    left = int(round((new_w - crop) / 2.0))
+    return left, top, left + crop, top + crop
+
+
 def crop_box(width: int, height: int, params: Preprocessing) -> tuple[float, float, float, float]:
     """The centre crop of the resized image, expressed in source pixel coordinates.
 
@@ -118,11 +125,9 @@ def crop_box(width: int, height: int, params: Preprocessing) -> tuple[float, flo
     image never becomes a 2,320,000x232 intermediate.
     """
     new_w, new_h = resized_size(width, height, params.resize_size)
-    crop = params.crop_size
-    top = int(round((new_h - crop) / 2.0))
-    left = int(round((new_w - crop) / 2.0))
+    left, top, right, bottom = centre_crop(new_w, new_h, params.crop_size)
     sx, sy = width / new_w, height / new_h
-    return (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
+    return (left * sx, top * sy, right * sx, bottom * sy)
 
 
 def use_fast_path(width: int, height: int, params: Preprocessing) -> bool:
@@ -263,9 +268,7 @@ def resize_crop(image: Image.Image, params: Preprocessing, fast: bool = False) -
         return image.resize((crop, crop), resample, box=crop_box(width, height, params), reducing_gap=REDUCING_GAP)
     if new_w * new_h > MAX_INTERMEDIATE_PIXELS:
         return image.resize((crop, crop), resample, box=crop_box(width, height, params))
-    top = int(round((new_h - crop) / 2.0))
-    left = int(round((new_w - crop) / 2.0))
-    return image.resize((new_w, new_h), resample).crop((left, top, left + crop, top + crop))
+    return image.resize((new_w, new_h), resample).crop(centre_crop(new_w, new_h, crop))
 
 
 def normalise(image: Image.Image, params: Preprocessing) -> np.ndarray:
