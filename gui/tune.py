@@ -77,8 +77,9 @@ def run_view(model: Path, *, sizes: str, requests: float, budget_ms: float | Non
                         requests=int(requests), budget_ms=float(budget_ms) if budget_ms else None, percentile=percentile,
                         prices=prices, function=function or None, region=region or None)
     report = run_tune(config, on_progress=on_progress)
-    paths = write_outputs(report, Path(tempfile.mkdtemp(prefix="tune-")))
-    return TuneView(summary_markdown(report), figure(report), table(report), [str(paths[k]) for k in ("markdown", "json", "png")],
+    chart = figure(report)
+    paths = write_outputs(report, Path(tempfile.mkdtemp(prefix="tune-")), chart)
+    return TuneView(summary_markdown(report), chart, table(report), [str(paths[k]) for k in ("markdown", "json", "png")],
                     report)
 
 

@@ -782,8 +782,9 @@ def chart_rows(report: TuneReport) -> list[dict[str, Any]]:
     return rows
 
 
-def write_outputs(report: TuneReport, out: Path) -> dict[str, Path]:
-    """``tune.json``, ``tune.md`` and ``tune.png`` in ``out``."""
+def write_outputs(report: TuneReport, out: Path, chart: Any = None) -> dict[str, Path]:
+    """``tune.json``, ``tune.md`` and ``tune.png`` in ``out`` (``chart``: the report's
+    :func:`figure` if the caller already drew it)."""
     from local import charts
 
     out = Path(out)
@@ -791,7 +792,7 @@ def write_outputs(report: TuneReport, out: Path) -> dict[str, Path]:
     paths = {"json": out / "tune.json", "markdown": out / "tune.md", "png": out / "tune.png"}
     paths["json"].write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     paths["markdown"].write_text(markdown(report), encoding="utf-8")
-    paths["png"].write_bytes(charts.to_png(figure(report)))
+    paths["png"].write_bytes(charts.to_png(chart if chart is not None else figure(report)))
     return paths
 
 

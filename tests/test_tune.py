@@ -177,7 +177,7 @@ def test_gui_tune_event_with_the_cost_views_prices(lite0):
     app = launch(Targets(model=lite0), LaunchOptions(port=port), quiet=True)
     try:
         client = Client(app.local_url, verbose=False, download_files=False)
-        summary, _, table, files = client.predict("1769", 2, 5000, "p90", ["fp32", "int8"], "",
+        summary, plot, table, files = client.predict("1769", 2, 5000, "p90", ["fp32", "int8"], "",
                                                   "arm64", cost.LAMBDA_GB_SECOND_USD["arm64"], 0.20, 1.00, False, 0.0,
                                                   api_name="/tune")
     finally:
@@ -190,6 +190,8 @@ def test_gui_tune_event_with_the_cost_views_prices(lite0):
     expected = cost_per_million(cost.CostInputs(architecture="arm64", api_gateway=False, cold_start_fraction=0.0), 1769, p50, 0)[1]
     assert usd == pytest.approx(expected, abs=1e-4)
     assert len(files) == 3
+    # the chart, drawn once: shown here (Gradio sends it as an image) and written as tune.png
+    assert plot["type"] == "matplotlib" and plot["plot"].startswith("data:image/")
     assert our_cgroups() == []
 
 
