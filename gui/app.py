@@ -23,7 +23,7 @@ from lambda_onnx.preprocess import decode
 from local import charts, cost, photos
 from local.images import downscale_to_fit
 from local.monitor import MonitorRun, start_monitor
-from local.report import monitor_html
+from local.report import monitor_figures, write_monitor_outputs
 from local.targets import serverless_backend
 
 EXAMPLES = photos.available(photos.EVALUATION)
@@ -150,14 +150,12 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                     break
                 yield (status, charts.latency_over_time(samples, run.backends), charts.latency_histogram(samples, run.backends),
                        stats, None, None)
-            folder = Path(tempfile.mkdtemp(prefix="monitor-"))
-            (folder / "samples.csv").write_text(run.csv_text())
             settings = {"backends": ", ".join(run.backends), "interval_s": interval, "concurrency": n,
                         "stop": f"{int(count)} requests" if by_count else f"{duration} s", "photo": photo,
                         "model": _model_label(ctx)}
-            (folder / "report.html").write_text(monitor_html(run, "Monitor run", settings))
-            yield (status + (" (stopped)" if run.stop.is_set() else ""), charts.latency_over_time(samples, run.backends),
-                   charts.latency_histogram(samples, run.backends), stats, str(folder / "samples.csv"), str(folder / "report.html"))
+            figures = monitor_figures(run)
+            csv_path, html_path = write_monitor_outputs(run, Path(tempfile.mkdtemp(prefix="monitor-")), settings, figures)
+            yield (status + (" (stopped)" if run.stop.is_set() else ""), *figures, stats, str(csv_path), str(html_path))
         finally:
             run.stop.set()
             for backend in owned:

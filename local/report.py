@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import html
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from local import charts
@@ -21,12 +22,20 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def monitor_html(run: MonitorRun, title: str = "Monitor run", settings: dict[str, Any] | None = None) -> str:
-    """Everything needed to keep or share the run, in one self-contained HTML document."""
+def monitor_figures(run: MonitorRun) -> tuple[Any, Any]:
+    """The run's two charts: latency over time (cold starts marked) and the histogram."""
     samples = run.samples
-    over_time = charts.to_data_uri(charts.latency_over_time(samples, run.backends))
-    histogram = charts.to_data_uri(charts.latency_histogram(samples, run.backends))
-    csv_uri = "data:text/csv;base64," + base64.b64encode(run.csv_text().encode()).decode()
+    return charts.latency_over_time(samples, run.backends), charts.latency_histogram(samples, run.backends)
+
+
+def monitor_html(run: MonitorRun, title: str = "Monitor run", settings: dict[str, Any] | None = None,
+                 figures: tuple[Any, Any] | None = None, csv_text: str | None = None) -> str:
+    """Everything needed to keep or share the run, in one self-contained HTML document
+    (``figures`` and ``csv_text``: the run's, if the caller already made them)."""
+    samples = run.samples
+    over_time, histogram = (charts.to_data_uri(f) for f in (figures or monitor_figures(run)))
+    csv_text = run.csv_text() if csv_text is None else csv_text
+    csv_uri = "data:text/csv;base64," + base64.b64encode(csv_text.encode()).decode()
     made = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     settings_rows = [{"setting": k, "value": v} for k, v in (settings or {}).items()]
     return f"""<!doctype html>
@@ -44,3 +53,14 @@ th{{background:#f3f3f3}}img{{max-width:100%}}</style></head><body>
 <h2>Raw samples</h2><p><a download="samples.csv" href="{csv_uri}">samples.csv</a></p>
 </body></html>
 """
+
+
+def write_monitor_outputs(run: MonitorRun, folder: Path, settings: dict[str, Any] | None = None,
+                          figures: tuple[Any, Any] | None = None) -> tuple[Path, Path]:
+    """``samples.csv`` and the one-file ``report.html`` of a finished run in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path, html_path = folder / "samples.csv", folder / "report.html"
+    csv_text = run.csv_text()
+    csv_path.write_text(csv_text)
+    html_path.write_text(monitor_html(run, "Monitor run", settings, figures, csv_text))
+    return csv_path, html_path

@@ -67,3 +67,16 @@ def test_summarise_counts_cold_starts(backends):
     run = run_monitor([fresh], by_name("coffee").read(), interval_s=0, requests=3)
     assert [s.cold_start for s in run.samples] == [True, False, False]
     assert summarise(run.samples)[0].cold_starts == 1
+
+
+def test_cli_writes_the_samples_and_the_report(lite0, tmp_path):
+    from conftest import run_module
+
+    out = run_module("local", "monitor", "--model", str(lite0), "--backends", "server", "--requests", "3",
+                     "--interval", "0", "--out", str(tmp_path), timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "samples.csv").read_text())))
+    assert len(rows) == 3
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "data:text/csv;base64," in page
+    assert f"wrote {tmp_path / 'samples.csv'} and {tmp_path / 'report.html'}" in out.stdout

@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from local import photos
     from local.monitor import start_monitor
-    from local.report import monitor_html
+    from local.report import write_monitor_outputs
     from local.targets import server_backend, serverless_backend
 
     wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -75,12 +75,10 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for backend in backends:
             backend.close()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "samples.csv").write_text(run_.csv_text())
-    (args.out / "report.html").write_text(monitor_html(run_, "Monitor run", vars(args) | {"out": str(args.out)}))
+    csv_path, html_path = write_monitor_outputs(run_, args.out, vars(args) | {"out": str(args.out)})
     print(f"\n{'backend':<40} {'n':>5} {'err':>4} {'cold':>4} {'min':>8} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8} {'mean':>8}")
     for s in run_.stats():
         cells = [f"{v:8.1f}" if v is not None else f"{'—':>8}" for v in (s.min_ms, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, s.mean_ms)]
         print(f"{s.backend:<40} {s.count:>5} {s.errors:>4} {s.cold_starts:>4} " + " ".join(cells))
-    print(f"\nwrote {args.out / 'samples.csv'} and {args.out / 'report.html'}")
+    print(f"\nwrote {csv_path} and {html_path}")
     return 0 if all(s.errors == 0 for s in run_.stats()) else 1
