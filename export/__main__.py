@@ -38,7 +38,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     int8.add_argument("--calibration-dir", type=Path, metavar="DIR",
                       help="calibrate on the images under DIR (default: the calibration photos shipped in installed packages)")
     int8.add_argument("--reduce-range", action="store_true",
-                      help="7-bit weights, for CPUs without VNNI (avoids U8S8 saturation; costs precision elsewhere)")
+                      help="7-bit weights (avoids U8S8 saturation on CPUs without VNNI for runtimes without an exact INT8 kernel, e.g. OpenVINO; ONNX Runtime picks its exact kernel there by itself; costs precision)")
     return parser
 
 

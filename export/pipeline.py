@@ -10,9 +10,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from export import parity, registry
+from export.canary import describe as describe_canary
+from export.canary import make_canary
+from export.canary import report_line as canary_line
 from export.convert import INPUT_NAME, OPSET, OUTPUT_NAME, describe, export_onnx
 from export.registry import BuiltModel
+from lambda_onnx.canary import Canary, canary_path
 from lambda_onnx.classifier import Classifier
+from lambda_onnx.cpu import cpu_info
 from lambda_onnx.sidecar import Sidecar, file_sha256, load_verified, sidecar_path
 from local import photos as sample_photos
 
@@ -70,11 +75,27 @@ def export_module(built: BuiltModel, out_path: Path, *, opset: int = OPSET,
         meta.save(sidecar_path(partial))
         chosen = list(photos) if photos is not None else sample_photos.available()
         on_step(f"checking parity against PyTorch on a random batch and {len(chosen)} real photos")
-        classifier = Classifier(partial, threads=os.cpu_count() or 1, fast_preprocess=False, warmup=False)
+        classifier = Classifier(partial, threads=os.cpu_count() or 1, fast_preprocess=False, warmup=False, canary=False)
         report = parity.check_onnx(built.module, classifier, chosen, built.reference_transforms, on_check=on_check,
                                    random_weights=built.random_weights)
-        parity.publish(meta, report, partial, out_path)
+        canary = None
+        if report.passed:
+            canary = add_canary(meta, report, built.module, classifier, chosen, out_path, on_check)
+        parity.publish(meta, report, partial, out_path, canary)
     return meta
+
+
+def add_canary(meta: Sidecar, report: parity.ParityReport, module, classifier: Classifier,
+               photos: Sequence[sample_photos.Photo], out_path: Path,
+               on_check: Callable[[parity.Check], None] | None = None) -> Canary:
+    """Make the model's canary (:mod:`export.canary`), note it in the sidecar and the report."""
+    canary = make_canary(module, classifier, photos)
+    meta.extra = {**meta.extra, "canary": describe_canary(canary, out_path.name)}
+    line = canary_line(canary)
+    report.checks.append(line)
+    if on_check:
+        on_check(line)
+    return canary
 
 
 def default_path(arch: str, out_dir: Path = Path("models")) -> Path:
@@ -137,8 +158,27 @@ def check_model(model_path: Path, *, on_step: Step = _noop,
         report = quantize.check(model_path, source, built.module, on_check=on_check)
     else:
         classifier = Classifier(model_path, threads=os.cpu_count() or 1, fast_preprocess=False,
-                                verify_sha256=False, warmup=False)
+                                verify_sha256=False, warmup=False, canary=False)
         report = parity.check_onnx(built.module, classifier, sample_photos.available(), built.reference_transforms,
                                    on_check=on_check, random_weights=meta.random_weights)
     report.checks.insert(0, sha)
+    canary = canary_on_this_cpu(model_path)
+    if on_check:
+        on_check(canary)
+    report.checks.append(canary)
     return report
+
+
+def canary_on_this_cpu(model_path: Path) -> parity.Check:
+    """The model's canary, run as every runner runs it at load (with the kernel it would choose)."""
+    name = f"canary on this CPU ({cpu_info().describe()})"
+    if not canary_path(model_path).is_file():
+        return parity.Check(name, 0, False, failures=[f"no {canary_path(model_path).name} beside the model: export it again"])
+    classifier = Classifier(model_path, verify_sha256=False, allow_canary_failure=True)
+    result = classifier.canary
+    kernel = classifier.engine.int8_kernel or classifier.engine.computes_in
+    note = f"{result.photo}, {kernel}, relative logit error {result.rel_rms:.4f} ({result.limit})"
+    if result.kernel_fallback:
+        note += f"; {result.kernel_fallback}"
+    return parity.Check(name, 1, result.passed, max_abs_logit=result.max_abs_logit, note=note,
+                        failures=[] if result.passed else [result.reason])

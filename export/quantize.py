@@ -28,6 +28,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 
 from export import parity
 from lambda_onnx.classifier import Classifier
+from lambda_onnx.cpu import cpu_info
 from lambda_onnx.preprocess import prepare
 from lambda_onnx.sidecar import Preprocessing, Sidecar, file_sha256, int8_path, load_verified, sidecar_path
 from local import photos as sample_photos
@@ -44,11 +45,13 @@ Step = Callable[[str], None]
 # - Per-channel weights: one scale per output channel keeps depthwise and narrow layers accurate
 #   (EfficientNet-Lite0 is mostly depthwise convolutions).
 # - No reduce_range: 7-bit weights only avoid the VPMADDUBSW saturation of U8S8 on x86 CPUs
-#   *without* VNNI (AVX2/AVX-512 only); with VNNI (AVX512-VNNI or AVX-VNNI, as on this machine) there
-#   is no saturation and reduce_range only costs precision: on the random ResNet-50 it kept top-1 on
-#   6 of 8 photos against 8 of 8, and on EfficientNet-Lite0 it grew the largest logit error from
-#   0.67 to 1.03. Lambda does not promise a CPU generation, so ``--reduce-range`` is there for
-#   deployments on CPUs without VNNI, and the sidecar records whether the quantising CPU had it.
+#   *without* VNNI (AVX2/AVX-512 only), and every runner now avoids it there by itself with ONNX
+#   Runtime's exact U8U8 kernel (lambda_onnx/cpu.py; the model's canary proves it at load). With
+#   VNNI reduce_range only costs precision: on the random ResNet-50 it kept top-1 on 6 of 8 photos
+#   against 8 of 8, and on EfficientNet-Lite0 it grew the largest logit error from 0.67 to 1.03.
+#   Without VNNI (measured on an AMD EPYC with AVX2) it also kept top-1 on Lite0, with twice the
+#   probability error of the U8U8 kernel. ``--reduce-range`` remains for runtimes without an exact
+#   kernel (OpenVINO on such CPUs); the sidecar records the quantising CPU.
 # - MinMax calibration: EfficientNet-Lite0 kept top-1 on 8 of 8 evaluation photos with MinMax,
 #   Percentile and Entropy alike; MinMax is deterministic, fast and needs no histogram parameters.
 QUANT_FORMAT = QuantFormat.QDQ
@@ -135,15 +138,6 @@ class PhotoCalibrationReader(CalibrationDataReader):
 
 
 
-def cpu_has_vnni() -> bool | None:
-    """Whether this CPU has AVX-512-VNNI or AVX-VNNI (Linux only; None where unknown)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    return " avx512_vnni" in flags or " avx_vnni" in flags
-
-
 def settings(reduce_range: bool) -> dict:
     """The quantisation settings as recorded in the INT8 sidecar."""
     return {
@@ -175,7 +169,7 @@ def quantize_model(fp32_path: Path, out_path: Path | None = None, *, calibration
     Writes ``out_path`` (default :func:`int8_path`) and its sidecar only when the parity report
     passes; otherwise raises :class:`ParityError` listing every failure and leaves nothing behind.
     """
-    from export.pipeline import rebuild, versions
+    from export.pipeline import add_canary, rebuild, versions
 
     fp32_path = Path(fp32_path)
     meta = load_verified(fp32_path)
@@ -214,7 +208,8 @@ def quantize_model(fp32_path: Path, out_path: Path | None = None, *, calibration
                 "source": {"file": fp32_path.name, "path": str(fp32_path.resolve()), "sha256": meta.sha256},
                 "calibration": {"source": source, "count": len(images), "images": [i.name for i in images],
                                 "sha256": [i.sha256 for i in images]},
-                "quantized_on_cpu_with_vnni": cpu_has_vnni(),
+                "quantized_on_cpu_with_vnni": cpu_info().vnni,
+                "quantized_on_cpu": cpu_info().describe(),
             }},
         )
         int8_meta.save(sidecar_path(partial))
@@ -222,7 +217,11 @@ def quantize_model(fp32_path: Path, out_path: Path | None = None, *, calibration
         module = rebuild(meta).module
         on_step("checking INT8 against fp32 ONNX and PyTorch on evaluation photos (never used for calibration)")
         report = check(partial, fp32_path, module, on_check=on_check)
-        parity.publish(int8_meta, report, partial, out_path)
+        canary = None
+        if report.passed:
+            int8 = Classifier(partial, fast_preprocess=False, verify_sha256=False, canary=False)
+            canary = add_canary(int8_meta, report, module, int8, sample_photos.available(), out_path, on_check)
+        parity.publish(int8_meta, report, partial, out_path, canary)
     return int8_meta
 
 
@@ -242,8 +241,8 @@ def check(int8_file: Path, fp32_file: Path, module=None, *, photos: Sequence[sam
           on_check: Callable[[parity.Check], None] | None = None) -> parity.ParityReport:
     """The INT8 parity report of ``int8_file`` against ``fp32_file`` (and ``module``, PyTorch, if given)."""
     threads = os.cpu_count() or 1
-    int8 = Classifier(int8_file, threads=threads, fast_preprocess=False, verify_sha256=False, warmup=False)
-    fp32 = Classifier(fp32_file, threads=threads, fast_preprocess=False, warmup=False)
+    int8 = Classifier(int8_file, threads=threads, fast_preprocess=False, verify_sha256=False, warmup=False, canary=False)
+    fp32 = Classifier(fp32_file, threads=threads, fast_preprocess=False, warmup=False, canary=False)
     if fp32.sidecar.sha256 != int8.sidecar.extra.get("quantization", {}).get("source", {}).get("sha256"):
         raise ValueError(f"{fp32_file} is not the fp32 model {int8_file} was quantised from (sha256 differs)")
     calibration = int8.sidecar.extra.get("quantization", {}).get("calibration", {}).get("sha256", [])

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from lambda_onnx.canary import Canary, CanaryResult, canary_path
+from lambda_onnx.canary import check as check_canary
+from lambda_onnx.cpu import cpu_info, int8_kernel_choice, use_precise_int8
 from lambda_onnx.engines import Engine, make_engine
+from lambda_onnx.errors import ModelLoadError
 from lambda_onnx.preprocess import prepare
 from lambda_onnx.resources import default_threads
 from lambda_onnx.sidecar import Sidecar, load_verified
 
 TOP_K = 5
+# "1" lets a runner serve a model whose canary failed on this CPU; every answer then carries a warning.
+ALLOW_CANARY_FAILURE_ENV = "ALLOW_CANARY_FAILURE"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,8 @@ class ModelInfo:
     sha256: str
     runtime: str
     threads: int
+    int8_kernel: str | None = None  # the INT8 kernel of a quantised model (lambda_onnx.cpu); None for fp32
+    canary: dict[str, Any] = field(default_factory=dict)  # the load-time canary on this CPU (CanaryResult.summary)
 
 
 @dataclass(frozen=True)
@@ -86,28 +99,88 @@ class Classifier:
 
     ``fast_preprocess`` enables the large-photo fast path (JPEG draft decoding and a reducing
     resize); it only ever applies to sources at least twice the resize target. ``precision_hint``
-    is OpenVINO's inference precision (see :class:`lambda_onnx.engines.OpenVinoEngine`).
+    is OpenVINO's inference precision (see :class:`lambda_onnx.engines.OpenVinoEngine`);
+    ``int8_kernel`` ONNX Runtime's INT8 kernel (``auto``, ``precise``, ``fast``; default
+    ``$INT8_KERNEL`` or ``auto``: see :mod:`lambda_onnx.cpu`).
+
+    With ``canary`` (the default), the model's canary (:mod:`lambda_onnx.canary`) runs once here,
+    on this CPU, in place of the warm-up: if an INT8 model fails it with the fast kernel, the
+    precise kernel is tried and kept if it passes (and logged); if it still fails, loading raises
+    :class:`ModelLoadError` with the reason, unless ``allow_canary_failure`` (default
+    ``$ALLOW_CANARY_FAILURE``) is set, and then every answer carries a warning.
     """
 
     def __init__(self, model_path: str | Path, *, threads: int | None = None, runtime: str = "onnxruntime",
                  fast_preprocess: bool = True, verify_sha256: bool = True, warmup: bool = True,
-                 precision_hint: str | None = None) -> None:
+                 precision_hint: str | None = None, int8_kernel: str | None = None, canary: bool = True,
+                 allow_canary_failure: bool | None = None) -> None:
         start = time.perf_counter()
         self.model_path = Path(model_path)
         self.sidecar: Sidecar = load_verified(self.model_path, verify_sha256=verify_sha256)
         self.threads = threads or default_threads()
-        self.engine: Engine = make_engine(runtime, self.model_path, self.sidecar.input_name,
-                                          self.sidecar.output_name, self.threads, precision_hint)
+        self.runtime, self.precision_hint = runtime, precision_hint
+        self.int8_kernel_choice = int8_kernel_choice(int8_kernel)
+        self.engine: Engine = self._engine(self.int8_kernel_choice)
         self.fast_preprocess = fast_preprocess
-        size = self.sidecar.preprocessing.crop_size
-        if warmup:  # the first run allocates ORT's arenas; pay for it at load, not on a request
+        self.warnings: list[str] = []
+        self.canary = CanaryResult("absent", reason="not run (canary=False)")
+        if canary:
+            self.canary = self._check_canary(_allowed(allow_canary_failure))
+        if warmup and self.canary.status == "absent":  # the first run allocates ORT's arenas: pay for it at load
+            size = self.sidecar.preprocessing.crop_size
             self.engine.run(np.zeros((1, 3, size, size), dtype=np.float32))
         self.model = ModelInfo(
             arch=self.sidecar.arch, weights=self.sidecar.weights, random_weights=self.sidecar.random_weights,
             precision=self.sidecar.precision, sha256=self.sidecar.sha256, runtime=self.engine.runtime,
-            threads=self.threads,
+            threads=self.threads, int8_kernel=self.engine.int8_kernel, canary=self.canary.summary(),
         )
+        self.host = cpu_info()
         self.load_ms = (time.perf_counter() - start) * 1e3
+
+    def _engine(self, int8_kernel: str) -> Engine:
+        return make_engine(self.runtime, self.model_path, self.sidecar.input_name, self.sidecar.output_name, self.threads,
+                           self.precision_hint, quantised=self.sidecar.precision == "int8", int8_kernel=int8_kernel)
+
+    def run_canary(self, canary: Canary, engine: Engine | None = None) -> CanaryResult:
+        """Classify the canary photo with ``engine`` (default: this classifier's) and check the answer."""
+        engine = engine or self.engine
+        start = time.perf_counter()
+        prepared, _ = prepare(canary.image, self.sidecar.preprocessing, fast=False)
+        logits = engine.run(prepared.tensor)[0]
+        result = check_canary(canary, logits, engine.computes_in, self.sidecar.categories)
+        return replace(result, ms=(time.perf_counter() - start) * 1e3)
+
+    def _check_canary(self, allow_failure: bool) -> CanaryResult:
+        path = canary_path(self.model_path)
+        if not path.is_file():
+            log.warning("no canary beside %s: the model is not checked on this CPU (export it again to get one)",
+                        self.model_path)
+            return CanaryResult("absent", reason=f"no {path.name} beside the model (exported before canaries?)")
+        canary = Canary.load(path)
+        if canary.model_sha256 != self.sidecar.sha256:
+            raise ModelLoadError(f"canary {path} belongs to another model (sha256 {canary.model_sha256[:12]}…, the "
+                                 f"sidecar says {self.sidecar.sha256[:12]}…): export the model again")
+        result = self.run_canary(canary)
+        fast = self.engine.int8_kernel
+        if (not result.passed and self.sidecar.precision == "int8" and self.runtime == "onnxruntime"
+                and cpu_info().x86 and not use_precise_int8(self.int8_kernel_choice)):
+            precise = self._engine("precise")
+            retry = self.run_canary(canary, precise)
+            if retry.passed:
+                log.warning("canary failed with the %s kernel (%s); switched to the %s kernel, which passes",
+                            fast, result.reason, precise.int8_kernel)
+                self.engine = precise
+                return replace(retry, kernel_fallback=f"{fast} failed ({result.reason}) -> {precise.int8_kernel}")
+        if result.passed:
+            return result
+        reason = (f"the canary ({canary.photo}) failed on this CPU ({cpu_info().describe()}) with {self.engine.runtime} "
+                  f"{self.engine.int8_kernel or self.engine.computes_in}: {result.reason}")
+        if not allow_failure:
+            raise ModelLoadError(f"{reason}; refusing to serve {self.model_path.name} "
+                                 f"(set {ALLOW_CANARY_FAILURE_ENV}=1 to serve it anyway, every answer then says so)")
+        log.error("%s; serving anyway because %s is set", reason, ALLOW_CANARY_FAILURE_ENV)
+        self.warnings.append(f"{reason}; served anyway ({ALLOW_CANARY_FAILURE_ENV} is set): answers may be wrong")
+        return result
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Logits for a preprocessed (N, 3, H, W) float32 batch."""
@@ -136,3 +209,9 @@ class Classifier:
                             width, height, prepared.fast_path),
             model=self.model,
         )
+
+
+def _allowed(flag: bool | None) -> bool:
+    if flag is not None:
+        return flag
+    return os.environ.get(ALLOW_CANARY_FAILURE_ENV, "").strip().lower() in ("1", "true", "yes")
