@@ -20,6 +20,7 @@ from gui.context import AppContext
 from lambda_onnx.errors import ClassifierError
 from lambda_onnx.limits import MAX_IMAGE_BYTES
 from lambda_onnx.preprocess import decode
+from lambda_onnx.cpu import cpu_info
 from local import charts, cost, photos
 from local.images import downscale_to_fit
 from local.monitor import MonitorRun, start_monitor
@@ -40,7 +41,8 @@ def _model_label(ctx: AppContext) -> str:
 
 def _header(ctx: AppContext) -> str:
     return (f"# resnet-serverless\nOne ONNX model, two ways to serve it. **Model:** {_model_label(ctx)}  \n"
-            f"**Server:** {ctx.targets.server_label} · **Serverless:** {ctx.targets.serverless_label}")
+            f"**Server:** {ctx.targets.server_label} · **Serverless:** {ctx.targets.serverless_label}  \n"
+            f"**This machine's CPU:** {cpu_info().describe()} (each answer below names the CPU that computed it)")
 
 
 def _models_beside(path: Path) -> list[str]:
@@ -241,11 +243,14 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         """Serve another exported model (e.g. the INT8 one) on both sides: the same artifact on each."""
         if not path or Path(path) == ctx.model_path:
             return (_header(ctx), *banner_updates())
+        previous = ctx.model_path
         ctx.use_model(Path(path))
         try:
             label = ctx.sidecar().label
+            ctx.server()  # loads the model here and runs its canary on this CPU: a model that fails it is not served
         except ClassifierError as exc:
-            raise gr.Error(exc.message) from None
+            ctx.use_model(previous)
+            raise gr.Error(f"{Path(path).name} is not served: {exc.message}") from None
         gr.Info(f"both sides now serve {label}; the next serverless request is a cold start")
         return (_header(ctx), *banner_updates())
 

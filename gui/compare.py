@@ -9,6 +9,7 @@ from typing import Any
 from lambda_onnx.errors import ClassifierError
 from lambda_onnx.limits import LAMBDA_PAYLOAD_BYTES, MAX_IMAGE_BYTES
 from local import charts
+from local.monitor import cpu_label
 from local.backends import Backend, BackendResult
 
 
@@ -87,7 +88,19 @@ def facts_markdown(outcome: Outcome) -> str:
         f"- payload: request {_kb(r.request_bytes)}, response {_kb(r.response_bytes)}",
         f"- model: {model.get('arch')} {model.get('precision')} on {model.get('runtime')} "
         f"({model.get('threads')} threads), sha256 `{str(model.get('sha256', ''))[:12]}…`",
+        f"- host: {cpu_label(r.body.get('host') or {}) or 'not reported'}; {_canary_text(model)}",
+        *[f"- ⚠️ **{warning}**" for warning in r.body.get("warnings", [])],
     ])
+
+
+def _canary_text(model: dict) -> str:
+    canary = model.get("canary") or {}
+    kernel = f"INT8 kernel {model['int8_kernel']}, " if model.get("int8_kernel") else ""
+    status = canary.get("status", "not reported")
+    mark = {"passed": "✅", "failed": "❌"}.get(status, "")
+    detail = f" (relative error {canary['rel_rms']:.3f})" if canary.get("rel_rms") is not None else ""
+    fallback = f"; {canary['kernel_fallback']}" if canary.get("kernel_fallback") else ""
+    return f"{kernel}canary {canary.get('photo', '')} {mark}{status}{detail}{fallback}"
 
 
 def agreement_markdown(outcomes: list[Outcome]) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lambda_onnx.canary import Canary, CanaryResult, canary_path
+from lambda_onnx.canary import ALLOW_CANARY_FAILURE_ENV, Canary, CanaryResult, canary_path
 from lambda_onnx.canary import check as check_canary
 from lambda_onnx.cpu import cpu_info, int8_kernel_choice, use_precise_int8
 from lambda_onnx.engines import Engine, make_engine
@@ -22,8 +22,6 @@ from lambda_onnx.resources import default_threads
 from lambda_onnx.sidecar import Sidecar, load_verified
 
 TOP_K = 5
-# "1" lets a runner serve a model whose canary failed on this CPU; every answer then carries a warning.
-ALLOW_CANARY_FAILURE_ENV = "ALLOW_CANARY_FAILURE"
 
 log = logging.getLogger(__name__)
 

@@ -10,15 +10,20 @@ Response body (JSON), success::
 
     {"predictions": [{"class_id", "label", "probability"}, ...],
      "image": {"width", "height", "bytes", "format", "processed_width", "processed_height", "fast_path"},
-     "model": {"arch", "weights", "random_weights", "precision", "sha256", "runtime", "threads"},
+     "model": {"arch", "weights", "random_weights", "precision", "sha256", "runtime", "threads", "int8_kernel",
+               "canary": {"status", "photo", "rel_rms", "max_abs_logit", ...}},
+     "host": {"cpu", "machine", "isa", "vnni"},
      "metrics": {"json_parse_ms", "decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms",
                  "handler_ms", "request_bytes", "cold_start", "init_ms", "peak_rss_mb", "memory_mb",
                  "memory_utilisation_pct"},
-     "request_id", "trace_id", "function_name"}
+     "request_id", "trace_id", "function_name", "warnings"}
 
 error: ``{"error": code, "message": reason, "status": http_status, "request_id", "trace_id", "function_name"}``.
 ``function_name`` is the Lambda function's name (None off Lambda): with the request id it finds the
-request's log group and REPORT line.
+request's log group and REPORT line. ``host`` names the CPU the answer was computed on (Lambda's
+x86 hosts vary between cold starts) and ``model.int8_kernel``/``model.canary`` how the model runs
+there (:mod:`lambda_onnx.cpu`, :mod:`lambda_onnx.canary`). ``warnings`` is empty unless the model
+is served although its canary failed on this CPU (``ALLOW_CANARY_FAILURE``).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from dataclasses import asdict
 from typing import Any
 
 from lambda_onnx.classifier import TOP_K, Classification, Classifier
+from lambda_onnx.cpu import CpuInfo, cpu_info
 from lambda_onnx.errors import BadRequestError, ClassifierError, PayloadTooLargeError, UnsupportedMediaTypeError
 from lambda_onnx.limits import MAX_REQUEST_BYTES
 from lambda_onnx.resources import configured_memory_mb, peak_rss_mb
@@ -157,18 +163,25 @@ class Service:
         size = request_bytes if request_bytes is not None else (len(body) if body is not None else len(image))
         return 200, ok_body(result, json_parse_ms=(parsed - start) * 1e3, handler_ms=(time.perf_counter() - start) * 1e3,
                             request_bytes=size, cold_start=cold, init_ms=self.init_ms, memory_mb=self.memory_mb,
-                            request_id=request_id, trace_id=trace_id, function_name=self.function_name)
+                            request_id=request_id, trace_id=trace_id, function_name=self.function_name,
+                            warnings=self.classifier.warnings)
+
+
+def host_section(info: CpuInfo | None = None) -> dict[str, Any]:
+    """The ``host`` section of every answer: the CPU it was computed on."""
+    return (info or cpu_info()).section()
 
 
 def ok_body(result: Classification, *, json_parse_ms: float, handler_ms: float, request_bytes: int, cold_start: bool,
             init_ms: float, memory_mb: int | None, request_id: str, trace_id: str | None,
-            function_name: str | None = None) -> dict[str, Any]:
+            function_name: str | None = None, warnings: list[str] | None = None) -> dict[str, Any]:
     peak = peak_rss_mb()
     t = result.timings
     return {
         "predictions": [asdict(p) for p in result.predictions],
         "image": asdict(result.image),
         "model": asdict(result.model),
+        "host": host_section(),
         "metrics": {
             "json_parse_ms": round(json_parse_ms, 3),
             "decode_ms": round(t.decode_ms, 3),
@@ -186,6 +199,7 @@ def ok_body(result: Classification, *, json_parse_ms: float, handler_ms: float, 
         "request_id": request_id,
         "trace_id": trace_id,
         "function_name": function_name,
+        "warnings": list(warnings or []),
     }
 
 

@@ -65,6 +65,16 @@ class CpuInfo:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def section(self) -> dict[str, Any]:
+        """The ``host`` section of every answer (see :mod:`lambda_onnx.contract`)."""
+        return {"cpu": self.model, "machine": self.machine, "isa": list(self.flags), "vnni": self.vnni}
+
+    @classmethod
+    def from_section(cls, host: dict[str, Any]) -> CpuInfo:
+        """Back from an answer's ``host`` section (what a client reads)."""
+        return cls(str(host.get("cpu") or "unknown CPU"), str(host.get("machine") or "?"), tuple(host.get("isa") or ()),
+                   host.get("vnni"))
+
 
 def parse_cpuinfo(text: str, machine: str) -> CpuInfo:
     """A :class:`CpuInfo` from the text of ``/proc/cpuinfo`` (x86 ``flags`` or arm64 ``Features``)."""

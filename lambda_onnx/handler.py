@@ -27,6 +27,7 @@ from aws_lambda_powertools import Logger, Metrics  # noqa: E402
 from aws_lambda_powertools.metrics import MetricUnit  # noqa: E402
 
 from lambda_onnx.classifier import Classifier  # noqa: E402
+from lambda_onnx.cpu import cpu_info  # noqa: E402
 from lambda_onnx.contract import Service, check_request_size, error_body, internal_error_body, quoted  # noqa: E402
 from lambda_onnx.errors import BadRequestError, ClassifierError, MethodNotAllowedError, ModelLoadError  # noqa: E402
 
@@ -42,6 +43,7 @@ EXPECTED_PRECISION = os.environ.get("MODEL_PRECISION") or None
 VERIFY_SHA256 = os.environ.get("MODEL_VERIFY", "sha256") != "size"
 HEADERS = {"content-type": "application/json"}
 FUNCTION_NAME = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")  # set by Lambda (and the emulator)
+CPU = cpu_info().describe()  # Lambda's x86 hosts vary between cold starts: every log line names this one
 
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ResnetServerless"), service=SERVICE_NAME)
@@ -62,10 +64,13 @@ try:
     SERVICE: Service | None = _load()
     LOAD_ERROR: ModelLoadError | None = None
     logger.info("model ready", extra={"model": SERVICE.classifier.sidecar.label, "init_ms": round(SERVICE.init_ms, 1),
-                                      "threads": SERVICE.classifier.threads, "sha256": SERVICE.classifier.sidecar.sha256})
+                                      "threads": SERVICE.classifier.threads, "sha256": SERVICE.classifier.sidecar.sha256,
+                                      "cpu": CPU, "int8_kernel": SERVICE.classifier.engine.int8_kernel,
+                                      "canary": SERVICE.classifier.canary.summary(),
+                                      "canary_ms": round(SERVICE.classifier.canary.ms, 1)})
 except ModelLoadError as exc:  # a clear error at start-up; every request then gets it as a 500 body
     SERVICE, LOAD_ERROR = None, exc
-    logger.error("model failed to load", extra={"reason": exc.message, "model_path": str(MODEL_PATH)})
+    logger.error("model failed to load", extra={"reason": exc.message, "model_path": str(MODEL_PATH), "cpu": CPU})
 
 
 def _is_http_event(event: Any) -> bool:
@@ -152,7 +157,9 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         top = body["predictions"][0]
         logger.info("classified", extra={"status": status, "handler_ms": m["handler_ms"], "cold_start": m["cold_start"],
                                          "image": f'{body["image"]["width"]}x{body["image"]["height"]} {body["image"]["format"]}',
-                                         "request_bytes": m["request_bytes"], "top1": top["label"]})
+                                         "request_bytes": m["request_bytes"], "top1": top["label"], "cpu": CPU,
+                                         "int8_kernel": body["model"]["int8_kernel"],
+                                         "canary": body["model"]["canary"].get("status")})
     else:
         metrics.add_metric(name="ClientErrors" if status < 500 else "ServerErrors", unit=MetricUnit.Count, value=1)
         logger.warning("request refused", extra={"status": status, "error": body["error"], "reason": body["message"]})

@@ -33,7 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from lambda_onnx.canary import Canary, canary_path
 from lambda_onnx.classifier import Classifier
+from lambda_onnx.cpu import cpu_info, int8_kernel_choice, int8_kernel_name, use_precise_int8
 from lambda_onnx.preprocess import prepare
 from lambda_onnx.resources import available_cpus, default_threads
 from lambda_onnx.sidecar import Sidecar, int8_path, sidecar_path
@@ -103,6 +105,11 @@ class Latency:
     samples: list[float] = field(default_factory=list)
     vs_pytorch: float | None = None
     floor_fraction: float | None = None  # compute floor / median: 1.0 would be the floor itself
+    key: str = ""  # runtime/precision/hint/kernel: matches the agreement row of the same variant
+    int8_kernel: str | None = None  # the INT8 kernel it ran with (lambda_onnx.cpu)
+    canary: str = ""  # its canary on the benchmarked model, on this CPU: passed, failed, absent
+    eligible: bool = True  # may be chosen as the fastest: its parity holds on this CPU
+    why_not: str = ""  # why it may not
 
 
 @dataclass
@@ -121,8 +128,10 @@ class BenchReport:
     accuracy: dict[str, Any] = field(default_factory=dict)
     targets: list[dict[str, Any]] = field(default_factory=list)
     fastest: str = ""
-    # The fastest parity-checked runtime x precision, for `local serve --runtime auto`.
+    # The fastest runtime x precision whose parity holds on this CPU, for `local serve --runtime auto`.
     fastest_choice: dict[str, Any] = field(default_factory=dict)
+    # Faster variants that were not chosen, and why (their parity does not hold here, or opt-in bf16).
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,7 +150,7 @@ def load_fastest(path: Path = DEFAULT_OUT / "bench.json") -> dict[str, Any] | No
     choice = data.get("fastest_choice") or None
     if not choice or any(there.get(key) != value for key, value in here.items()):
         return None
-    return {**choice, "measured": data.get("created", "")}
+    return {**choice, "measured": data.get("created", ""), "skipped": data.get("skipped", [])}
 
 
 def _noop(_: str) -> None:
@@ -152,17 +161,10 @@ def _noop(_: str) -> None:
 
 
 def cpu_identity() -> dict[str, Any]:
-    """What makes a speed measurement valid elsewhere: CPU model, count and relevant instruction sets."""
-    info: dict[str, Any] = {"cpus": os.cpu_count()}
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        info["cpu"] = re.search(r"model name\s*:\s*(.*)", cpuinfo).group(1).strip()
-        flags = set(re.search(r"flags\s*:\s*(.*)", cpuinfo).group(1).split())
-        info["isa"] = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-                       if f in flags]
-    except (OSError, AttributeError):
-        info["cpu"], info["isa"] = platform.processor() or "unknown", []
-    return info
+    """What makes a speed (and INT8 parity) measurement valid elsewhere: CPU model, count and the
+    instruction sets that decide speed and correctness (:mod:`lambda_onnx.cpu`)."""
+    info = cpu_info()
+    return {"cpus": os.cpu_count(), "cpu": info.model, "isa": list(info.flags)}
 
 
 def machine() -> dict[str, Any]:
@@ -170,7 +172,8 @@ def machine() -> dict[str, Any]:
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(), **cpu_identity(),
                             "available_cpus": available_cpus(), "default_threads": default_threads(),
                             "load_average_before": _load()}
-    info["vnni"] = bool({"avx512_vnni", "avx_vnni"} & set(info["isa"]))
+    info["vnni"] = cpu_info().vnni
+    info["machine"] = cpu_info().machine
     try:
         mem = re.search(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text())
         info["memory_gb"] = round(int(mem.group(1)) / 2**20, 1) if mem else None
@@ -199,8 +202,9 @@ def _load() -> float | None:
 
 
 def describe_machine(info: dict[str, Any]) -> str:
-    """One line, e.g. ``AMD EPYC, 2 CPUs (avx512f, avx512_vnni, avx512_bf16), 23.5 GB, Linux …``."""
-    return (f"{info.get('cpu', '?')}, {info.get('cpus')} CPUs ({', '.join(info.get('isa', []))}), "
+    """One line, e.g. ``AMD EPYC, 2 CPUs (avx2, fma; no VNNI), 23.5 GB, Linux …``."""
+    vnni = "" if info.get("vnni") is None else ("; VNNI" if info["vnni"] else "; no VNNI")
+    return (f"{info.get('cpu', '?')}, {info.get('cpus')} CPUs ({', '.join(info.get('isa', []))}{vnni}), "
             f"{info.get('memory_gb', '?')} GB, {info['platform']}, Python {info['python']}")
 
 
@@ -288,6 +292,9 @@ class _Variant:
     run: Callable[[np.ndarray], object]
     samples: list[float] = field(default_factory=list)
     batch_samples: list[float] = field(default_factory=list)
+    key: str = ""
+    int8_kernel: str | None = None
+    canary: str = ""
 
 
 def _measure_in_rounds(variants: list[_Variant], batch: np.ndarray, config: BenchConfig, on_step: Step,
@@ -313,7 +320,8 @@ def _measure_in_rounds(variants: list[_Variant], batch: np.ndarray, config: Benc
     return [Latency(v.name, v.runtime, v.precision, v.computes_in, v.threads, float(np.median(v.samples)),
                     float(np.percentile(v.samples, 90)),
                     len(batch) / (float(np.median(v.batch_samples)) / 1e3) if v.batch_samples else None,
-                    [round(s, 3) for s in v.samples]) for v in variants]
+                    [round(s, 3) for s in v.samples], key=v.key, int8_kernel=v.int8_kernel, canary=v.canary)
+            for v in variants]
 
 
 def torch_module(meta: Sidecar):
@@ -321,6 +329,50 @@ def torch_module(meta: Sidecar):
     from export.registry import build
 
     return build(meta.arch, random_weights=True, seed=meta.seed or 0).module
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One runtime x precision (x OpenVINO hint, x INT8 kernel) to load, for speed and for agreement."""
+
+    path: Path
+    runtime: str
+    hint: str | None = None  # OpenVINO's precision hint
+    kernel: str | None = None  # ONNX Runtime's INT8 kernel when forced ("fast"): measured, never chosen
+
+    @property
+    def key(self) -> str:
+        return f"{self.runtime}/{Sidecar.load(sidecar_path(self.path)).precision}/{self.hint or '-'}/{self.kernel or 'auto'}"
+
+    def name(self, classifier: Classifier) -> str:
+        precision, engine = classifier.sidecar.precision, classifier.engine
+        if self.runtime == "openvino":
+            hint = "default hint" if self.hint == "auto" else f"{self.hint} hint"
+            computes = getattr(engine, "precision", "f32")
+            return f"openvino {precision} ({hint} → {computes})"
+        return f"onnxruntime {precision}" + (f" ({engine.int8_kernel}, forced)" if self.kernel else "")
+
+
+def variant_specs(fp32: Path, int8: Path) -> list[VariantSpec]:
+    """Every runtime x precision measured. Where ONNX Runtime's default INT8 kernel saturates (x86-64
+    without VNNI) it is measured too, forced, to show what the exact kernel costs; it is never chosen."""
+    specs = [VariantSpec(fp32, "onnxruntime"), VariantSpec(int8, "onnxruntime")]
+    if cpu_info().int8_saturates:
+        specs.append(VariantSpec(int8, "onnxruntime", kernel="fast"))
+    specs += [VariantSpec(fp32, "openvino", "auto"), VariantSpec(fp32, "openvino", "f32"),
+              VariantSpec(int8, "openvino", "auto"), VariantSpec(int8, "openvino", "f32")]
+    return specs
+
+
+def load_variant(spec: VariantSpec, threads: int) -> Classifier:
+    """The classifier of ``spec`` with its canary run on this CPU and recorded, never refused (the
+    bench measures what fails too, and says so). A forced kernel is kept as forced: its canary
+    result is recorded without the switch to the precise kernel a runner would make."""
+    classifier = Classifier(spec.path, threads=threads, runtime=spec.runtime, precision_hint=spec.hint,
+                            int8_kernel=spec.kernel or "auto", canary=False)
+    if canary_path(spec.path).is_file():
+        classifier.canary = classifier.run_canary(Canary.load(canary_path(spec.path)))
+    return classifier
 
 
 def measure_inference(fp32: Path, int8: Path, threads: int, config: BenchConfig, on_step: Step = _noop) -> list[Latency]:
@@ -342,18 +394,15 @@ def measure_inference(fp32: Path, int8: Path, threads: int, config: BenchConfig,
         variants.append(_Variant("pytorch eager fp32", "pytorch", "fp32", "fp32", threads, run_torch))
     except ImportError:
         on_step("PyTorch is not installed: the reference is not measured")
-    for path, runtime, hint in [(fp32, "onnxruntime", None), (int8, "onnxruntime", None), (fp32, "openvino", "auto"),
-                                (fp32, "openvino", "f32"), (int8, "openvino", "auto"), (int8, "openvino", "f32")]:
+    for spec in variant_specs(fp32, int8):
         try:
-            classifier = Classifier(path, threads=threads, runtime=runtime, precision_hint=hint)
+            classifier = load_variant(spec, threads)
         except Exception as exc:  # e.g. OpenVINO missing: measure the others
-            on_step(f"{runtime} cannot load {path.name}: {exc}")
+            on_step(f"{spec.runtime} cannot load {spec.path.name}: {exc}")
             continue
-        precision = classifier.sidecar.precision
-        computes = getattr(classifier.engine, "precision", "f32")
-        hint_text = f" ({'default hint' if hint == 'auto' else f'{hint} hint'} → {computes})" if runtime == "openvino" else ""
-        variants.append(_Variant(f"{runtime} {precision}{hint_text}", runtime, precision,
-                                 precision if computes == "f32" else computes, threads, classifier.infer))
+        variants.append(_Variant(spec.name(classifier), spec.runtime, classifier.sidecar.precision,
+                                 classifier.engine.computes_in, threads, classifier.infer, key=spec.key,
+                                 int8_kernel=classifier.engine.int8_kernel, canary=classifier.canary.status))
     results = _measure_in_rounds(variants, batch, config, on_step)
     reference = next((r for r in results if r.runtime == "pytorch"), None)
     for result in results:
@@ -406,6 +455,7 @@ with open(sys.argv[2], "rb") as fh:
 response = module.handler(event, Context())
 done = time.perf_counter()
 body = json.loads(response["body"])
+canary = getattr(getattr(getattr(module, "SERVICE", None), "classifier", None), "canary", None)
 try:  # VmHWM: this program's peak. ru_maxrss would include the parent's, which exec does not reset.
     with open("/proc/self/status") as fh:
         peak = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024.0
@@ -414,6 +464,7 @@ except (OSError, StopIteration):
 print("BENCH_RESULT " + json.dumps({
     "status": response["statusCode"], "top1": (body.get("predictions") or [{}])[0].get("label"),
     "import_ms": (imported - started) * 1e3, "first_invoke_ms": (done - imported) * 1e3, "peak_rss_mb": peak,
+    "canary_ms": canary.ms if canary is not None else None, "canary": canary.status if canary is not None else None,
 }), flush=True)
 """
 
@@ -476,6 +527,8 @@ def measure_cold_starts(fp32: Path, int8: Path, config: BenchConfig, on_step: St
                      "import_ms": float(np.median([r["import_ms"] for r in runs])),
                      "first_invoke_ms": float(np.median([r["first_invoke_ms"] for r in runs])),
                      "peak_rss_mb": float(max(r["peak_rss_mb"] for r in runs)), "top1": runs[-1]["top1"],
+                     "canary": runs[-1].get("canary"),
+                     "canary_ms": float(np.median([r["canary_ms"] for r in runs])) if runs[-1].get("canary_ms") is not None else None,
                      "samples_ms": [round(r["wall_ms"], 1) for r in runs]})
     return rows
 
@@ -549,16 +602,60 @@ def gemm_gflops(threads: int, size: int = 4096, repeats: int = 4) -> dict[str, f
     return rates
 
 
+def int8_gemm_gops(threads: int, precise: bool, size: int = 2048, repeats: int = 4) -> float:
+    """This machine's INT8 matrix-multiply rate (GOP/s) through ONNX Runtime's QLinearMatMul, uint8
+    activations x int8 constant weights as the QDQ models hold them, with the precise U8U8 kernel
+    (``session.x64quantprecision``) or the default one: the rate of the kernel a runner really uses."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    constants = [numpy_helper.from_array(rng.integers(-127, 127, (size, size), dtype=np.int8), "b")] + [
+        numpy_helper.from_array(np.array(value, dtype=dtype), name)
+        for name, value, dtype in (("a_scale", 0.02, np.float32), ("a_zero", 128, np.uint8), ("b_scale", 0.01, np.float32),
+                                   ("b_zero", 0, np.int8), ("y_scale", 0.5, np.float32), ("y_zero", 128, np.uint8))]
+    node = helper.make_node("QLinearMatMul", ["a", "a_scale", "a_zero", "b", "b_scale", "b_zero", "y_scale", "y_zero"], ["y"])
+    graph = helper.make_graph([node], "qgemm", [helper.make_tensor_value_info("a", TensorProto.UINT8, [size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [size, size])], constants)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    if precise:
+        options.add_session_config_entry("session.x64quantprecision", "1")
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    a = rng.integers(0, 255, (size, size), dtype=np.uint8)
+    return 2.0 * size**3 / min(_times(lambda: session.run(None, {"a": a}), repeats, 1)) / 1e6  # samples are in ms
+
+
 def compute_floor(meta: Sidecar, threads: int, config: BenchConfig, on_step: Step = _noop) -> dict[str, Any]:
+    """The model's FLOPs over this machine's measured GEMM rates: the fastest an inference could be.
+
+    INT8: with VNNI a quarter of the fp32 floor (VNNI does four int8 multiply-adds where an fp32 FMA
+    does one, per lane); without VNNI (or on arm64) that ratio does not hold, so the floor is the
+    FLOPs over the measured INT8 GEMM rate of the kernel ONNX Runtime really uses here.
+    """
     on_step(f"measuring the fp32 GEMM rate with {threads} thread(s) and counting {meta.arch}'s FLOPs")
     gflop, source = model_gflop(meta)
     # 4096: big enough that two threads reach their steady rate (at 2048 they did not, here).
     rates = gemm_gflops(threads, size=512 if config.quick else 4096, repeats=2 if config.quick else 4)
     best = max(rates.values())
     fp32_ms = gflop / best * 1e3
-    return {"arch": meta.arch, "gflop_per_image": gflop, "gflop_source": source, "gemm_gflops": rates,
-            "gemm_best_gflops": best, "threads": threads, "fp32_floor_ms": fp32_ms,
-            "int8_floor_ms": fp32_ms / INT8_FLOOR_DIVISOR, "int8_floor_rule": f"fp32 floor / {INT8_FLOOR_DIVISOR} (VNNI)"}
+    floor = {"arch": meta.arch, "gflop_per_image": gflop, "gflop_source": source, "gemm_gflops": rates,
+             "gemm_best_gflops": best, "threads": threads, "fp32_floor_ms": fp32_ms}
+    info = cpu_info()
+    if info.vnni:
+        floor.update(int8_floor_ms=fp32_ms / INT8_FLOOR_DIVISOR, int8_floor_rule=f"fp32 floor / {INT8_FLOOR_DIVISOR} (VNNI)")
+        return floor
+    precise = use_precise_int8(int8_kernel_choice())
+    kernel = int8_kernel_name(precise)
+    on_step(f"measuring the INT8 GEMM rate of the {kernel} kernel (no VNNI here: the quarter rule does not hold)")
+    size, repeats = (512, 2) if config.quick else (2048, 4)
+    gops = {int8_kernel_name(p): int8_gemm_gops(threads, p, size, repeats) for p in dict.fromkeys((precise, not precise))}
+    floor.update(int8_gemm_gops=gops, int8_floor_ms=gflop / gops[kernel] * 1e3,
+                 int8_floor_rule=f"FLOPs / the measured INT8 GEMM rate of ONNX Runtime's {kernel} kernel "
+                                 f"({gops[kernel]:.0f} GOP/s, QLinearMatMul {size}²; no VNNI on this CPU)")
+    return floor
 
 
 # --- payload -----------------------------------------------------------------------------------
@@ -685,22 +782,61 @@ def measure_agreement(fp32: Path | None, int8: Path | None, threads: int, on_ste
     photos = sample_photos.available()
     batch = np.concatenate([prepare(p.read(), meta.preprocessing)[0].tensor for p in photos])
     rows, reference = [], None
-    for path, runtime, hint in ((fp32, "onnxruntime", None), (int8, "onnxruntime", None), (fp32, "openvino", "f32"),
-                                (fp32, "openvino", "auto"), (int8, "openvino", "f32"), (int8, "openvino", "auto")):
+    for spec in variant_specs(fp32, int8):
         try:
-            classifier = Classifier(path, threads=threads, runtime=runtime, precision_hint=hint)
+            classifier = load_variant(spec, threads)
         except Exception as exc:
-            on_step(f"{runtime} cannot load {path.name}: {exc}")
+            on_step(f"{spec.runtime} cannot load {spec.path.name}: {exc}")
             continue
         top1 = np.concatenate([classifier.infer(x[None]) for x in batch]).argmax(axis=1)
         reference = top1 if reference is None else reference
         labels = [classifier.sidecar.categories[i] for i in top1]
-        computes = getattr(classifier.engine, "precision", "f32")
-        rows.append({"name": f"{runtime} {classifier.sidecar.precision}" + (f" (hint {hint} → {computes})" if hint else ""),
+        rows.append({"name": spec.name(classifier), "key": spec.key, "int8_kernel": classifier.engine.int8_kernel,
+                     "canary": classifier.canary.status,
                      "top1_same_as_fp32": int(np.sum(top1 == reference)), "photos": len(photos),
                      "correct": sum(label in photo.expected for label, photo in zip(labels, photos)),
                      "differs_on": [p.name for p, a, b in zip(photos, top1, reference) if a != b]})
     return {"measured": True, "model": meta.label, "photos": [p.name for p in photos], "variants": rows}
+
+
+def judge_parity(report: BenchReport) -> None:
+    """Mark which variants may be chosen as the fastest here: only those whose parity holds on
+    this CPU (their canary passes on the benchmarked model, and INT8 keeps fp32's top-1 on every real
+    photo of the agreement model), computing in fp32 or int8 (bf16 is opt-in). Say why for the others."""
+    agreement = {row.get("key"): row for row in report.accuracy.get("variants", [])}
+    for result in report.inference:
+        if result.runtime == "pytorch":
+            result.eligible, result.why_not = False, "the reference, not a serving runtime"
+            continue
+        row = agreement.get(result.key)
+        if result.computes_in not in ("fp32", "int8"):
+            result.eligible, result.why_not = False, f"computes in {result.computes_in}: opt-in, changes the numbers by design"
+        elif result.canary == "failed":
+            result.eligible, result.why_not = False, f"its canary fails on this CPU ({result.int8_kernel or result.computes_in})"
+        elif row is not None and row["canary"] == "failed":
+            result.eligible, result.why_not = False, f"its canary fails on this CPU with {report.accuracy['model']}"
+        elif row is not None and result.precision == "int8" and row["top1_same_as_fp32"] < row["photos"]:
+            result.eligible, result.why_not = False, (f"top-1 differs from fp32 on {row['photos'] - row['top1_same_as_fp32']} of "
+                                                      f"{row['photos']} real photos here ({', '.join(row['differs_on'])})")
+
+
+def choose_fastest(report: BenchReport) -> None:
+    """The fastest eligible variant (for ``local serve --runtime auto``), and every faster one skipped, with why."""
+    judge_parity(report)
+    candidates = [r for r in report.inference if r.runtime != "pytorch"]
+    eligible = [r for r in candidates if r.eligible]
+    if not eligible:
+        report.fastest = "none: no runtime x precision passed its parity checks on this CPU"
+        return
+    best = min(eligible, key=lambda r: r.median_ms)
+    report.fastest = f"{best.name}: {best.median_ms:.1f} ms batch-1 median on this machine"
+    report.fastest_choice = {"runtime": best.runtime, "precision": best.precision, "median_ms": round(best.median_ms, 2),
+                             "int8_kernel": best.int8_kernel}
+    report.skipped = [{"name": r.name, "median_ms": round(r.median_ms, 2), "why": r.why_not}
+                      for r in sorted(candidates, key=lambda r: r.median_ms) if r.median_ms < best.median_ms and not r.eligible]
+    if report.skipped:
+        report.fastest += "; faster but skipped: " + "; ".join(f"{x['name']} ({x['median_ms']:.1f} ms): {x['why']}"
+                                                                for x in report.skipped)
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -717,7 +853,7 @@ def evaluate_targets(report: BenchReport) -> list[dict[str, Any]]:
     torch_ms = by["pytorch eager fp32"].median_ms if "pytorch eager fp32" in by else None
     ort32 = by.get("onnxruntime fp32")
     ort8 = by.get("onnxruntime int8")
-    best8 = min((r for r in report.inference if r.precision == "int8"), key=lambda r: r.median_ms, default=None)
+    best8 = min((r for r in report.inference if r.precision == "int8" and r.eligible), key=lambda r: r.median_ms, default=None)
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return a / b if a is not None and b else None
@@ -780,15 +916,7 @@ def run_bench(config: BenchConfig, on_step: Step = _noop) -> BenchReport:
     report.payload = measure_payload(fp32, int8)
     report.emulator = measure_emulator(fp32, config, on_step)
     report.accuracy = measure_agreement(accuracy_fp32, accuracy_int8, threads, on_step)
-    candidates = [r for r in report.inference if r.runtime != "pytorch"]
-    if candidates:
-        # Parity-checked: what the runtimes compute by default here (bf16 is opt-in, see engines.py).
-        checked = [r for r in candidates if r.computes_in in ("fp32", "int8")]
-        best, overall = min(checked or candidates, key=lambda r: r.median_ms), min(candidates, key=lambda r: r.median_ms)
-        report.fastest = f"{best.name}: {best.median_ms:.1f} ms batch-1 median on this machine"
-        report.fastest_choice = {"runtime": best.runtime, "precision": best.precision, "median_ms": round(best.median_ms, 2)}
-        if overall is not best:
-            report.fastest += f" (opt-in {overall.name}: {overall.median_ms:.1f} ms)"
+    choose_fastest(report)
     report.targets = evaluate_targets(report)
     return report
 
@@ -810,11 +938,14 @@ def markdown(report: BenchReport) -> str:
              f"Models: {report.models['fp32']['label']} ({report.models['fp32']['bytes'] / 1e6:.1f} MB) and "
              f"{report.models['int8']['label']} ({report.models['int8']['bytes'] / 1e6:.1f} MB).", "",
              "## Inference", "",
-             f"| runtime × precision | batch-1 median ms | p90 ms | batch-{BATCH} images/s | × PyTorch eager | share of compute floor |",
-             "|---|---:|---:|---:|---:|---:|"]
+             f"| runtime × precision | batch-1 median ms | p90 ms | batch-{BATCH} images/s | × PyTorch eager | share of compute floor "
+             "| INT8 kernel | canary | parity holds here |",
+             "|---|---:|---:|---:|---:|---:|---|---|---|"]
     for r in report.inference:
+        parity = "reference" if r.runtime == "pytorch" else ("yes" if r.eligible else f"**no**: {r.why_not}")
         lines.append(f"| {r.name} | {r.median_ms:.1f} | {r.p90_ms:.1f} | {_fmt(r.batch_images_per_s)} | "
-                     f"{_fmt(r.vs_pytorch, 2)} | {_fmt(r.floor_fraction and r.floor_fraction * 100, 0)} % |")
+                     f"{_fmt(r.vs_pytorch, 2)} | {_fmt(r.floor_fraction and r.floor_fraction * 100, 0)} % | "
+                     f"{r.int8_kernel or '–'} | {r.canary or '–'} | {parity} |")
     f = report.floor
     lines += ["", f"Compute floor: {f['gflop_per_image']:.2f} GFLOP per image ({f['gflop_source']}) over the measured fp32 GEMM "
               f"rate {f['gemm_best_gflops']:.0f} GFLOP/s ({', '.join(f'{k} {v:.0f}' for k, v in f['gemm_gflops'].items())}; "
@@ -824,9 +955,10 @@ def markdown(report: BenchReport) -> str:
     for row in report.threads:
         lines.append(f"| {row['precision']} | {row['threads']}{' (chosen)' if row['chosen'] else ''} | {row['median_ms']:.1f} | {row['p90_ms']:.1f} |")
     lines += ["", "## Cold start (fresh process → first prediction) and memory", "",
-              "| handler | build | median ms | import ms | first invoke ms | peak RSS MB |", "|---|---|---:|---:|---:|---:|"]
+              "| handler | build | median ms | import ms (canary ms) | first invoke ms | peak RSS MB |", "|---|---|---:|---:|---:|---:|"]
     for row in report.cold_start:
-        lines.append(f"| {row['handler']} (`{row['module']}`) | {row['build']} | {row['median_ms']:.0f} | {row['import_ms']:.0f} | "
+        canary = f" ({row['canary_ms']:.0f}, {row['canary']})" if row.get("canary_ms") is not None else ""
+        lines.append(f"| {row['handler']} (`{row['module']}`) | {row['build']} | {row['median_ms']:.0f} | {row['import_ms']:.0f}{canary} | "
                      f"{row['first_invoke_ms']:.0f} | {row['peak_rss_mb']:.0f} |")
     lines += ["", "## Preprocessing (decode + resize + crop + normalise)", "",
               "| image | size | path | median ms | p90 ms |", "|---|---|---|---:|---:|"]

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from lambda_onnx.cpu import CpuInfo
 from lambda_onnx.errors import ClassifierError
 from local.backends import Backend
 
@@ -42,11 +43,15 @@ class Sample:
     init_ms: float | None
     peak_rss_mb: float | None
     error: str
+    cpu: str = ""  # the CPU that answered (the answer's host section): Lambda hosts vary between cold starts
+    int8_kernel: str = ""
+    canary: str = ""
 
 
 @dataclass(frozen=True)
 class Stats:
     backend: str
+    cpu: str  # "" when the backend answered from one CPU only (or none); else one row per CPU
     count: int
     errors: int
     cold_starts: int
@@ -103,17 +108,24 @@ def duration_summary(values: Sequence[float], digits: int = 2) -> dict[str, floa
 
 
 def summarise(samples: Sequence[Sample], backends: Sequence[str] | None = None) -> list[Stats]:
-    """Count, errors, cold starts and round-trip percentiles per backend (successes only)."""
+    """Count, errors, cold starts and round-trip percentiles per backend (successes only), and per
+    CPU within a backend when its answers came from more than one (Lambda's hosts vary between cold
+    starts, and an older CPU can be both slower and, for INT8, differently exact)."""
     names = list(backends) if backends is not None else sorted({s.backend for s in samples})
     out = []
     for name in names:
         mine = [s for s in samples if s.backend == name]
-        times = duration_summary([s.round_trip_ms for s in mine if s.ok and s.round_trip_ms is not None])
-        out.append(Stats(
-            backend=name, count=len(mine), errors=sum(not s.ok for s in mine),
-            cold_starts=sum(bool(s.cold_start) for s in mine), min_ms=times.get("min"), p50_ms=times.get("p50"),
-            p90_ms=times.get("p90"), p99_ms=times.get("p99"), max_ms=times.get("max"), mean_ms=times.get("mean"),
-        ))
+        cpus = sorted({s.cpu for s in mine if s.cpu})
+        groups = [("", mine)] if len(cpus) <= 1 else [(cpu, [s for s in mine if s.cpu == cpu]) for cpu in cpus]
+        if len(cpus) > 1 and any(not s.cpu for s in mine):  # failed requests name no CPU
+            groups.append(("(no answer)", [s for s in mine if not s.cpu]))
+        for cpu, group in groups:
+            times = duration_summary([s.round_trip_ms for s in group if s.ok and s.round_trip_ms is not None])
+            out.append(Stats(
+                backend=name, cpu=cpu, count=len(group), errors=sum(not s.ok for s in group),
+                cold_starts=sum(bool(s.cold_start) for s in group), min_ms=times.get("min"), p50_ms=times.get("p50"),
+                p90_ms=times.get("p90"), p99_ms=times.get("p99"), max_ms=times.get("max"), mean_ms=times.get("mean"),
+            ))
     return out
 
 
@@ -125,10 +137,16 @@ def _sample(backend: Backend, worker: int, seq: int, started: float, image: byte
     except ClassifierError as exc:
         return Sample(backend.name, backend.kind, worker, seq, round(sent - started, 3), stamp, False, exc.status,
                       None, None, None, None, None, None, f"{exc.code}: {exc.message}")
-    m = result.metrics
+    m, host, model = result.metrics, result.body.get("host") or {}, result.model
     return Sample(backend.name, backend.kind, worker, seq, round(sent - started, 3), stamp, True, result.status,
                   round(result.round_trip_ms, 3), m.get("handler_ms"), m.get("inference_ms"), m.get("cold_start"),
-                  m.get("init_ms"), m.get("peak_rss_mb"), "")
+                  m.get("init_ms"), m.get("peak_rss_mb"), "", cpu_label(host), model.get("int8_kernel") or "",
+                  (model.get("canary") or {}).get("status", ""))
+
+
+def cpu_label(host: dict) -> str:
+    """``AMD EPYC, x86_64 (avx2, fma; no VNNI)`` from an answer's host section ("" when it has none)."""
+    return CpuInfo.from_section(host).describe() if host.get("cpu") else ""
 
 
 def start_monitor(backends: Sequence[Backend], image: bytes, *, interval_s: float = 30.0, duration_s: float | None = None,

@@ -28,6 +28,16 @@ def monitor_figures(run: MonitorRun) -> tuple[Any, Any]:
     return charts.latency_over_time(samples, run.backends), charts.latency_histogram(samples, run.backends)
 
 
+def answered_on(samples: list) -> list[dict[str, Any]]:
+    """One row per backend x CPU that answered: how many answers, with which INT8 kernel and canary."""
+    rows: dict[tuple[str, str, str, str], int] = {}
+    for sample in samples:
+        if sample.cpu:
+            key = (sample.backend, sample.cpu, sample.int8_kernel or "–", sample.canary or "–")
+            rows[key] = rows.get(key, 0) + 1
+    return [{"backend": b, "cpu": c, "int8 kernel": k, "canary": v, "answers": n} for (b, c, k, v), n in sorted(rows.items())]
+
+
 def monitor_html(run: MonitorRun, title: str = "Monitor run", settings: dict[str, Any] | None = None,
                  figures: tuple[Any, Any] | None = None, csv_text: str | None = None) -> str:
     """Everything needed to keep or share the run, in one self-contained HTML document
@@ -46,6 +56,8 @@ th{{background:#f3f3f3}}img{{max-width:100%}}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>Made {made}. {len(samples)} requests. Round-trip times are measured by the client; percentiles over successful requests.</p>
 {_table(settings_rows)}
+<h2>Where the answers were computed</h2>
+{_table(answered_on(samples))}
 <h2>Summary</h2>
 {_table([asdict(s) for s in run.stats()])}
 <h2>Latency over time</h2><img alt="latency over time" src="{over_time}">

@@ -34,7 +34,7 @@ from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from lambda_onnx.classifier import Classifier
-from lambda_onnx.contract import Service, check_request_size, error_body
+from lambda_onnx.contract import Service, check_request_size, error_body, host_section
 from lambda_onnx.errors import ClassifierError, OverloadedError, PayloadTooLargeError
 from lambda_onnx.limits import MAX_REQUEST_BYTES
 from lambda_onnx.resources import available_cpus, default_threads
@@ -66,6 +66,8 @@ class ServeConfig:
     header_timeout_s: float = 10.0  # from connecting to the end of the request head
     cors_origins: list[str] = field(default_factory=list)  # empty: no cross-origin access
     workers: int = 1
+    int8_kernel: str | None = None  # None: $INT8_KERNEL or auto (lambda_onnx.cpu)
+    allow_canary_failure: bool | None = None  # None: $ALLOW_CANARY_FAILURE
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -147,7 +149,10 @@ def resolve_auto(model: Path, runtime: str, model_given: bool, bench_json: Path 
     choice = load_fastest(bench_json or DEFAULT_OUT / "bench.json")
     if choice is None:
         return model, "onnxruntime", "no benchmark of this machine yet (`python -m local bench` picks the fastest)"
-    why = f"the fastest here: {choice['runtime']} {choice['precision']}, {choice['median_ms']} ms (bench of {choice['measured']})"
+    why = (f"the fastest whose parity holds on this CPU: {choice['runtime']} {choice['precision']}, {choice['median_ms']} ms "
+           f"(bench of {choice['measured']})")
+    if choice.get("skipped"):
+        why += "; faster but skipped: " + "; ".join(f"{x['name']} ({x['median_ms']} ms): {x['why']}" for x in choice["skipped"])
     if choice["precision"] == "int8" and not model_given:
         int8 = int8_path(model)
         if int8.is_file():
@@ -161,7 +166,8 @@ def create_app(config: ServeConfig | None = None) -> Starlette:
     """The ASGI app. Loads the model now, so a bad model fails at start-up, not on a request."""
     config = config or ServeConfig.from_env()
     threads = config.threads or max(1, default_threads() // max(1, config.workers))
-    classifier = Classifier(config.model, threads=threads, runtime=config.runtime, fast_preprocess=config.fast_preprocess)
+    classifier = Classifier(config.model, threads=threads, runtime=config.runtime, fast_preprocess=config.fast_preprocess,
+                            int8_kernel=config.int8_kernel, allow_canary_failure=config.allow_canary_failure)
     service = Service(classifier)
     gate = Gate(config.max_concurrency, config.max_queue, config.max_receiving)
     meta = service.classifier.sidecar
@@ -203,7 +209,7 @@ def create_app(config: ServeConfig | None = None) -> Starlette:
         return JSONResponse({
             **asdict(service.classifier.model), "opset": meta.opset, "num_classes": meta.num_classes,
             "preprocessing": asdict(meta.preprocessing), "init_ms": round(service.init_ms, 1),
-            "cpus": available_cpus(),
+            "cpus": available_cpus(), "host": host_section(), "warnings": service.classifier.warnings,
         })
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -41,7 +41,7 @@ from local import cost
 from local.backends import BackendResult, EmulatorBackend, invoke_answer, json_request
 from local.cgroups import CGROUP_ROOT, PROC_CGROUP, LambdaCgroup
 from local.emulator import Emulator, session_members
-from local.monitor import duration_summary
+from local.monitor import cpu_label, duration_summary
 
 DEFAULT_SIZES = (512, 1024, 1769, 2048, 3008, 4096)
 DEFAULT_REQUESTS = 20
@@ -135,6 +135,9 @@ class SizeResult:
     cpus: float | None = None  # the quota applied here (emulated)
     cpu_capped: bool = False  # this machine had fewer CPUs than Lambda would give
     threads: int | None = None  # what the handler chose (from AWS_LAMBDA_FUNCTION_MEMORY_SIZE)
+    cpu: str = ""  # the CPU the function ran on (its answer's host section): AWS hosts vary
+    int8_kernel: str | None = None  # the INT8 kernel it ran with
+    canary: str = ""  # its canary at load on that CPU: passed, failed, absent
     requests: int = 0  # warm requests planned
     requests_ok: int = 0
     cold_round_trip_ms: float | None = None
@@ -240,6 +243,8 @@ def recommend(results: Sequence[SizeResult], budget_ms: float | None, percentile
             excluded[r.key] = f"only {r.requests_ok} of {r.requests} warm requests succeeded"
         elif latency is None or r.cost_per_million_usd is None:
             excluded[r.key] = f"no {percentile} {metric} measured"
+        elif r.canary == "failed":
+            excluded[r.key] = f"its canary failed on {r.cpu or 'this CPU'}: its answers are not the model's"
         elif r.outgrows_its_memory:
             excluded[r.key] = (f"peak RSS {r.peak_rss_mb:.0f} MB above its {r.memory_mb} MB: shared libraries count on "
                                "Lambda (not in a cgroup here), so it would likely run out of memory there")
@@ -480,6 +485,12 @@ def _record_cold(result: SizeResult, cold: BackendResult) -> None:
     result.init_ms = _round(cold.metrics.get("init_ms"))
     result.init_phase_ms = cold.extra.get("emulator_init_ms", cold.extra.get("init_duration_ms"))
     result.threads = cold.model.get("threads")
+    result.cpu = cpu_label(cold.body.get("host") or {})
+    result.int8_kernel = cold.model.get("int8_kernel")
+    result.canary = (cold.model.get("canary") or {}).get("status", "")
+    if result.canary == "failed":
+        result.warnings.append("its canary failed on this CPU (served only because ALLOW_CANARY_FAILURE is set): "
+                               "its answers may be wrong")
     if not cold.cold_start:
         result.warnings.append("the first invoke was not a cold start (an environment was already warm)")
 
@@ -703,7 +714,9 @@ def markdown(report: TuneReport) -> str:
     lines = [
         "# Lambda power tuning (EMULATED)", "",
         f"> **{report.emulation_note}**", "",
-        f"- machine: {machine.get('cpu', '?')}, {machine.get('cpus')} CPUs ({machine.get('available_cpus')} usable), "
+        f"- machine: {machine.get('cpu', '?')} ({', '.join(machine.get('isa', []))}"
+        f"{'' if machine.get('vnni') is None else '; VNNI' if machine.get('vnni') else '; no VNNI'}), "
+        f"{machine.get('cpus')} CPUs ({machine.get('available_cpus')} usable), "
         f"{machine.get('memory_gb', '?')} GB, {machine.get('platform')}; {machine.get('cgroups')}; sizes above "
         f"{machine.get('max_full_share_mb')} MB get this machine's {machine.get('available_cpus')} CPUs, not Lambda's share",
         "- models: " + ", ".join(f"{k} `{v}`" for k, v in report.models.items()),
@@ -715,7 +728,8 @@ def markdown(report: TuneReport) -> str:
         f"- run {report.created}", "",
     ]
     head = ["precision", "memory MB", "vCPU (Lambda → here)", "threads", "cold round trip ms", "init phase ms",
-            "p50 ms", "p90 ms", "p99 ms", "peak MB (cgroup / RSS)", "throttled periods (warm)", "$ per 1M", "status"]
+            "p50 ms", "p90 ms", "p99 ms", "peak MB (cgroup / RSS)", "throttled periods (warm)", "INT8 kernel, canary",
+            "$ per 1M", "status"]
     if aws:
         head[-1:-1] = ["AWS p50 / p90 ms", "AWS $ per 1M"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -730,7 +744,7 @@ def markdown(report: TuneReport) -> str:
                _cell(w.get("p50")), _cell(w.get("p90")), _cell(w.get("p99")),
                f"{_cell(r.memory_peak_mb)} / {_cell(r.peak_rss_mb)}",
                f"{throttled.get('nr_throttled', 0):.0f} / {throttled.get('nr_periods', 0):.0f}" if throttled else "–",
-               _cell(r.cost_per_million_usd, money=True), status]
+               f"{r.int8_kernel or '–'}, {r.canary or '–'}", _cell(r.cost_per_million_usd, money=True), status]
         if aws:
             real = aws.get((r.precision, r.memory_mb))
             row[-1:-1] = [f"{_cell(real.latency('p50'))} / {_cell(real.latency('p90'))}" if real else "–",
@@ -814,6 +828,7 @@ def summary_lines(report: TuneReport) -> list[str]:
         if r.ok:
             lines.append(f"  {r.key:>16}: p50 {_ms(r.latency('p50', metric))}, {p} {_ms(r.latency(p, metric))}, "
                          f"cold {_ms(r.cold_round_trip_ms)}, {r.threads} thread(s), ${r.cost_per_million_usd:.2f}/M"
+                         + (f", {r.int8_kernel}" if r.int8_kernel else "") + f", canary {r.canary or '–'}"
                          + (" (CPU capped)" if r.cpu_capped else "") + (" ⚠" if r.warnings else ""))
         else:
             lines.append(f"  {r.key:>16}: {r.status.upper()} — {r.message}")

@@ -10,6 +10,7 @@ import json
 import pytest
 
 from conftest import run_module
+from lambda_onnx.cpu import cpu_info, int8_kernel_name, use_precise_int8
 from local.bench import BATCH, installed_size
 
 SECTIONS = ("## Inference", "## Threads", "## Cold start", "## Preprocessing", "## Runtime payload",
@@ -53,7 +54,12 @@ def test_json_has_every_measurement(bench, lite0_int8):
     assert pre[("0.3 MP JPEG", True)]["width"] * pre[("0.3 MP JPEG", True)]["height"] < 0.4e6
     floor = data["floor"]
     assert floor["gflop_per_image"] > 0.1 and floor["gemm_best_gflops"] > 0
-    assert floor["int8_floor_ms"] == pytest.approx(floor["fp32_floor_ms"] / 4)
+    if cpu_info().vnni:  # VNNI: four int8 multiply-adds per fp32 FMA
+        assert floor["int8_floor_ms"] == pytest.approx(floor["fp32_floor_ms"] / 4)
+    else:  # otherwise the measured rate of the kernel ONNX Runtime uses here
+        kernel = int8_kernel_name(use_precise_int8("auto"))
+        assert floor["int8_gemm_gops"][kernel] > 0 and kernel in floor["int8_floor_rule"]
+        assert floor["int8_floor_ms"] == pytest.approx(floor["gflop_per_image"] / floor["int8_gemm_gops"][kernel] * 1e3)
     payload = {(p["runtime"], p["precision"]): p for p in data["payload"]}
     assert set(payload) == {(r, p) for r in ("onnxruntime", "openvino") for p in ("fp32", "int8")}
     assert payload[("onnxruntime", "int8")]["model_mb"] < payload[("onnxruntime", "fp32")]["model_mb"]
@@ -64,14 +70,28 @@ def test_json_has_every_measurement(bench, lite0_int8):
     assert data["fastest"] and data["config"]["batch"] == BATCH
     fastest = data["fastest_choice"]
     assert fastest["runtime"] in ("onnxruntime", "openvino") and fastest["precision"] in ("fp32", "int8")
-    assert fastest["median_ms"] == pytest.approx(min(r["median_ms"] for r in data["inference"]
-                                                     if r["runtime"] != "pytorch" and r["computes_in"] in ("fp32", "int8")), abs=0.01)
+    eligible = [r for r in data["inference"] if r["eligible"]]
+    assert all(r["runtime"] != "pytorch" and r["computes_in"] in ("fp32", "int8") and r["canary"] != "failed"
+               for r in eligible)
+    assert fastest["median_ms"] == pytest.approx(min(r["median_ms"] for r in eligible), abs=0.01)
+    for skipped in data["skipped"]:  # every faster variant that was not chosen says why
+        assert skipped["median_ms"] < fastest["median_ms"] and skipped["why"] and skipped["name"] in data["fastest"]
+    for r in data["inference"]:
+        assert r["eligible"] or r["why_not"]
+        if r["precision"] == "int8" and r["runtime"] == "onnxruntime":
+            assert r["int8_kernel"] and r["canary"] in ("passed", "failed")
+    forced = [r for r in data["inference"] if "forced" in r["name"]]
+    if cpu_info().int8_saturates:  # the saturating kernel is measured, to show what exactness costs, never chosen
+        assert len(forced) == 1 and not forced[0]["eligible"] and forced[0]["canary"] == "failed"
+    else:
+        assert not forced
 
 
 def test_local_serve_auto_runtime_follows_this_machines_benchmark(bench, lite0, lite0_int8, tmp_path):
     """`local serve --runtime auto` takes the fastest the benchmark measured here, never another machine's."""
     import shutil
 
+    from lambda_onnx.canary import canary_path
     from lambda_onnx.sidecar import sidecar_path
     from local.serve import resolve_auto
 
@@ -80,10 +100,10 @@ def test_local_serve_auto_runtime_follows_this_machines_benchmark(bench, lite0, 
     models = tmp_path / "models"
     models.mkdir()
     for path in (lite0, lite0_int8):
-        shutil.copy(path, models / path.name)
-        shutil.copy(sidecar_path(path), models / sidecar_path(path).name)
+        for source in (path, sidecar_path(path), canary_path(path)):
+            shutil.copy(source, models / source.name)
     model, runtime, why = resolve_auto(models / lite0.name, "auto", model_given=False, bench_json=out / "bench.json")
-    assert runtime == fastest["runtime"] and "the fastest here" in why
+    assert runtime == fastest["runtime"] and "the fastest whose parity holds on this CPU" in why
     assert model.name == (lite0_int8.name if fastest["precision"] == "int8" else lite0.name)
     assert resolve_auto(models / lite0.name, "openvino", model_given=False)[1:] == ("openvino", "")
     elsewhere = json.loads((out / "bench.json").read_text())

@@ -28,7 +28,7 @@ from local.photos import by_name
 
 MEMORY_MB = 2048
 ERROR_KEYS = {"error", "message", "status", "request_id", "trace_id", "function_name"}
-OK_KEYS = {"predictions", "image", "model", "metrics", "request_id", "trace_id", "function_name"}
+OK_KEYS = {"predictions", "image", "model", "host", "metrics", "request_id", "trace_id", "function_name", "warnings"}
 METRIC_KEYS = {"json_parse_ms", "decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "handler_ms",
                "request_bytes", "cold_start", "init_ms", "peak_rss_mb", "memory_mb", "memory_utilisation_pct"}
 

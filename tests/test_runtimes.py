@@ -10,6 +10,7 @@ import pytest
 from conftest import run_module
 from export.parity import FAST_PATH_MEAN_LEVELS, LOGIT_ATOL
 from lambda_onnx.classifier import Classifier
+from lambda_onnx.cpu import cpu_info
 from lambda_onnx.engines import DEFAULT_OPENVINO_HINT, make_engine
 from lambda_onnx.preprocess import prepare
 from lambda_onnx.sidecar import Sidecar, sidecar_path
@@ -43,10 +44,15 @@ def test_openvino_auto_hint_reports_what_it_computes_in(lite0, lite0_classifier)
 
 
 def test_openvino_runs_the_qdq_int8_model(lite0_classifier, lite0_int8):
-    ov = Classifier(lite0_int8, runtime="openvino")
-    assert ov.sidecar.precision == "int8" and ov.engine.precision == "f32"
+    # Without VNNI OpenVINO's INT8 kernels saturate and it has no exact one to turn on: its canary
+    # refuses it at load (tests/test_int8_cpu.py); measured here with the refusal overridden.
+    saturates = cpu_info().int8_saturates
+    ov = Classifier(lite0_int8, runtime="openvino", allow_canary_failure=saturates)
+    assert ov.sidecar.precision == "int8" and ov.engine.precision == "f32" and ov.engine.computes_in == "int8"
     x = photo_batch(ov.sidecar.preprocessing)
-    assert (ov.infer(x).argmax(1) == lite0_classifier.infer(x).argmax(1)).all()
+    agree = ov.infer(x).argmax(1) == lite0_classifier.infer(x).argmax(1)
+    assert agree.sum() >= len(x) - 3 if saturates else agree.all()
+    assert ov.canary.status == ("failed" if saturates else "passed") and bool(ov.warnings) == saturates
     assert ov.infer(np.concatenate([x, x])).shape == (2 * len(x), 1000)  # dynamic batch
 
 

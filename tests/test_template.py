@@ -13,6 +13,8 @@ import pytest
 from cfnlint.decode import decode
 
 from conftest import ROOT
+from lambda_onnx.canary import ALLOW_CANARY_FAILURE_ENV, canary_path
+from lambda_onnx.cpu import INT8_KERNEL_CHOICES, INT8_KERNEL_ENV
 from lambda_onnx.sidecar import sidecar_path
 from local.taskroot import parse_dockerfile
 
@@ -56,6 +58,8 @@ def test_parameters(template):
     assert params["ReservedConcurrency"]["Default"] == -1  # -1 = unset
     assert params["CorsOrigins"]["Default"] == "" and params["CorsOrigins"]["Type"] == "CommaDelimitedList"
     assert params["FunctionUrlAuthType"]["Default"] == "AWS_IAM"
+    assert (params["Int8Kernel"]["Default"], params["Int8Kernel"]["AllowedValues"]) == ("auto", list(INT8_KERNEL_CHOICES))
+    assert (params["AllowCanaryFailure"]["Default"], params["AllowCanaryFailure"]["AllowedValues"]) == ("0", ["0", "1"])
     assert set(params["FunctionUrlAuthType"]["AllowedValues"]) == {"AWS_IAM", "NONE", "DISABLED"}
 
 
@@ -68,13 +72,15 @@ def test_function_is_an_image_built_from_the_dockerfile_with_the_chosen_model(te
     assert props["ReservedConcurrentExecutions"] == {"Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"},
                                                                {"Ref": "AWS::NoValue"}]}
     assert template["Conditions"]["HasReservedConcurrency"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ReservedConcurrency"}, "-1"]}]}
-    assert props["Environment"]["Variables"]["MODEL_PRECISION"] == {"Ref": "ModelPrecision"}
+    variables = props["Environment"]["Variables"]
+    assert variables["MODEL_PRECISION"] == {"Ref": "ModelPrecision"}
+    assert variables[INT8_KERNEL_ENV] == {"Ref": "Int8Kernel"} and variables[ALLOW_CANARY_FAILURE_ENV] == {"Ref": "AllowCanaryFailure"}
     assert (ROOT / meta["Dockerfile"]).is_file() and (ROOT / meta["DockerContext"]).resolve() == ROOT
 
     dockerfile = parse_dockerfile(ROOT / meta["Dockerfile"])
     assert dockerfile.base == "public.ecr.aws/lambda/python:3.12" and dockerfile.cmd == ["lambda_onnx.handler.handler"]
-    assert set(meta["DockerBuildArgs"]) == {"MODEL", "SIDECAR"} <= set(dockerfile.args)
-    for key in ("MODEL", "SIDECAR"):
+    assert set(meta["DockerBuildArgs"]) == {"MODEL", "SIDECAR", "CANARY"} <= set(dockerfile.args)
+    for key in ("MODEL", "SIDECAR", "CANARY"):
         lookup = meta["DockerBuildArgs"][key]["Fn::FindInMap"]
         assert lookup[:2] == ["ModelFiles", {"Ref": "ModelPrecision"}]
     files = template["Mappings"]["ModelFiles"]
@@ -83,7 +89,9 @@ def test_function_is_an_image_built_from_the_dockerfile_with_the_chosen_model(te
         # the names the export and the quantiser write: <arch>.onnx / <arch>.int8.onnx, sidecar next to it
         assert entry["Model"].endswith(".int8.onnx" if precision == "int8" else ".onnx")
         assert entry["Sidecar"] == str(sidecar_path(Path(entry["Model"])))
+        assert entry["Canary"] == str(canary_path(Path(entry["Model"])))
     assert files["fp32"]["Model"] == dockerfile.args["MODEL"] and files["fp32"]["Sidecar"] == dockerfile.args["SIDECAR"]
+    assert files["fp32"]["Canary"] == dockerfile.args["CANARY"]
 
 
 def test_role_holds_only_logs_and_tracing(template):
@@ -183,6 +191,7 @@ def test_the_sam_cli_resolves_the_image_build_for_each_precision(precision, tmp_
     model = Path(meta["DockerBuildArgs"]["MODEL"])
     assert model.name == ("resnet50.int8.onnx" if precision == "int8" else "resnet50.onnx")
     assert meta["DockerBuildArgs"]["SIDECAR"] == str(sidecar_path(model)) and meta["DockerTag"] == precision
+    assert meta["DockerBuildArgs"]["CANARY"] == str(canary_path(model))
     assert (ROOT / meta["DockerContext"] / meta["Dockerfile"]).is_file()
 
 

@@ -10,6 +10,8 @@ import argparse
 import signal
 from pathlib import Path
 
+from lambda_onnx.canary import ALLOW_CANARY_FAILURE_ENV
+from lambda_onnx.cpu import INT8_KERNEL_CHOICES, INT8_KERNEL_ENV
 from lambda_onnx.engines import RUNTIMES
 
 DEFAULT_MODEL = Path("models/resnet50.onnx")
@@ -40,13 +42,47 @@ def add_model_args(parser: argparse.ArgumentParser, *, auto_runtime: bool = Fals
                         help="inference threads (default: one per CPU this process may use)")
     parser.add_argument("--exact-preprocess", action="store_true",
                         help="always use the reference preprocessing path, even for large photos")
+    add_int8_args(parser)
+
+
+def add_int8_args(parser: argparse.ArgumentParser) -> None:
+    """The expert options for INT8 and the load-time canary (see README, "INT8 on every CPU")."""
+    parser.add_argument("--int8-kernel", choices=INT8_KERNEL_CHOICES, default=None,
+                        help="ONNX Runtime's INT8 kernel: auto picks the exact one for this CPU (U8U8 on x86-64 without "
+                             f"VNNI); precise/fast force one (default: ${INT8_KERNEL_ENV} or auto)")
+    parser.add_argument("--allow-canary-failure", action="store_true", default=None,
+                        help="serve the model even if its canary fails on this CPU; every answer then carries a warning "
+                             f"(default: ${ALLOW_CANARY_FAILURE_ENV})")
+
+
+def function_env(args: argparse.Namespace) -> dict[str, str]:
+    """The INT8 options as the Lambda function reads them (its environment variables), for the emulator."""
+    env = {}
+    if args.int8_kernel:
+        env[INT8_KERNEL_ENV] = args.int8_kernel
+    if args.allow_canary_failure:
+        env[ALLOW_CANARY_FAILURE_ENV] = "1"
+    return env
 
 
 def load_classifier(args: argparse.Namespace):
     """Build the classifier the shared options describe (raises ModelLoadError with a reason)."""
     from lambda_onnx.classifier import Classifier
 
-    return Classifier(args.model, threads=args.threads, runtime=args.runtime, fast_preprocess=not args.exact_preprocess)
+    return Classifier(args.model, threads=args.threads, runtime=args.runtime, fast_preprocess=not args.exact_preprocess,
+                      int8_kernel=args.int8_kernel, allow_canary_failure=args.allow_canary_failure)
+
+
+def describe_canary(classifier) -> str:
+    """``int8 kernel u8u8 precise, canary china passed (rel. error 0.073)``: how the model runs on this CPU."""
+    result = classifier.canary
+    text = f"int8 kernel {classifier.engine.int8_kernel}, " if classifier.engine.int8_kernel else ""
+    if result.status == "absent":
+        return text + f"canary absent ({result.reason})"
+    text += f"canary {result.photo} {result.status}" + (f" (rel. error {result.rel_rms:.3f}, {result.limit})" if result.rel_rms is not None else "")
+    if result.kernel_fallback:
+        text += f"; {result.kernel_fallback}"
+    return text
 
 
 RANDOM_WEIGHTS_BANNER = "WARNING: RANDOM WEIGHTS — predictions are meaningless (offline demo/test model)"

@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from local import photos
     from local.monitor import start_monitor
-    from local.report import write_monitor_outputs
+    from local.report import answered_on, write_monitor_outputs
     from local.targets import server_backend, serverless_backend
 
     wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -79,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{'backend':<40} {'n':>5} {'err':>4} {'cold':>4} {'min':>8} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8} {'mean':>8}")
     for s in run_.stats():
         cells = [f"{v:8.1f}" if v is not None else f"{'—':>8}" for v in (s.min_ms, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, s.mean_ms)]
-        print(f"{s.backend:<40} {s.count:>5} {s.errors:>4} {s.cold_starts:>4} " + " ".join(cells))
+        print(f"{s.backend + (' @ ' + s.cpu if s.cpu else ''):<40} {s.count:>5} {s.errors:>4} {s.cold_starts:>4} " + " ".join(cells))
+    for row in answered_on(run_.samples):
+        print(f"answered by {row['backend']} on {row['cpu']}: {row['answers']} (INT8 kernel {row['int8 kernel']}, "
+              f"canary {row['canary']})")
     print(f"\nwrote {csv_path} and {html_path}")
     return 0 if all(s.errors == 0 for s in run_.stats()) else 1

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from lambda_onnx.errors import ClassifierError
-from local.commands import RANDOM_WEIGHTS_BANNER, add_model_args, count, load_classifier
+from local.commands import RANDOM_WEIGHTS_BANNER, add_model_args, count, describe_canary, load_classifier
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -53,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"model: {meta.label}, {classifier.engine.runtime}, {classifier.threads} thread(s), "
               f"sha256 {meta.sha256[:12]}…, loaded in {classifier.load_ms:.0f} ms")
+        print(f"host: {classifier.host.describe()}; {describe_canary(classifier)}")
+        for warning in classifier.warnings:
+            print(f"WARNING: {warning}")
         if meta.random_weights:
             print(RANDOM_WEIGHTS_BANNER)
     failed = 0

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from lambda_onnx.errors import ClassifierError
-from local.commands import RANDOM_WEIGHTS_BANNER, add_model_args, count
+from local.commands import RANDOM_WEIGHTS_BANNER, add_model_args, count, describe_canary
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
                          fast_preprocess=not args.exact_preprocess, max_concurrency=args.max_concurrency,
                          max_queue=args.max_queue, max_receiving=args.max_receiving, cors_origins=args.cors_origin,
                          workers=args.workers,
-                         body_timeout_s=args.body_timeout, header_timeout_s=args.header_timeout)
+                         body_timeout_s=args.body_timeout, header_timeout_s=args.header_timeout,
+                         int8_kernel=args.int8_kernel, allow_canary_failure=args.allow_canary_failure)
     try:  # load now, so a bad model is a one-line error before anything binds
         app = create_app(config)
         service = app.state.service
@@ -53,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
     meta = service.classifier.sidecar
     print(f"serving {meta.label} ({service.classifier.engine.runtime}, {service.classifier.threads} thread(s)) "
           f"on http://{args.host}:{args.port}/classify", flush=True)
+    print(f"host: {service.classifier.host.describe()}; {describe_canary(service.classifier)}", flush=True)
+    for warning in service.classifier.warnings:
+        print(f"WARNING: {warning}", flush=True)
     if meta.random_weights:
         print(RANDOM_WEIGHTS_BANNER, flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
