@@ -69,6 +69,9 @@ _REPORT = re.compile(r"^REPORT RequestId: (?P<request_id>\S+)\t(?P<fields>.*)$")
 _REPORT_FIELD = re.compile(r"(?P<key>[A-Za-z ]+): (?P<value>[\d.]+) (?P<unit>ms|MB)")
 _INIT_REPORT = re.compile(r"INIT REPORT\(durationMs: (?P<ms>[\d.]+)\)")
 _IN_USE = "address already in use"
+# Passed on to the function's processes, which otherwise inherit nothing but PATH: a supervisor (the
+# test suite) sets it to find, at its end, any process started under it that is still alive.
+PROCESS_TAG_ENV = "RSLS_PROCESS_TAG"
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +229,8 @@ class Emulator:
         }
         if self.model is not None:
             env["MODEL_PATH"] = str(self.model)
+        if PROCESS_TAG_ENV in os.environ:  # so that whoever started us can find every process we start
+            env[PROCESS_TAG_ENV] = os.environ[PROCESS_TAG_ENV]
         env.update(self.extra_env)
         return env
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,59 @@ ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", ROOT / "artifacts"))
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: takes more than a few seconds (still runs in CI)")
+
+
+# --- no leaked processes ------------------------------------------------------------------------
+# Every process the suite starts (servers, emulators and their runtimes, CLIs) inherits this tag
+# (the emulator passes it on to the function: local.emulator.PROCESS_TAG_ENV). At the end, any
+# tagged process still alive is a leak: it is listed, killed, and the run fails.
+PROCESS_TAG_ENV = "RSLS_PROCESS_TAG"
+LEAK_GRACE_S = 10.0
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    os.environ[PROCESS_TAG_ENV] = f"pytest-{os.getpid()}-{time.time_ns()}"
+
+
+def tagged_processes(tag: str) -> list[tuple[int, str]]:
+    """(pid, command line) of every live process whose environment carries ``tag``, except this one."""
+    found = []
+    needle = f"{PROCESS_TAG_ENV}={tag}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            status = (entry / "stat").read_text()
+            if status[status.rfind(")") + 2:].startswith("Z"):  # exited, waiting for its parent to reap it
+                continue
+            found.append((int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    tag = os.environ.get(PROCESS_TAG_ENV)
+    if not tag or not Path("/proc").is_dir():
+        return
+    deadline = time.monotonic() + LEAK_GRACE_S  # fixtures' finalisers have run; give exiting processes a moment
+    leaked = tagged_processes(tag)
+    while leaked and time.monotonic() < deadline:
+        time.sleep(0.5)
+        leaked = tagged_processes(tag)
+    if not leaked:
+        return
+    for pid, _ in leaked:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    lines = "\n".join(f"  pid {pid}: {command[:200]}" for pid, command in leaked)
+    session.config.get_terminal_writer().line(f"\nLEAKED PROCESSES: {len(leaked)} started by the tests were still "
+                                               f"running at the end (now killed):\n{lines}", red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def use_fake_aws(env: pytest.MonkeyPatch, region: str = "us-east-1") -> None:

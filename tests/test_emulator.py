@@ -7,6 +7,7 @@ Speed figures are printed (run with -s), never asserted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -295,8 +296,7 @@ def test_cli_serves_one_url_that_takes_concurrent_requests_until_interrupted(lit
         assert "stopping" in process.stdout.read()
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            stop_cli(process)
 
 
 def test_cli_brings_back_an_environment_that_died(lite0):
@@ -318,8 +318,26 @@ def test_cli_brings_back_an_environment_that_died(lite0):
                 time.sleep(0.2)
         assert body["metrics"]["cold_start"] is True and process.poll() is None
     finally:
+        stop_cli(process)
+
+
+def stop_cli(process: subprocess.Popen) -> None:
+    """Stop a `python -m local emulator` as a user would (SIGTERM: it stops its emulators on the way
+    out); if it does not, kill it and every emulator session it started, so nothing outlives the test."""
+    try:
+        sessions = {p.pid for p in psutil.Process(process.pid).children(recursive=True) if "aws-lambda-rie" in p.name()}
+    except psutil.NoSuchProcess:
+        sessions = set()
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    for sid in sessions:  # each RIE leads a session of its own, with the function's runtime in it
+        for pid in session_members(sid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 SLEEPY = """import time
