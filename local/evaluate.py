@@ -58,6 +58,8 @@ class VariantResult:
     top1_correct: int = 0
     top5_correct: int = 0
     agrees_with_first: int = 0
+    int8_kernel: str | None = None  # the INT8 kernel it ran with on this CPU
+    canary: str = ""  # its canary on this CPU; "failed": measured anyway, never served (lambda_onnx.canary)
 
     @property
     def top1(self) -> float:
@@ -153,8 +155,10 @@ def evaluate(root: Path, variants: Sequence[Variant], *, threads: int | None = N
     classifiers: list[Classifier] = []
     seen = set()
     for variant in variants:
+        # Measured even when its canary fails on this CPU (a runner would refuse it): the result says so.
         classifier = Classifier(variant.model, threads=threads, runtime=variant.runtime,
-                                precision_hint=variant.precision_hint, fast_preprocess=fast_preprocess)
+                                precision_hint=variant.precision_hint, fast_preprocess=fast_preprocess,
+                                allow_canary_failure=True)
         key = (classifier.sidecar.sha256, classifier.engine.runtime, getattr(classifier.engine, "precision", None))
         if key not in seen:
             seen.add(key)
@@ -168,7 +172,8 @@ def evaluate(root: Path, variants: Sequence[Variant], *, threads: int | None = N
     for classifier in classifiers:
         name, computes_in = _name(classifier)
         results.append(VariantResult(name, classifier.engine.runtime, classifier.sidecar.precision, computes_in,
-                                     str(classifier.model_path)))
+                                     str(classifier.model_path), int8_kernel=classifier.engine.int8_kernel,
+                                     canary=classifier.canary.status))
     evaluation = Evaluation(str(root), len({i.class_id for i in images}), 0, first.random_weights, fast_preprocess,
                             results)
     inputs: dict[object, list[np.ndarray]] = {}

@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(r.name) for r in result.results)
     print(f"  {'runtime × precision':<{width}}  {'top-1':>7}  {'top-5':>7}  top-1 same as first")
     for r in result.results:
-        print(f"  {r.name:<{width}}  {r.top1:7.2%}  {r.top5:7.2%}  {r.agrees_with_first}/{r.images}")
+        refused = "  (its canary fails on this CPU: measured here, never served)" if r.canary == "failed" else ""
+        print(f"  {r.name:<{width}}  {r.top1:7.2%}  {r.top5:7.2%}  {r.agrees_with_first}/{r.images}{refused}")
     for path, reason in result.skipped:
         print(f"  skipped {path}: {reason}", file=sys.stderr)
     return 0
