@@ -40,12 +40,12 @@ from lambda_onnx.preprocess import prepare
 from lambda_onnx.resources import available_cpus, default_threads
 from lambda_onnx.sidecar import Sidecar, int8_path, sidecar_path
 from local import photos as sample_photos
+from local.choice import cpu_identity
+from local.defaults import BENCH_OUT, DEFAULT_ACCURACY_MODEL, DEFAULT_MODEL
 
 Step = Callable[[str], None]
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = Path("artifacts/bench")
-DEFAULT_MODEL = Path("models/resnet50.onnx")
-DEFAULT_ACCURACY_MODEL = Path("models/efficientnet_lite0.onnx")
+DEFAULT_OUT = BENCH_OUT
 LAMBDA_REQUIREMENTS = ROOT / "lambda_onnx" / "requirements.txt"
 BATCH = 8
 # The issue's targets, as ratios from one run on one machine.
@@ -137,34 +137,11 @@ class BenchReport:
         return asdict(self)
 
 
-def load_fastest(path: Path = DEFAULT_OUT / "bench.json") -> dict[str, Any] | None:
-    """The fastest runtime x precision a benchmark measured on THIS machine, or None.
-
-    A result from another CPU (a copied file) is ignored: the choice is only valid where measured.
-    """
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    here, there = cpu_identity(), data.get("machine", {})
-    choice = data.get("fastest_choice") or None
-    if not choice or any(there.get(key) != value for key, value in here.items()):
-        return None
-    return {**choice, "measured": data.get("created", ""), "skipped": data.get("skipped", [])}
-
-
 def _noop(_: str) -> None:
     pass
 
 
 # --- the machine --------------------------------------------------------------------------------
-
-
-def cpu_identity() -> dict[str, Any]:
-    """What makes a speed (and INT8 parity) measurement valid elsewhere: CPU model, count and the
-    instruction sets that decide speed and correctness (:mod:`lambda_onnx.cpu`)."""
-    info = cpu_info()
-    return {"cpus": os.cpu_count(), "cpu": info.model, "isa": list(info.flags)}
 
 
 def machine() -> dict[str, Any]:

@@ -34,7 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from local.commands import DEFAULT_MODEL
-    from local.serve import ServeConfig, create_app, resolve_auto, run as serve
+    from local.serve import ServeConfig, create_app, resolve_auto
+    from local.serve import run as serve
 
     model, runtime, why = resolve_auto(args.model, args.runtime, model_given=args.model != DEFAULT_MODEL)
     if why:

@@ -1,0 +1,15 @@
+"""``python -m local serve``: the server approach over HTTP, with the Lambda function's contract.
+
+- :mod:`local.serve.app`: the ASGI app (``create_app``) and ``run``;
+- :mod:`local.serve.config`: ``ServeConfig``;
+- :mod:`local.serve.gate`: admission control (503 past capacity);
+- :mod:`local.serve.protocol`: uvicorn's h11 protocol with a request-head deadline;
+- :mod:`local.serve.auto`: ``--runtime auto``, the benchmark's choice on this machine;
+- :mod:`local.serve.process`: a ``local serve`` child process (soaks, load tests, replays, tests).
+"""
+
+from local.serve.app import create_app, run
+from local.serve.auto import resolve_auto
+from local.serve.config import ServeConfig
+
+__all__ = ["ServeConfig", "create_app", "resolve_auto", "run"]

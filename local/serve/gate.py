@@ -1,0 +1,47 @@
+"""Admission control: how many requests may send their bodies, run and wait, and the 503 past that."""
+
+from __future__ import annotations
+
+import anyio
+
+from lambda_onnx.errors import OverloadedError
+
+
+class Gate:
+    """Admission control in two stages, each refusing with 503 past its bound.
+
+    Receiving: at most ``max_receiving`` requests sending their bodies (cheap, but each may hold up
+    to the byte limit). Classifying, once the body is complete: ``max_concurrency`` running,
+    ``max_queue`` waiting. A client that stalls mid-body holds a receiving place only, so it
+    never takes an inference slot from complete requests.
+    """
+
+    def __init__(self, max_concurrency: int, max_queue: int, max_receiving: int = 64) -> None:
+        self.limiter = anyio.CapacityLimiter(max_concurrency)
+        self.max_queue = max_queue
+        self.max_receiving = max_receiving
+        self.in_flight = 0  # admitted to classify: running or waiting
+        self.receiving = 0  # bodies being read
+
+    @property
+    def capacity(self) -> int:
+        return int(self.limiter.total_tokens) + self.max_queue
+
+    def start_receiving(self) -> None:
+        if self.receiving >= self.max_receiving:
+            raise OverloadedError(f"server at capacity: {self.max_receiving} requests are still sending their bodies; "
+                                  "retry shortly")
+        self.receiving += 1
+
+    def done_receiving(self) -> None:
+        self.receiving -= 1
+
+    def admit(self) -> None:
+        if self.in_flight >= self.capacity:
+            raise OverloadedError(
+                f"server at capacity: {int(self.limiter.total_tokens)} classifying and {self.max_queue} waiting; retry shortly"
+            )
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1

@@ -1,0 +1,100 @@
+"""``python -m local serve`` as a child process on a loopback port: for soaks, load tests, replays and tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lambda_onnx.errors import BackendUnavailableError
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVE_START_TIMEOUT_S = 90.0
+
+
+class ServeProcess:
+    """``python -m local serve`` in a child process on a loopback port, its output kept in a file.
+
+    ``args`` are passed to ``local serve`` as they are (``--max-queue 4``, ``--runtime onnxruntime``,
+    ...). :meth:`start` returns once ``/health`` answers, or raises
+    :class:`~lambda_onnx.errors.BackendUnavailableError` with what the server printed (a bad
+    model is a one-line error there).
+    """
+
+    def __init__(self, model: str | Path, *args: str, host: str = "127.0.0.1", port: int | None = None,
+                 env: dict[str, str] | None = None, start_timeout_s: float = SERVE_START_TIMEOUT_S) -> None:
+        self.model, self.args, self.host = Path(model), list(args), host
+        self.port = port
+        self.env, self.start_timeout_s = env, start_timeout_s
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.NamedTemporaryFile(prefix="local-serve-", suffix=".log", delete=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def output(self) -> str:
+        """Everything the server printed so far (stdout and stderr)."""
+        return Path(self._log.name).read_text(errors="replace")
+
+    def start(self) -> ServeProcess:
+        """Start the server and wait until ``/health`` answers."""
+        import httpx
+
+        if self.port is None:
+            from local.emulator import free_ports
+
+            (self.port,) = free_ports(1, self.host)
+        command = [sys.executable, "-m", "local", "serve", "--model", str(self.model), "--host", self.host,
+                   "--port", str(self.port), *self.args]
+        self._proc = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                                      env={**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})})
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                last = self.output().strip().splitlines()[-1:] or ["(no output)"]
+                code = self._proc.returncode
+                self.close()
+                raise BackendUnavailableError(f"local serve exited with code {code}: {last[0]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.close()
+        raise BackendUnavailableError(f"local serve did not answer within {self.start_timeout_s:.0f} s")
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """Terminate the server (kill it if it does not stop) and reap it; its log stays."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout_s)
+
+    def close(self) -> None:
+        """Stop the server and delete its log (read :meth:`output` before)."""
+        self.stop()
+        if not self._log.closed:
+            self._log.close()
+            Path(self._log.name).unlink(missing_ok=True)
+
+    def __enter__(self) -> ServeProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
