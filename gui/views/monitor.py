@@ -1,0 +1,184 @@
+"""Monitor tab: the reference project's one-hour CloudWatch run, done here, with a chosen pace and length.
+
+The run itself is :func:`local.monitor.start_monitor`, the one ``python -m local monitor`` runs;
+both describe it with a :class:`~local.monitor.MonitorSettings` and write the same CSV and report.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from gui.context import AppContext
+from gui.views.banner import random_banner
+from lambda_onnx.errors import ClassifierError
+from local import charts, photos
+from local.backends import Backend
+from local.monitor import MonitorRun, MonitorSettings, model_facts, start_monitor
+from local.report import monitor_figures, write_monitor_outputs
+from local.targets import serverless_backend
+
+BY_COUNT = "request count"
+INTRO = ("The reference project's one-hour CloudWatch run (a request every 30 s), done here: pick the pace and length. "
+         "On the emulator, concurrency N runs a pool of N environments, so cold starts show as on Lambda; on the server "
+         "it is N parallel clients.")
+
+
+class RunRegistry:
+    """The monitor run of each browser session, so that Stop stops only your own.
+
+    One per app (:func:`build_tab` makes it), not a module global: two apps in one process (the
+    tests launch several) keep their runs apart.
+    """
+
+    def __init__(self) -> None:
+        self._runs: dict[str | None, MonitorRun] = {}
+        self._lock = threading.Lock()
+
+    def add(self, session: str | None, run: MonitorRun) -> None:
+        with self._lock:
+            self._runs[session] = run
+
+    def get(self, session: str | None) -> MonitorRun | None:
+        with self._lock:
+            return self._runs.get(session)
+
+    def forget(self, session: str | None, run: MonitorRun) -> None:
+        with self._lock:
+            if self._runs.get(session) is run:
+                del self._runs[session]
+
+
+# ---- plain functions ------------------------------------------------------------------------------
+
+
+def backends_for(ctx: AppContext, which: list[str], concurrency: int) -> tuple[list[Backend], list[Backend]]:
+    """The backends a run sends to, and those of them made for this run only (the caller closes them)."""
+    owned: list[Backend] = []
+    backends: list[Backend] = []
+    try:
+        if "server" in which:
+            backends.append(ctx.server())
+        if "serverless" in which:
+            if ctx.targets.serverless_is_aws:
+                backends.append(ctx.serverless())
+            else:  # a fresh pool of n emulators: n environments, n cold starts, as on Lambda
+                owned.append(serverless_backend(ctx.targets, pool=concurrency))
+                backends.append(owned[-1])
+    except ClassifierError as exc:
+        for backend in owned:
+            backend.close()
+        raise gr.Error(exc.message) from None
+    return backends, owned
+
+
+def monitor(ctx: AppContext, runs: RunRegistry, session: str | None, which: list[str], interval: float, mode: str, count: float,
+            duration: float, concurrency: float, photo: str,
+            progress: Callable[..., Any] = lambda *args, **kwargs: None) -> Iterator[tuple]:
+    """Run and show a monitor run: status, the two charts and the table while it runs, then the CSV and the report."""
+    if not which:
+        raise gr.Error("choose at least one backend")
+    try:
+        data = photos.by_name(photo).read()
+    except (KeyError, FileNotFoundError) as exc:
+        raise gr.Error(str(exc.args[0])) from None
+    n = int(concurrency)
+    by_count = mode == BY_COUNT
+    backends, owned = backends_for(ctx, which, n)
+    model, random_weights = model_facts(ctx.model_path)
+    settings = MonitorSettings(backends=tuple(b.name for b in backends), model=model, random_weights=random_weights,
+                               photo=photo, interval_s=float(interval), concurrency=n,
+                               requests=int(count) if by_count else None, duration_s=None if by_count else float(duration))
+    try:
+        run = start_monitor(backends, data, interval_s=settings.interval_s, concurrency=settings.concurrency,
+                            requests=settings.requests, duration_s=settings.duration_s)
+    except ValueError as exc:  # a negative interval or concurrency 0, sent through the API
+        for backend in owned:
+            backend.close()
+        raise gr.Error(str(exc)) from None
+    runs.add(session, run)
+    try:
+        while True:
+            finished = run.finished.wait(1.0)
+            samples = run.samples
+            if by_count:
+                progress((len(samples), run.planned), desc="requests", unit="requests")
+            else:
+                progress(min(1.0, (samples[-1].t_s if samples else 0) / max(float(duration), 1e-9)), desc="time")
+            stats = pd.DataFrame([asdict(s) for s in run.stats()])
+            errors = sum(not s.ok for s in samples)
+            status = f"{'Finished' if finished else 'Running'}: {len(samples)} requests, {errors} errors"
+            if finished:
+                break
+            yield (status, charts.latency_over_time(samples, run.backends), charts.latency_histogram(samples, run.backends),
+                   stats, None, None)
+        figures = monitor_figures(run)
+        csv_path, html_path = write_monitor_outputs(run, Path(tempfile.mkdtemp(prefix="monitor-")), settings, figures)
+        yield (status + (" (stopped)" if run.stop.is_set() else ""), *figures, stats, str(csv_path), str(html_path))
+    finally:
+        run.stop.set()
+        for backend in owned:
+            backend.close()
+        runs.forget(session, run)
+
+
+def stop(runs: RunRegistry, session: str | None) -> str:
+    """Stop this session's run, if it has one."""
+    run = runs.get(session)
+    if run is None:
+        return "nothing is running"
+    run.stop.set()
+    return "stopping…"
+
+
+# ---- the tab --------------------------------------------------------------------------------------
+
+
+def build_tab(ctx: AppContext) -> gr.Markdown:
+    """The Monitor tab, under the app's ``gr.Blocks``; events ``monitor`` and ``monitor_stop``. Returns its banner."""
+    runs = RunRegistry()
+    examples = photos.available(photos.EVALUATION)
+
+    # The events' parameter names are their API's (gradio_client's keywords).
+    def on_monitor(which: list[str], interval: float, mode: str, count: float, duration: float, concurrency: float,
+                   photo: str, request: gr.Request, progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:
+        yield from monitor(ctx, runs, request.session_hash, which, interval, mode, count, duration, concurrency, photo,
+                           progress)
+
+    def on_stop(request: gr.Request) -> str:
+        return stop(runs, request.session_hash)
+
+    with gr.Tab("Monitor"):
+        banner = random_banner(ctx)
+        gr.Markdown(INTRO)
+        with gr.Row():
+            backends = gr.CheckboxGroup(["server", "serverless"], value=["server", "serverless"], label="Backends")
+            photo = gr.Dropdown([p.name for p in examples], value=examples[0].name if examples else None, label="Photo")
+            interval = gr.Number(2.0, minimum=0, label="Seconds between a worker's requests")
+            concurrency = gr.Slider(1, 4, value=1, step=1, label="Concurrency")
+        with gr.Row():
+            mode = gr.Radio([BY_COUNT, "duration"], value=BY_COUNT, label="Stop after")
+            count = gr.Number(20, minimum=1, precision=0, label="Requests per backend")
+            duration = gr.Number(60, minimum=1, label="Duration (s)")
+        with gr.Row():
+            start_button = gr.Button("Start", variant="primary")
+            stop_button = gr.Button("Stop", variant="stop")
+        status = gr.Markdown()
+        over_time = gr.Plot(label="Latency over time (cold starts ringed)")
+        histogram = gr.Plot(label="Distribution")
+        stats = gr.Dataframe(label="Per backend (ms, successful requests)")
+        with gr.Row():
+            csv_file = gr.File(label="Raw samples (CSV)")
+            html_file = gr.File(label="One-file HTML report")
+
+    start_button.click(on_monitor, inputs=[backends, interval, mode, count, duration, concurrency, photo],
+                       outputs=[status, over_time, histogram, stats, csv_file, html_file], api_name="monitor")
+    stop_button.click(on_stop, outputs=status, api_name="monitor_stop")
+    return banner
