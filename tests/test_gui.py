@@ -68,6 +68,15 @@ def test_compare_returns_both_backends_predictions_and_timings(client):
     assert all(v["predictions"][0]["label"] == "espresso" for v in again.values())
 
 
+def test_cost_inputs_come_from_this_sessions_last_compare(client):
+    """The Cost tab's "use figures measured in Compare" reads this API session's last compare, as a browser's."""
+    summary = compare(client, by_name("coffee").path)
+    serverless = next(v for v in summary.values() if v["kind"] == "serverless")
+    memory, warm, init, rps = client.predict(12.5, api_name="/cost_from_compare")
+    m = serverless["metrics"]
+    assert (memory, warm, init, rps) == (m["memory_mb"], m["handler_ms"], m["init_ms"], 12.5)
+
+
 def test_forced_cold_start(client):
     compare(client, by_name("lion").path)
     assert "cold start" in client.predict(api_name="/cold_start")

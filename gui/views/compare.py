@@ -255,7 +255,8 @@ def build_tab(ctx: AppContext) -> CompareTab:
         return preview, note, gr.Button(visible=offer)
 
     def on_compare(path: str | None) -> tuple:
-        return compare(ctx, path)
+        shown = compare(ctx, path)
+        return (*shown, shown[-1])  # the digest also goes to this session's State, for the Cost and AWS tabs
 
     def on_downscale(path: str | None) -> str:
         return downscale(path)
@@ -295,9 +296,11 @@ def build_tab(ctx: AppContext) -> CompareTab:
         last = gr.State()
 
     image_file.change(on_describe, inputs=image_file, outputs=[preview, size_note, downscale_button], api_name="describe")
+    # The State is an output of the event itself (not of a private `.then`), so that an API client's
+    # session, not only a browser's, has it for /cost_from_compare and /aws_trace.
     classify_button.click(on_compare, inputs=image_file,
-                          outputs=[server_label, server_facts, serverless_label, serverless_facts, agreement, breakdown, raw],
-                          api_name="compare").then(lambda summary: summary, inputs=raw, outputs=last, api_visibility="private")
+                          outputs=[server_label, server_facts, serverless_label, serverless_facts, agreement, breakdown, raw, last],
+                          api_name="compare")
     downscale_button.click(on_downscale, inputs=image_file, outputs=image_file, api_name="downscale")
     cold_button.click(on_cold_start, outputs=cold_note, api_name="cold_start")
     return CompareTab(banner=banner, last=last)
