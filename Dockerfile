@@ -1,16 +1,22 @@
 # The Lambda function: the torch-free core (lambda_onnx/), its pinned runtime requirements and one
 # exported model with its sidecar. Build from the repository root:
 #   docker build -t resnet-serverless .
-#   docker build -t resnet-serverless --build-arg MODEL=models/resnet50.int8.onnx --build-arg SIDECAR=models/resnet50.int8.json .
-# (`sam build` passes the same two arguments from template.yaml.) tests/test_image.py assembles the
+#   docker build -t resnet-serverless --build-arg MODEL=models/resnet50.int8.onnx --build-arg SIDECAR=models/resnet50.int8.json \
+#       --build-arg CANARY=models/resnet50.int8.canary.json .
+# (`sam build` passes the same three arguments from template.yaml.) tests/test_image.py assembles the
 # task root exactly as the COPY and pip lines below say and runs it under Python 3.12 and the
 # Lambda emulator, so a file missing here fails the tests.
 FROM public.ecr.aws/lambda/python:3.12
 
-# Dependencies first: their layer is rebuilt only when the pins change. --no-cache-dir leaves no
-# pip cache in the image; wheels only, so no compiler is ever needed.
-COPY lambda_onnx/requirements.txt ${LAMBDA_TASK_ROOT}/lambda_onnx/requirements.txt
-RUN pip install --no-cache-dir --only-binary=:all: --target "${LAMBDA_TASK_ROOT}" -r "${LAMBDA_TASK_ROOT}/lambda_onnx/requirements.txt"
+# Dependencies first: their layer is rebuilt only when the lock changes. The lock pins every
+# package, transitive ones too, with the sha256 of each file (uv pip compile from
+# lambda_onnx/requirements.txt; the command is at its top): --require-hashes makes pip refuse
+# anything else, --no-deps stops it resolving on its own, so two builds install the same bytes.
+# Wheels only, so no compiler is ever needed; --no-cache-dir leaves no pip cache in the image.
+# `pip` and ${LAMBDA_TASK_ROOT} as in AWS's own example for this base image:
+# https://docs.aws.amazon.com/lambda/latest/dg/python-image.html
+COPY lambda_onnx/requirements.lock ${LAMBDA_TASK_ROOT}/lambda_onnx/requirements.lock
+RUN pip install --no-cache-dir --require-hashes --no-deps --only-binary=:all: --target "${LAMBDA_TASK_ROOT}" -r "${LAMBDA_TASK_ROOT}/lambda_onnx/requirements.lock"
 
 # The model and its sidecar (the handler reads model/model.onnx and the JSON next to it). Two
 # arguments because a Dockerfile cannot derive one path from the other; the sidecar's size and
@@ -19,6 +25,11 @@ ARG MODEL=models/resnet50.onnx
 ARG SIDECAR=models/resnet50.json
 COPY ${MODEL} ${LAMBDA_TASK_ROOT}/model/model.onnx
 COPY ${SIDECAR} ${LAMBDA_TASK_ROOT}/model/model.json
+# The model's canary (a real photo and PyTorch's logits for it, written by the export): the handler
+# classifies it once per cold start on the CPU it landed on and refuses to serve if the answer is
+# off (see lambda_onnx/canary.py). `python -m lambda_onnx.verify` below checks it belongs to MODEL.
+ARG CANARY=models/resnet50.canary.json
+COPY ${CANARY} ${LAMBDA_TASK_ROOT}/model/model.canary.json
 
 COPY lambda_onnx/ ${LAMBDA_TASK_ROOT}/lambda_onnx/
 # /var/task is read-only on Lambda, so Python cannot cache bytecode there at run time: compile it

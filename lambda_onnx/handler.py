@@ -29,6 +29,7 @@ from aws_lambda_powertools.metrics import MetricUnit  # noqa: E402
 from lambda_onnx.classifier import Classifier  # noqa: E402
 from lambda_onnx.cpu import cpu_info  # noqa: E402
 from lambda_onnx.contract import Service, check_request_size, error_body, internal_error_body, quoted  # noqa: E402
+from lambda_onnx.decoder_log import DecoderLog, collecting  # noqa: E402
 from lambda_onnx.errors import BadRequestError, ClassifierError, MethodNotAllowedError, ModelLoadError  # noqa: E402
 
 SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "resnet-serverless")
@@ -142,9 +143,11 @@ def classify(event: Any, request_id: str, trace_id: str | None) -> tuple[int, di
 @logger.inject_lambda_context(log_event=False)  # never log whole events: they carry the image
 def handler(event: Any, context: Any) -> dict[str, Any]:
     request_id = getattr(context, "aws_request_id", "") or ""
+    decoder = DecoderLog()  # what libtiff & co. print for this request's image, kept off raw stderr
     try:
         trace_id = trace_id_of(event)
-        status, body = classify(event, request_id, trace_id)
+        with collecting(decoder):
+            status, body = classify(event, request_id, trace_id)
     except Exception:  # a fault of ours outside the Service: still one response shape, never a crash
         logger.exception("internal error while handling the event")
         trace_id = os.environ.get("_X_AMZN_TRACE_ID")
@@ -159,8 +162,9 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
                                          "image": f'{body["image"]["width"]}x{body["image"]["height"]} {body["image"]["format"]}',
                                          "request_bytes": m["request_bytes"], "top1": top["label"], "cpu": CPU,
                                          "int8_kernel": body["model"]["int8_kernel"],
-                                         "canary": body["model"]["canary"].get("status")})
+                                         "canary": body["model"]["canary"].get("status"), **decoder.log_fields()})
     else:
         metrics.add_metric(name="ClientErrors" if status < 500 else "ServerErrors", unit=MetricUnit.Count, value=1)
-        logger.warning("request refused", extra={"status": status, "error": body["error"], "reason": body["message"]})
+        logger.warning("request refused", extra={"status": status, "error": body["error"], "reason": body["message"],
+                                                 **decoder.log_fields()})
     return {"statusCode": status, "headers": HEADERS, "body": json.dumps(body)}

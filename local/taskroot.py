@@ -28,9 +28,10 @@ IMAGE_PYTHON = "3.12"  # public.ecr.aws/lambda/python:3.12
 # The base image's environment the Dockerfile relies on.
 # https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html#configuration-envvars-runtime
 IMAGE_ENV = {"LAMBDA_TASK_ROOT": "/var/task", "LAMBDA_RUNTIME_DIR": "/var/runtime"}
-# Amazon Linux 2023 (glibc 2.34) takes these manylinux wheels.
-PLATFORMS = {"x86_64": ("manylinux2014_x86_64", "manylinux_2_28_x86_64"),
-             "aarch64": ("manylinux2014_aarch64", "manylinux_2_28_aarch64")}
+# Amazon Linux 2023 (glibc 2.34) takes these manylinux wheels; lambda_onnx/requirements.lock is
+# resolved for manylinux_2_34 too.
+PLATFORMS = {"x86_64": ("manylinux2014_x86_64", "manylinux_2_28_x86_64", "manylinux_2_34_x86_64"),
+             "aarch64": ("manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64")}
 
 
 class DockerfileError(ValueError):
@@ -219,7 +220,8 @@ def assemble_task_root(root: Path, *, context: Path = ROOT, dockerfile: Path | N
     ``context`` is the build context (the repository root for ``sam build``); ``build_args``
     override ARG defaults like ``--build-arg``; ``python`` is the image's interpreter (found if not
     given), which byte-compiles as it would in the image. Only ``COPY`` into the task root,
-    ``RUN pip install ... --target $LAMBDA_TASK_ROOT -r FILE``, ``RUN python -m MODULE`` (run by the
+    ``RUN pip install ... --target $LAMBDA_TASK_ROOT -r FILE`` (``--require-hashes`` and ``--no-deps``
+    passed on, so a hash lock is checked as in the image), ``RUN python -m MODULE`` (run by the
     image's Python in the task root), ``ENV KEY=VALUE`` and ``WORKDIR $LAMBDA_TASK_ROOT`` are
     reproduced; anything else raises :class:`DockerfileError` rather than being silently skipped.
     """
@@ -282,10 +284,15 @@ def _run_module(python: Path, arguments: list[str], cwd: Path, env: dict[str, st
         raise DockerfileError(f"RUN python -m {' '.join(arguments)} failed:\n{(result.stdout + result.stderr)[-2000:]}")
 
 
+# pip flags of the Dockerfile that are passed on as they are: a hash-locked install behaves the same
+# for another platform (every wheel of a locked version has its hash in the lock).
+_PIP_FLAGS_KEPT = ("--require-hashes", "--no-deps")
+
+
 def _run_pip(words: list[str], local, python: Path, machine: str | None) -> None:
     if words[:2] != ["pip", "install"]:
         raise DockerfileError(f"RUN {' '.join(words)}: only `pip install` and `python -m compileall` are reproduced here")
-    target, requirements, passthrough = None, [], []
+    target, files, kept, passthrough = None, [], [], []
     options = iter(words[2:])
     for word in options:
         if word == "--target":
@@ -293,19 +300,22 @@ def _run_pip(words: list[str], local, python: Path, machine: str | None) -> None
         elif word.startswith("--target="):
             target = word.split("=", 1)[1]
         elif word == "-r":
-            requirements += ["-r", str(local(next(options)))]
+            files.append(local(next(options)))
         elif word in ("--no-cache-dir", "--only-binary=:all:"):
             continue  # applied anyway
+        elif word in _PIP_FLAGS_KEPT:
+            kept.append(word)
         else:
             passthrough.append(word)
-    if target is None or not requirements:
+    if target is None or not files:
         raise DockerfileError(f"RUN {' '.join(words)}: expected `pip install --target DIR -r FILE`")
     if passthrough:
         raise DockerfileError(f"RUN {' '.join(words)}: pip arguments {passthrough} are not reproduced here")
-    for i in range(1, len(requirements), 2):
-        if not Path(requirements[i]).is_file():
-            raise DockerfileError(f"pip -r {requirements[i]}: the file is not in the image yet (COPY it first)")
-    pip_target_install(local(target), requirements, machine=machine, compile_with=python)
+    for file in files:
+        if not Path(file).is_file():
+            raise DockerfileError(f"pip -r {file}: the file is not in the image yet (COPY it first)")
+    pip_target_install(local(target), [*kept, *(arg for file in files for arg in ("-r", str(file)))], machine=machine,
+                       compile_with=python)
 
 
 def install_runtime_client(target: Path, version: str | None = None, python: Path | None = None) -> Path:

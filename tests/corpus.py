@@ -42,6 +42,7 @@ class Case:
     status: int  # 200: a prediction is expected
     labels: tuple[str, ...] = ()  # acceptable top-1 labels, when the class is known
     reason: str = ""  # a fragment the error message must contain (4xx)
+    suffix: str = ""  # the file name extension a user's file would have, when the content type does not say
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,28 @@ def float_tiff() -> bytes:
     """32-bit float greyscale TIFF with values in 0..1 (scientific images)."""
     grey = np.asarray(chelsea().convert("L"), dtype=np.float32) / 255.0
     return encode(Image.fromarray(grey, "F"), "TIFF")
+
+
+def tiff_via_tifffile(array: np.ndarray, **kwargs) -> bytes:
+    """A TIFF written by tifffile (image data after the header and IFD, unlike Pillow's writer), so a
+    truncated copy keeps its tags and sends libtiff reading past the end."""
+    import tifffile  # installed with scikit-image; only the tests use it
+
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, array, **kwargs)
+    return buffer.getvalue()
+
+
+def truncated_deflate_tiff() -> bytes:
+    """Deflate-compressed strips cut off halfway: libtiff prints "TIFFFillStrip: Read error on strip
+    ..." to stderr from C for it (the decoder noise tests/test_decoder_log.py keeps out of stderr)."""
+    data = tiff_via_tifffile(np.asarray(chelsea()), photometric="rgb", compression="zlib", rowsperstrip=32)
+    return data[: len(data) // 2]
+
+
+def float_rgb_tiff() -> bytes:
+    """A valid 32-bit float RGB TIFF, a layout Pillow has no mode for."""
+    return tiff_via_tifffile(np.asarray(chelsea(), dtype=np.float32) / 255, photometric="rgb")
 
 
 def transparent(mode: str) -> bytes:
@@ -273,6 +296,11 @@ def valid_cases() -> list[Case]:
         Case("one_pixel", encode(Image.new("RGB", (1, 1), (120, 30, 200)), "PNG"), "image/png", 200),
         Case("10000x1", encode(Image.new("RGB", (10_000, 1), (10, 200, 30)), "PNG"), "image/png", 200),
         Case("1x10000", encode(Image.new("L", (1, 10_000), 99), "PNG"), "image/png", 200),
+        # Formats beyond the web's (lambda_onnx/preprocess.py says which and why). PPM and JPEG 2000 go as
+        # octet-stream, the contract lists no content type for them; tests/test_image_formats.py covers the rest.
+        Case("ico", encode(Image.new("RGB", (32, 32)), "ICO"), "image/png", 200),
+        Case("ppm", encode(cat, "PPM"), "application/octet-stream", 200, CAT, suffix=".ppm"),
+        Case("jpeg2000", encode(cat, "JPEG2000"), "application/octet-stream", 200, CAT, suffix=".jp2"),
     ]
 
 
@@ -291,7 +319,7 @@ def invalid_cases() -> list[Case]:
         Case("truncated_avif", truncated("AVIF", quality=90), "image/avif", 400, reason=undecodable),
         Case("broken_png_checksum", broken_png_checksum(), "image/png", 400, reason=undecodable),
         Case("zero_width_png", zero_width_png(), "image/png", 400, reason=undecodable),
-        Case("ico", encode(Image.new("RGB", (32, 32)), "ICO"), "image/png", 400, reason=undecodable),
+        Case("truncated_deflate_tiff", truncated_deflate_tiff(), "image/tiff", 400, reason=undecodable),
         Case("decompression_bomb", png_bomb(), "image/png", 413, reason="megapixels"),
         Case("jpeg_bomb", jpeg_bomb(), "image/jpeg", 413, reason="megapixels"),
         Case("gif_bomb", gif_bomb(), "image/gif", 413, reason="megapixels"),
@@ -304,6 +332,8 @@ def invalid_cases() -> list[Case]:
         Case("postscript", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n", "image/jpeg", 415,
              reason="PostScript"),
         Case("photoshop", b"8BPS\x00\x01" + b"\x00" * 64, "image/png", 415, reason="Photoshop"),
+        Case("sgi", encode(chelsea(), "SGI"), "application/octet-stream", 415, reason="SGI is not supported", suffix=".rgb"),
+        Case("float_rgb_tiff", float_rgb_tiff(), "image/tiff", 415, reason="TIFF with 3 floating-point samples"),
     ]
 
 

@@ -20,6 +20,7 @@ module-scoped fixture, so the whole matrix shares one emulator, one server and o
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,7 @@ def case_files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("corpus")
     files = {}
     for case in IMAGES:
-        files[case.name] = folder / f"{case.name}{SUFFIX.get(case.content_type, '.bin')}"
+        files[case.name] = folder / f"{case.name}{case.suffix or SUFFIX.get(case.content_type, '.bin')}"
         files[case.name].write_bytes(case.data)
     return files
 
@@ -236,6 +237,22 @@ def test_emulator_request(emulator, request_):
     if request_.payload is not corpus.NO_PAYLOAD:
         check(request_, *emulator_event(emulator, request_.payload), where="direct invoke: ")
     probe_emulator(emulator, pid)
+
+
+def test_emulator_keeps_decoder_noise_inside_the_structured_log_line(emulator):
+    """libtiff prints its complaints about a hostile TIFF to stderr from C; in the function (as on
+    Lambda) they reach the log only inside the request's JSON line, never as raw lines of their own."""
+    case = corpus.by_case_name("truncated_deflate_tiff")
+    with pytest.raises(ClassifierError) as info:
+        EmulatorBackend(emulator, send="binary", stop_on_close=False).classify(case.data)
+    assert info.value.status == 400
+    deadline, structured, lines = time.monotonic() + 10, [], []
+    while not structured and time.monotonic() < deadline:
+        lines = emulator.log_lines("stdout") + emulator.log_lines("stderr")
+        structured = [json.loads(line) for line in lines if line.startswith("{") and '"decoder_messages"' in line]
+        time.sleep(0.1)
+    assert structured and any(m.startswith("TIFFFillStrip") for m in structured[-1]["decoder_messages"]), lines[-20:]
+    assert not [line for line in lines if "TIFFFillStrip" in line and not line.startswith("{")]
 
 
 # --- local serve over HTTP ----------------------------------------------------------------------------------

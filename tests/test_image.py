@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from lambda_onnx.canary import canary_path
+from lambda_onnx.cpu import cpu_info
 from lambda_onnx.sidecar import sidecar_path
 from local.backends import EmulatorBackend
 from local.emulator import Emulator
@@ -43,12 +45,15 @@ def test_hadolint_would_catch_a_pip_cache_left_in_the_image(tmp_path):
 def test_dockerfile_builds_what_the_issue_asks():
     spec = parse_dockerfile(DOCKERFILE)
     assert spec.base == "public.ecr.aws/lambda/python:3.12" and spec.cmd == ["lambda_onnx.handler.handler"]
-    assert spec.args == {"MODEL": "models/resnet50.onnx", "SIDECAR": str(sidecar_path(Path("models/resnet50.onnx")))}
+    assert spec.args == {"MODEL": "models/resnet50.onnx", "SIDECAR": str(sidecar_path(Path("models/resnet50.onnx"))),
+                         "CANARY": str(canary_path(Path("models/resnet50.onnx")))}
     copies = [words for keyword, words in spec.steps if keyword == "COPY"]
     assert ["${MODEL}", "${LAMBDA_TASK_ROOT}/model/model.onnx"] in copies
     assert ["${SIDECAR}", "${LAMBDA_TASK_ROOT}/model/model.json"] in copies
+    assert ["${CANARY}", "${LAMBDA_TASK_ROOT}/model/model.canary.json"] in copies
     pip = next(words for keyword, words in spec.steps if keyword == "RUN" and words[:2] == ["pip", "install"])
-    assert "--no-cache-dir" in pip and pip[pip.index("-r") + 1].endswith("lambda_onnx/requirements.txt")
+    assert "--no-cache-dir" in pip and pip[pip.index("-r") + 1].endswith("lambda_onnx/requirements.lock")
+    assert {"--require-hashes", "--no-deps", "--only-binary=:all:"} <= set(pip)  # the hash-locked set, nothing else
     lines = (ROOT / "lambda_onnx" / "requirements.txt").read_text().lower().splitlines()
     requirements = [line.split("==")[0] for line in lines if line.strip() and not line.startswith("#")]
     assert {"onnxruntime", "numpy", "pillow", "pillow-heif", "aws-lambda-powertools"} <= set(requirements)
@@ -73,13 +78,15 @@ def build_context(tmp: Path, model: Path, *, dockerfile_text: str | None = None)
     (context / "models").mkdir()
     shutil.copy(model, context / "models" / model.name)
     shutil.copy(sidecar_path(model), context / "models" / sidecar_path(model).name)
+    shutil.copy(canary_path(model), context / "models" / canary_path(model).name)
     shutil.copy(ROOT / ".dockerignore", context / ".dockerignore")
     (context / "Dockerfile").write_text(dockerfile_text if dockerfile_text is not None else DOCKERFILE.read_text())
     return context
 
 
 def model_args(model: Path) -> dict[str, str]:
-    return {"MODEL": f"models/{model.name}", "SIDECAR": f"models/{sidecar_path(model).name}"}
+    return {"MODEL": f"models/{model.name}", "SIDECAR": f"models/{sidecar_path(model).name}",
+            "CANARY": f"models/{canary_path(model).name}"}
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +114,7 @@ def test_the_image_task_root_runs_alone_under_python312_without_torch(lite0, tmp
     task = assemble_task_root(tmp_path / "var-task", context=context, build_args=model_args(lite0), python=image_python)
     assert task.handler == "lambda_onnx.handler.handler"
     assert task.env == {"MODEL_VERIFY": "size"}  # verified at build time, so the cold start hashes nothing
-    assert {"model/model.onnx", "model/model.json", "lambda_onnx/handler.py"} <= set(task.copied)
+    assert {"model/model.onnx", "model/model.json", "model/model.canary.json", "lambda_onnx/handler.py"} <= set(task.copied)
     top = {p.name for p in task.path.iterdir()}
     assert not top & {"torch", "torchvision", "export", "local", "tests", "gui"}, top
 
@@ -118,6 +125,8 @@ def test_the_image_task_root_runs_alone_under_python312_without_torch(lite0, tmp
     for result, name in zip(results, ("chelsea", "coffee")):
         assert result.predictions[0].label in by_name(name).expected, result.predictions
         assert result.model["arch"] == "efficientnet_lite0" and result.model["sha256"]
+        # The image runs the canary at its cold start, on this CPU, and every answer says so.
+        assert result.model["canary"]["status"] == "passed" and result.body["host"]["cpu"] == cpu_info().model
 
     probe_env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join([str(task.path), str(runtime_dir)])}
     torch = subprocess.run([str(image_python), "-S", "-c", "import torch"], cwd=task.path, env=probe_env,
@@ -140,11 +149,12 @@ def test_the_image_task_root_runs_alone_under_python312_without_torch(lite0, tmp
 # verification step says so. No core: compileall of a missing directory exits 0, but the
 # verification step imports the core with the image's Python, so the build fails there.
 FORGOTTEN = [("COPY ${SIDECAR} ${LAMBDA_TASK_ROOT}/model/model.json\n", "sidecar not found"),
+             ("COPY ${CANARY} ${LAMBDA_TASK_ROOT}/model/model.canary.json\n", "no canary"),
              ("COPY lambda_onnx/ ${LAMBDA_TASK_ROOT}/lambda_onnx/\n", "No module named lambda_onnx")]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("line", "reason"), FORGOTTEN, ids=["sidecar", "core"])
+@pytest.mark.parametrize(("line", "reason"), FORGOTTEN, ids=["sidecar", "canary", "core"])
 def test_a_line_the_dockerfile_forgets_fails_here(lite0, tmp_path, image_python, line, reason):
     text = DOCKERFILE.read_text().replace(line, "")
     assert text != DOCKERFILE.read_text()
@@ -165,8 +175,10 @@ def test_a_copy_source_outside_the_context_or_ignored_fails(lite0, tmp_path, ima
 
 @pytest.mark.slow
 def test_the_runtime_requirements_have_wheels_for_arm64_too(tmp_path):
-    # template.yaml offers Architecture=arm64: the image's pip install must find a wheel for each pin.
-    pip_target_install(tmp_path / "arm64", ["-r", str(ROOT / "lambda_onnx" / "requirements.txt")], machine="aarch64")
+    # template.yaml offers Architecture=arm64: the image's hash-locked install must find a wheel,
+    # with a hash in the lock, for every locked package.
+    pip_target_install(tmp_path / "arm64", ["--require-hashes", "--no-deps", "-r", str(ROOT / "lambda_onnx" / "requirements.lock")],
+                       machine="aarch64")
     libraries = [p.name for p in (tmp_path / "arm64").rglob("*.so")]
     assert libraries and any("aarch64" in name for name in libraries), libraries[:5]
 

@@ -1,0 +1,116 @@
+"""The Lambda image's hash lock (lambda_onnx/requirements.lock) stays in step with the pins it is
+compiled from (lambda_onnx/requirements.txt): every direct pin is locked at the same version, every
+locked package has an exact version and at least one sha256, and the set is closed (pip, asked to
+resolve it with hashes required, needs nothing outside it) for both architectures the template offers.
+
+Regenerate after changing a pin (uv in a virtualenv of its own, not a project dependency):
+``uv pip compile lambda_onnx/requirements.txt --python-version 3.12 --python-platform x86_64-manylinux_2_34
+--only-binary :all: --generate-hashes --output-file lambda_onnx/requirements.lock`` (the lock's first
+lines repeat it); ``--python-platform aarch64-manylinux_2_34`` gives the same file.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from local.taskroot import PLATFORMS, DockerfileError, pip_target_install
+
+REQUIREMENTS = ROOT / "lambda_onnx" / "requirements.txt"
+LOCK = ROOT / "lambda_onnx" / "requirements.lock"
+PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)")
+HASH = re.compile(r"--hash=sha256:(?P<digest>[0-9a-f]+)")
+
+
+def canonical(name: str) -> str:
+    """PEP 503 normalisation: ``Pillow_HEIF`` and ``pillow-heif`` are one project."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def logical_lines(path: Path) -> list[str]:
+    """Requirement lines with their ``\\`` continuations joined and comments dropped."""
+    joined, current = [], ""
+    for raw in path.read_text().splitlines():
+        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
+        if not line:
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        joined.append(current + line)
+        current = ""
+    if current.strip():
+        joined.append(current)
+    return joined
+
+
+def pins(path: Path) -> dict[str, str]:
+    found = {}
+    for line in logical_lines(path):
+        match = PIN.match(line)
+        assert match, f"{path.name}: not an exact pin: {line[:80]!r}"
+        name = canonical(match["name"])
+        assert name not in found, f"{path.name}: {name} pinned twice"
+        found[name] = match["version"]
+    return found
+
+
+def test_every_direct_pin_is_locked_at_the_same_version():
+    direct, locked = pins(REQUIREMENTS), pins(LOCK)
+    assert direct, "lambda_onnx/requirements.txt pins nothing"
+    mismatched = {name: (version, locked.get(name)) for name, version in direct.items() if locked.get(name) != version}
+    assert not mismatched, f"requirements.txt -> lock: {mismatched}; regenerate the lock (see this file's docstring)"
+
+
+def test_every_locked_package_has_an_exact_version_and_hashes():
+    lines = logical_lines(LOCK)
+    assert len(lines) == len(pins(LOCK))  # one requirement per logical line, none without ==
+    for line in lines:
+        digests = [m["digest"] for m in HASH.finditer(line)]
+        assert digests, f"no hash for {line.split()[0]}"
+        assert all(len(d) == 64 for d in digests), line.split()[0]
+        assert ";" not in line, f"{line.split()[0]}: a platform marker would install differently on arm64"
+
+
+def test_the_lock_holds_no_torch_and_says_how_to_regenerate_it():
+    assert not any("torch" in name for name in pins(LOCK))
+    header = LOCK.read_text().splitlines()[:3]
+    assert any("uv pip compile lambda_onnx/requirements.txt" in line and "--generate-hashes" in line
+               and "--python-version 3.12" in line for line in header), header
+
+
+def test_the_dockerfile_installs_the_lock_and_only_the_lock():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    installs = [line for line in dockerfile.splitlines() if line.startswith("RUN pip install")]
+    assert len(installs) == 1, installs
+    assert "--require-hashes" in installs[0] and "--no-deps" in installs[0] and "requirements.lock" in installs[0]
+    assert "requirements.txt" not in installs[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("machine", list(PLATFORMS))
+def test_the_lock_is_closed_for_each_architecture(tmp_path, machine):
+    """Resolve with dependencies (no --no-deps) and hashes required: a transitive dependency missing
+    from the lock has no hash, and pip refuses it. Metadata only (--dry-run): nothing is installed."""
+    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--disable-pip-version-check",
+               "--require-hashes", "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
+               "--target", str(tmp_path), *[arg for p in PLATFORMS[machine] for arg in ("--platform", p)],
+               "-r", str(LOCK)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_file_whose_hash_is_not_in_the_lock_is_refused(tmp_path):
+    """What --require-hashes buys: a wheel that differs from the locked one fails the build."""
+    text = LOCK.read_text()
+    block = re.search(r"^jmespath==.*?(?=^\S)", text, re.MULTILINE | re.DOTALL)[0]  # its pin, hashes and comment
+    tampered = tmp_path / "requirements.lock"
+    tampered.write_text(text.replace(block, HASH.sub("--hash=sha256:" + "0" * 64, block)))
+    with pytest.raises(DockerfileError, match="(?i)hash"):
+        pip_target_install(tmp_path / "target", ["--require-hashes", "--no-deps", "-r", str(tampered)])
