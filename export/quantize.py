@@ -29,7 +29,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from export import parity
 from lambda_onnx.classifier import Classifier
 from lambda_onnx.cpu import cpu_info
-from lambda_onnx.preprocess import prepare
+from lambda_onnx.preprocess import IMAGE_SUFFIXES, prepare
 from lambda_onnx.sidecar import Preprocessing, Sidecar, file_sha256, int8_path, load_verified, sidecar_path
 from local import photos as sample_photos
 
@@ -65,7 +65,6 @@ CALIBRATE_METHOD = CalibrationMethod.MinMax
 # so it merges after this many.
 MAX_CALIBRATION_IMAGES = 256
 CALIB_MAX_INTERMEDIATE_OUTPUTS = 16
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"})
 
 
 @dataclass(frozen=True)

@@ -44,10 +44,11 @@ from lambda_onnx.limits import MAX_REQUEST_BYTES
 from lambda_onnx.resources import configured_memory_mb, peak_rss_mb
 
 JSON_TYPE = "application/json"
-IMAGE_TYPES = frozenset({
-    "image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/webp", "image/gif", "image/bmp",
-    "image/tiff", "image/heic", "image/heif", "image/avif", "application/octet-stream",
-})
+# A raw body with any image/* type (or none, or octet-stream) goes to the decoder, which decides from
+# the bytes what the image really is and refuses, with 415 naming it, a format it does not take:
+# clients label the same format many ways (image/x-icon and image/vnd.microsoft.icon, image/jp2,
+# image/x-portable-pixmap, image/x-tga, ...), so a list of types here would refuse good images.
+BINARY_TYPE = "application/octet-stream"
 ACCEPTED = "application/json with a base64 image, or a raw image body (image/jpeg, image/png, image/webp, …)"
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ def image_from_body(body: bytes, content_type: str | None) -> bytes:
     kind = media_type(content_type)
     if kind == JSON_TYPE or kind.endswith("+json") or (not kind and body.lstrip()[:1] == b"{"):
         return image_from_json(body)
-    if kind in IMAGE_TYPES or not kind:
+    if kind.startswith("image/") or kind in ("", BINARY_TYPE):
         return body
     raise UnsupportedMediaTypeError(f"content type {quoted(kind)} is not accepted; send {ACCEPTED}")
 

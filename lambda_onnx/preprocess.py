@@ -53,6 +53,9 @@ _ACCEPTED_IN_ORDER = {
 ACCEPTED = {name: label for name, label in _ACCEPTED_IN_ORDER.items() if name in Image.OPEN}
 ALLOWED_FORMATS = tuple(ACCEPTED)
 FORMAT_NAMES = ", ".join(ACCEPTED.values())
+# The file name endings of those formats (Pillow's own registry): what the tools that read a folder
+# of images (calibration, evaluation) and the app's upload box take.
+IMAGE_SUFFIXES = frozenset(suffix for suffix, name in Image.registered_extensions().items() if name in ACCEPTED)
 
 # Recognised by Pillow but not classified: a 415 that names the format, never a 400 (the file is
 # fine, we do not take it). Pillow only parses their headers to recognise them; their pixels are

@@ -21,9 +21,8 @@ import numpy as np
 
 from lambda_onnx.classifier import Classifier
 from lambda_onnx.errors import ClassifierError
-from lambda_onnx.preprocess import prepare
+from lambda_onnx.preprocess import IMAGE_SUFFIXES, prepare
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"})
 # Images are preprocessed and run through every variant this many at a time, so a folder of any
 # size needs memory for one chunk only.
 CHUNK = 16

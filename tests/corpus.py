@@ -296,11 +296,14 @@ def valid_cases() -> list[Case]:
         Case("one_pixel", encode(Image.new("RGB", (1, 1), (120, 30, 200)), "PNG"), "image/png", 200),
         Case("10000x1", encode(Image.new("RGB", (10_000, 1), (10, 200, 30)), "PNG"), "image/png", 200),
         Case("1x10000", encode(Image.new("L", (1, 10_000), 99), "PNG"), "image/png", 200),
-        # Formats beyond the web's (lambda_onnx/preprocess.py says which and why). PPM and JPEG 2000 go as
-        # octet-stream, the contract lists no content type for them; tests/test_image_formats.py covers the rest.
-        Case("ico", encode(Image.new("RGB", (32, 32)), "ICO"), "image/png", 200),
-        Case("ppm", encode(cat, "PPM"), "application/octet-stream", 200, CAT, suffix=".ppm"),
-        Case("jpeg2000", encode(cat, "JPEG2000"), "application/octet-stream", 200, CAT, suffix=".jp2"),
+        # Formats beyond the web's (lambda_onnx/preprocess.py says which and why), each with a content type
+        # clients send for it (any image/* goes to the decoder, which decides from the bytes) or as
+        # octet-stream; tests/test_image_formats.py covers the rest.
+        Case("ico", encode(Image.new("RGB", (32, 32)), "ICO"), "image/vnd.microsoft.icon", 200, suffix=".ico"),
+        Case("ppm", encode(cat, "PPM"), "image/x-portable-pixmap", 200, CAT, suffix=".ppm"),
+        Case("jpeg2000", encode(cat, "JPEG2000"), "image/jp2", 200, CAT, suffix=".jp2"),
+        Case("jpeg2000_octet_stream", encode(cat, "JPEG2000"), "application/octet-stream", 200, CAT, suffix=".jp2"),
+        Case("jpeg_labelled_png", encode(cat, "JPEG", quality=90), "image/png", 200, CAT),  # the bytes decide
     ]
 
 
@@ -385,7 +388,7 @@ def requests() -> list[Request]:
         Request("json_not_utf8", b'{"image": "\xff\xfe"}', "application/json", 400, "not valid JSON"),
         Request("content_type_text", b"hello", "text/plain", 415, "not accepted"),
         Request("content_type_form", b"--x\r\n\r\nhello\r\n--x--", "multipart/form-data; boundary=x", 415, "not accepted"),
-        Request("content_type_svg", svg(), "image/svg+xml", 415, "not accepted"),
+        Request("content_type_svg", svg(), "image/svg+xml", 415, "SVG is not supported"),
         Request("body_over_the_limit", b"\xff\xd8\xff" + b"\0" * MAX_REQUEST_BYTES, "image/jpeg", 413, "limit"),
         Request("json_over_the_limit", _json({"image": over}), "application/json", 413, "limit", payload={"image": over}),
     ]

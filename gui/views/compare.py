@@ -17,7 +17,7 @@ from gui.context import AppContext
 from gui.views.banner import random_banner
 from lambda_onnx.errors import ClassifierError, PayloadTooLargeError
 from lambda_onnx.limits import LAMBDA_PAYLOAD_BYTES, MAX_IMAGE_BYTES
-from lambda_onnx.preprocess import decode
+from lambda_onnx.preprocess import FORMAT_NAMES, IMAGE_SUFFIXES, decode
 from local import charts, photos
 from local.backends import Backend, BackendResult
 from local.images import downscale_to_fit
@@ -268,8 +268,8 @@ def build_tab(ctx: AppContext) -> CompareTab:
         banner = random_banner(ctx)
         with gr.Row():
             with gr.Column(scale=1):
-                image_file = gr.File(label="Image (JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC, AVIF)", type="filepath",
-                                     file_types=["image", ".heic", ".heif", ".avif"], elem_id="image-file")
+                image_file = gr.File(label=f"Image ({FORMAT_NAMES})", type="filepath",
+                                     file_types=["image", *sorted(IMAGE_SUFFIXES)], elem_id="image-file")
                 preview = gr.Image(label="What the model sees (upright)", type="pil", interactive=False, height=240)
                 size_note = gr.Markdown()
                 gr.Examples(examples=[[str(p.path)] for p in EXAMPLES], inputs=[image_file],
