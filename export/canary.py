@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from export.parity import Check
+from export.parity import Check, softmax
 from lambda_onnx.canary import TOP1_TIE_LOGITS, Canary, canary_path, check, rel_rms
 from lambda_onnx.classifier import Classifier, top_k
 from lambda_onnx.cpu import cpu_info
@@ -71,7 +71,8 @@ def make_canary(module: torch.nn.Module, classifier: Classifier, photos: Sequenc
     engine = classifier.engine
     export = {"cpu": cpu_info().describe(), "runtime": engine.runtime, "kernel": engine.int8_kernel or engine.computes_in,
               "rel_rms": round(rel_rms(reference, got), 6),
-              "max_abs_logit": float(f"{np.max(np.abs(got.astype(np.float64) - reference)):.6g}")}
+              "max_abs_logit": float(f"{np.max(np.abs(got.astype(np.float64) - reference)):.6g}"),
+              "max_abs_prob": float(f"{np.max(np.abs(softmax(got) - softmax(reference))):.6g}")}
     canary = Canary(model_sha256=meta.sha256, precision=meta.precision, photo=photo.name,
                     source=f"{photo.package}: {photo.relpath}", image=image, reference_logits=reference.astype(np.float32),
                     reference_top5=[{"class_id": p.class_id, "label": p.label, "probability": round(p.probability, 6)}
@@ -87,7 +88,8 @@ def report_line(canary: Canary) -> Check:
     """The parity report's line for the canary just written (what the exporting CPU measured)."""
     e = canary.export
     return Check(f"canary {canary.photo} on this CPU ({e['cpu']}, {e['runtime']} {e['kernel']})", 1, True,
-                 max_abs_logit=e["max_abs_logit"], note=f"relative logit error {e['rel_rms']:.4f}; runners check it at load")
+                 max_abs_logit=e["max_abs_logit"], max_abs_prob=e["max_abs_prob"],
+                 note=f"relative logit error {e['rel_rms']:.4f}; runners check it at load")
 
 
 def describe(canary: Canary, model_name: str) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gradio as gr
 
 from gui.context import AppContext
-from gui.views import aws, compare, cost, model, monitor, tune
+from gui.views import aws, compare, cost, model, monitor, scenario, tune
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
@@ -23,6 +23,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             monitor_banner = monitor.build_tab(ctx)
             costs = cost.build_tab(ctx, last=compared.last)
             tune.build_tab(ctx, prices=costs.prices)
+            scenario.build_tab(ctx, prices=costs.prices)
             aws.build_tab(ctx, last=compared.last)
         model.wire(demo, ctx, controls, tabs=tabs, banners=[compared.banner, monitor_banner, costs.banner])
     return demo

@@ -26,7 +26,7 @@ def session(path) -> ort.InferenceSession:
 
 
 def test_export_writes_one_self_contained_checked_file(resnet_random):
-    assert sorted(p.name for p in resnet_random.parent.iterdir()) == ["resnet50.json", "resnet50.onnx"]
+    assert sorted(p.name for p in resnet_random.parent.iterdir()) == ["resnet50.canary.json", "resnet50.json", "resnet50.onnx"]
     onnx.checker.check_model(str(resnet_random), full_check=True)
     model = onnx.load(str(resnet_random), load_external_data=False)
     assert not any(onnx.external_data_helper.uses_external_data(t) for t in model.graph.initializer)

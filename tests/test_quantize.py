@@ -12,6 +12,7 @@ from conftest import run_module
 from export.parity import INT8_MIN_TOP1_AGREEMENT
 from export.quantize import calibration_images, int8_path
 from lambda_onnx.classifier import Classifier
+from lambda_onnx.cpu import cpu_info
 from lambda_onnx.sidecar import Sidecar, file_sha256, sidecar_path
 from local.photos import CALIBRATION, EVALUATION, available, by_name
 
@@ -34,9 +35,14 @@ def test_int8_top1_is_identical_to_fp32_on_every_evaluation_photo(lite0, lite0_i
         assert int8.predict(data).predictions[0].label == fp32.predict(data).predictions[0].label, photo.name
     meta = Sidecar.load(sidecar_path(lite0_int8))
     n = len(available(EVALUATION))
-    for prefix in ("int8 vs fp32 onnxruntime on", "int8 vs pytorch fp32 on", "openvino int8, hint f32"):
+    for prefix in ("int8 vs fp32 onnxruntime on", "int8 vs pytorch fp32 on"):
         check = by_prefix(meta, prefix)
         assert check["passed"] and check["top1_agree"] == check["samples"] == n, check
+    openvino = by_prefix(meta, "openvino int8, hint f32")
+    if cpu_info().int8_saturates:  # no exact INT8 kernel in OpenVINO without VNNI: reported, not required
+        assert openvino["informational"] and "no VNNI" in openvino["note"], openvino
+    else:
+        assert openvino["passed"] and not openvino["informational"] and openvino["top1_agree"] == n, openvino
 
 
 def test_int8_sidecar_is_complete(lite0, lite0_int8):

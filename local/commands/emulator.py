@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from lambda_onnx.errors import ClassifierError
-from local.commands import DEFAULT_MODEL, RANDOM_WEIGHTS_BANNER, count
+from local.commands import DEFAULT_MODEL, RANDOM_WEIGHTS_BANNER, add_int8_args, count, function_env
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -28,10 +28,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--timeout", type=count, default=DEFAULT_TIMEOUT_S, help="the function's timeout in s (default: %(default)s)")
     parser.add_argument("--pool", type=count, default=1,
                         help="execution environments: concurrent requests each get one, with its own cold start (default: %(default)s)")
+    parser.add_argument("--elastic", action="store_true",
+                        help="start execution environments on demand as Lambda does: reuse idle ones, stop them after "
+                             "--idle-timeout, throttle (429) past --max-concurrency (instead of a fixed --pool)")
+    parser.add_argument("--max-concurrency", type=count, default=None, metavar="N",
+                        help="with --elastic: environments at once, as a function's reserved concurrency (default: 4)")
+    parser.add_argument("--idle-timeout", type=float, default=None, metavar="S",
+                        help="with --elastic: seconds an idle environment is kept (default: 600; AWS does not document "
+                             "Lambda's)")
     parser.add_argument("--invoke", nargs="+", type=Path, metavar="IMAGE", help="classify these images through the emulator, then exit")
     parser.add_argument("--send", choices=("json", "binary"), default="json",
                         help="request body the HTTP API event carries: JSON base64 or raw binary (default: %(default)s)")
     parser.add_argument("--logs", action="store_true", help="echo the function's log lines (structured logs and EMF metrics)")
+    add_int8_args(parser)
     parser.set_defaults(run=run)
 
 
@@ -56,15 +65,34 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     on_line = _echo_function_output if args.logs else None
-    pool = EmulatorPool(args.model, size=args.pool, memory_mb=args.memory, timeout_s=args.timeout, on_line=on_line)
+    if not args.elastic and (args.max_concurrency is not None or args.idle_timeout is not None):
+        print("error: --max-concurrency and --idle-timeout go with --elastic", file=sys.stderr)
+        return 2
+    if args.elastic:
+        from local.lambda_env import DEFAULT_MAX_CONCURRENCY, ElasticPool
+        from local.lambda_env.elastic import DEFAULT_IDLE_TIMEOUT_S
+
+        try:
+            idle = DEFAULT_IDLE_TIMEOUT_S if args.idle_timeout is None else args.idle_timeout
+            pool = ElasticPool(args.model, max_concurrency=args.max_concurrency or DEFAULT_MAX_CONCURRENCY,
+                               idle_timeout_s=idle, memory_mb=args.memory, timeout_s=args.timeout, on_line=on_line,
+                               env=function_env(args))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    else:
+        pool = EmulatorPool(args.model, size=args.pool, memory_mb=args.memory, timeout_s=args.timeout, on_line=on_line,
+                            env=function_env(args))
     try:
         pool.start()
     except ClassifierError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     try:
-        print(f"Lambda emulator (AWS RIE) running {meta.label}: {args.memory} MB, timeout {args.timeout} s, "
-              f"{args.pool} environment(s)", flush=True)
+        shape = (f"elastic: environments on demand, up to {pool.max_concurrency}, each stopped after "
+                 f"{pool.idle_timeout_s:g} s idle" if args.elastic else f"{args.pool} environment(s)")
+        print(f"Lambda emulator (AWS RIE) running {meta.label}: {args.memory} MB, timeout {args.timeout} s, {shape}",
+              flush=True)
         if meta.random_weights:
             print(RANDOM_WEIGHTS_BANNER, flush=True)
         if args.invoke:
@@ -75,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}", file=sys.stderr)
             return 1
         with front:
-            print(f"  invoke URL {front.invoke_url}  ({args.pool} environment(s); concurrent requests are safe: each "
+            print(f"  invoke URL {front.invoke_url}  ({shape}; concurrent requests are safe: each "
                   f"environment takes one at a time, as on Lambda)", flush=True)
             print(f"Try: curl -s {front.invoke_url} -d '{{\"image\": \"'$(base64 -w0 IMAGE.jpg)'\"}}'\n"
                   f"or boto3 with endpoint_url={front.url} and FunctionName='function'. Ctrl-C stops.", flush=True)
@@ -114,6 +142,8 @@ def _wait(pool) -> int:
     restarts = 0
     try:
         while not stop.wait(0.5):
+            if hasattr(pool, "idle_timeout_s"):  # elastic: a dead environment is dropped, the next request starts one
+                continue
             for emulator in pool.emulators:
                 if emulator.alive():
                     continue

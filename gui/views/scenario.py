@@ -1,0 +1,203 @@
+"""Scenario view: "which one wins for my traffic?", the simulation of ``python -m local scenario``.
+
+Plain functions first (:func:`run_view`, :func:`compare_view`); :func:`build_tab` lays the tab out
+under the app's ``gr.Blocks`` and names every event (``api_name``) for ``gradio_client``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from local import cost
+from local.lambda_env.elastic import DEFAULT_IDLE_TIMEOUT_S
+from local.measure.scenario import report
+from local.measure.scenario.calibrate import DEFAULT_CACHE, MEASURE_CHOICES, Calibration, calibrate
+from local.measure.scenario.results import ScenarioResult
+from local.measure.scenario.run import COMPARE, ScenarioConfig, compare_shapes, run_scenario
+from local.measure.scenario.traffic import SHAPES, Shape, parse_duration, read_arrivals
+
+INTRO = ("Which wins for **your** traffic? A traffic shape, or your own access log (API Gateway or ALB) or a CSV of "
+         "arrival times, simulated through Lambda (cold starts, idle timeout, concurrency limit, scaling rate, API "
+         "Gateway's 30 s) and through a server fleet (instances x workers, bounded queues, fixed or autoscaled), with "
+         "latencies measured on this machine. Costs use the Cost tab's prices (defaults: "
+         f"{cost.PRICES_DATE}). Same as `python -m local scenario`; every figure says where it came from.")
+FILE = "my arrivals (file)"
+
+
+@dataclass
+class ScenarioView:
+    """What the view shows after a run."""
+
+    summary: str  # Markdown: verdict, the two sides, sources
+    figure: Any  # matplotlib Figure: over time, or the comparison
+    table: pd.DataFrame
+    result: dict[str, Any]  # the JSON ``--json`` prints
+    files: list[str]
+
+
+def progress_callback(progress: Callable[..., Any]) -> Callable[[str, float | None], None]:
+    """Adapt a ``gr.Progress`` to the library's ``(message, fraction)`` progress."""
+    def update(message: str, fraction: float | None = None) -> None:
+        progress(fraction if fraction is not None else 0.0, desc=message)
+    return update
+
+
+def table(result: ScenarioResult) -> pd.DataFrame:
+    return pd.DataFrame(report.side_rows(result), columns=["", "Lambda", "server fleet"])
+
+
+def _calibration(model: Path, memory_mb: int, precision: str, measure: str,
+                 on_progress: Callable[[str, float | None], None] | None, saved: Path) -> Calibration:
+    if measure not in MEASURE_CHOICES:
+        raise ValueError(f"calibration must be one of {', '.join(MEASURE_CHOICES)}")
+    return calibrate(model, int(memory_mb), precision, measure=measure, cache=saved, on_progress=on_progress)
+
+
+def run_view(model: Path, *, shape: str, arrivals_file: str | None = None, rate: float = 1.0, duration: str = "1d",
+             memory_mb: float = 3008, precision: str = "fp32", idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+             reserved_concurrency: float | None = None, provisioned: float = 0, instances: float | None = None,
+             workers: float = 1, autoscale: bool = False, calibration: str = "auto", seed: int = 0,
+             prices: cost.CostInputs | None = None, saved_calibration: Path = DEFAULT_CACHE,
+             on_progress: Callable[[str, float | None], None] | None = None) -> ScenarioView:
+    """Simulate one scenario and build the view's outputs. ValueError (and the library's typed
+    errors) for bad inputs; a shape's other parameters are its defaults (the CLI offers them all)."""
+    if shape == FILE:
+        if not arrivals_file:
+            raise ValueError("upload an arrivals file (CSV of seconds, API Gateway or ALB access log) first")
+        traffic: Shape | Any = read_arrivals(arrivals_file)
+        period = parse_duration(duration) if duration and duration.strip() else None
+    elif shape in SHAPES:
+        traffic = Shape(shape, rate=float(rate)) if shape != "sparse" else Shape("sparse", every_s=1.0 / float(rate))
+        period = parse_duration(duration or "1d")
+    else:
+        raise ValueError(f"choose a traffic shape ({', '.join(SHAPES)}) or {FILE!r}")
+    config = ScenarioConfig(traffic=traffic, duration_s=period, seed=int(seed), idle_timeout_s=float(idle_timeout_s),
+                            reserved_concurrency=int(reserved_concurrency) if reserved_concurrency else None,
+                            provisioned=int(provisioned or 0), instances=int(instances) if instances else None,
+                            workers=int(workers), autoscale=bool(autoscale),
+                            api_gateway=(prices or cost.CostInputs()).api_gateway,
+                            prices=replace(prices or cost.CostInputs(), memory_mb=int(memory_mb)))
+    figures = _calibration(model, int(memory_mb), precision, calibration, on_progress, saved_calibration)
+    result = run_scenario(config, figures, on_progress=on_progress)
+    paths = report.write_outputs(result, Path(tempfile.mkdtemp(prefix="scenario-")))
+    return ScenarioView(report.markdown(result), report.over_time(result), table(result), result.to_dict(),
+                        [str(paths[k]) for k in ("markdown", "json", "png")])
+
+
+def compare_view(model: Path, *, memory_mb: float = 3008, precision: str = "fp32", calibration: str = "auto",
+                 prices: cost.CostInputs | None = None, saved_calibration: Path = DEFAULT_CACHE,
+                 on_progress: Callable[[str, float | None], None] | None = None) -> ScenarioView:
+    """A month of every built-in shape: the Serverless vs Server table and its chart."""
+    figures = _calibration(model, int(memory_mb), precision, calibration, on_progress, saved_calibration)
+    chosen = prices or cost.CostInputs()
+    base = ScenarioConfig(traffic=COMPARE[0][1], duration_s=1.0, api_gateway=chosen.api_gateway,
+                          prices=replace(chosen, memory_mb=int(memory_mb)))
+    results = compare_shapes(figures, base, on_progress=on_progress)
+    paths = report.write_compare(results, Path(tempfile.mkdtemp(prefix="scenario-compare-")))
+    summary = report.compare_markdown(results) + "\n\n" + "\n".join(f"- **{r.name}**: {r.verdict}" for r in results)
+    rows = pd.DataFrame([{"shape": r.name, **{f"lambda {k}": v for k, v in r.lambda_.to_dict().items()
+                                              if k in ("requests", "p50_ms", "p99_ms", "cold_starts", "cost_per_month_usd")},
+                          **{f"server {k}": v for k, v in r.server.to_dict().items()
+                             if k in ("p50_ms", "p99_ms", "rejected", "peak_instances", "cost_per_month_usd")}}
+                         for r in results])
+    return ScenarioView(summary, report.compare_chart(results), rows, {"results": [r.to_dict() for r in results]},
+                        [str(paths[k]) for k in ("markdown", "json", "png")])
+
+
+def priced(architecture: str, gb_second_usd: float | None, request_per_million: float, api_per_million: float,
+           api_gateway: bool, cold_fraction: float | None = None) -> cost.CostInputs:
+    """The Cost tab's price inputs as :class:`local.cost.CostInputs` (its cold-start share is not
+    used: the simulation counts cold starts)."""
+    return cost.CostInputs(architecture=architecture, gb_second_usd=float(gb_second_usd) if gb_second_usd else None,
+                           request_usd=float(request_per_million) / 1e6, api_request_usd=float(api_per_million) / 1e6,
+                           api_gateway=bool(api_gateway))
+
+
+def build_tab(ctx: Any, prices: Any = None) -> None:
+    """The Scenario tab, under the app's ``gr.Blocks``; events ``scenario`` and ``scenario_compare``.
+    ``ctx`` is the app's ``AppContext``; ``prices``, the Cost tab's price inputs (``gui.views.cost.Prices``)
+    if the app has them, else AWS's defaults from :mod:`local.cost`."""
+    import gradio as gr
+
+    from lambda_onnx.errors import ClassifierError
+    from lambda_onnx.sidecar import int8_path
+
+    price_inputs = prices.inputs() if prices is not None else []
+
+    def model_for(precision: str) -> Path:
+        return int8_path(ctx.model_path) if precision == "int8" else ctx.model_path
+
+    def costs(architecture: str | None, *values: Any) -> cost.CostInputs | None:
+        return priced(architecture, *values) if architecture else None
+
+    # The Cost tab's prices come last, when the app passes them (gradio_client's keywords are these names).
+    def simulate(shape: str, arrivals_file: str | None, rate: float, duration: str, memory_mb: float, precision: str,
+                 idle_timeout_s: float, reserved: float | None, provisioned: float, instances: float | None, workers: float,
+                 autoscale: bool, calibration: str, architecture: str | None = None, gb_second_usd: float | None = None,
+                 request_per_million: float = 0.0, api_per_million: float = 0.0, api_gateway: bool = True,
+                 cold_fraction: float | None = None, progress: gr.Progress = gr.Progress()) -> tuple:
+        chosen = costs(architecture, gb_second_usd, request_per_million, api_per_million, api_gateway)
+        try:
+            view = run_view(model_for(precision), shape=shape, arrivals_file=arrivals_file, rate=rate, duration=duration,
+                            memory_mb=memory_mb, precision=precision, idle_timeout_s=idle_timeout_s,
+                            reserved_concurrency=reserved, provisioned=provisioned, instances=instances, workers=workers,
+                            autoscale=autoscale, calibration=calibration, prices=chosen,
+                            on_progress=progress_callback(progress))
+        except ClassifierError as exc:
+            raise gr.Error(exc.message) from None
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from None
+        return view.summary, view.figure, view.table, view.result, view.files
+
+    def compare(memory_mb: float, precision: str, calibration: str, architecture: str | None = None,
+                gb_second_usd: float | None = None, request_per_million: float = 0.0, api_per_million: float = 0.0,
+                api_gateway: bool = True, cold_fraction: float | None = None, progress: gr.Progress = gr.Progress()) -> tuple:
+        chosen = costs(architecture, gb_second_usd, request_per_million, api_per_million, api_gateway)
+        try:
+            view = compare_view(model_for(precision), memory_mb=memory_mb, precision=precision, calibration=calibration,
+                                prices=chosen, on_progress=progress_callback(progress))
+        except ClassifierError as exc:
+            raise gr.Error(exc.message) from None
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from None
+        return view.summary, view.figure, view.table, view.result, view.files
+
+    with gr.Tab("Scenario"):
+        gr.Markdown(INTRO)
+        with gr.Row():
+            shape = gr.Dropdown([*SHAPES, FILE], value="diurnal", label="Traffic")
+            arrivals = gr.File(label="Arrivals (CSV of seconds, API Gateway or ALB access log)", type="filepath")
+            rate = gr.Number(2.0, minimum=0.0001, label="Requests per second (mean; sparse: 1 / interval)")
+            duration = gr.Textbox("30d", label="Period (90s, 15m, 2h, 30d; a file: empty for all of it)")
+        with gr.Row():
+            memory = gr.Number(cost.CostInputs().memory_mb, precision=0, label="Lambda memory (MB)")
+            precision = gr.Radio(["fp32", "int8"], value="fp32", label="Precision")
+            idle = gr.Number(DEFAULT_IDLE_TIMEOUT_S, minimum=1, label="Idle timeout (s; not documented by AWS)")
+            reserved = gr.Number(None, precision=0, label="Reserved concurrency (empty: account's 1,000)")
+            provisioned = gr.Number(0, precision=0, minimum=0, label="Provisioned concurrency")
+        with gr.Row():
+            instances = gr.Number(None, precision=0, label="Server instances (empty: sized for the peak)")
+            workers = gr.Number(1, precision=0, minimum=1, label="Workers per instance")
+            autoscale = gr.Checkbox(False, label="Autoscale (target tracking, boot delay)")
+            calibration = gr.Radio(list(MEASURE_CHOICES), value="auto",
+                                   label="Figures: latest measurements (auto), measure now (always), never measure")
+        with gr.Row():
+            run_button = gr.Button("Simulate", variant="primary")
+            compare_button = gr.Button("Compare every built-in shape (a month each)")
+        summary = gr.Markdown()
+        plot = gr.Plot(label="Over time / per shape (simulated)")
+        rows = gr.Dataframe(label="Lambda against the server fleet")
+        raw = gr.JSON(label="Everything (the --json keys)")
+        files = gr.File(label="Markdown, JSON and PNG", file_count="multiple")
+        outputs = [summary, plot, rows, raw, files]
+        run_button.click(simulate, inputs=[shape, arrivals, rate, duration, memory, precision, idle, reserved, provisioned,
+                                           instances, workers, autoscale, calibration, *price_inputs], outputs=outputs,
+                         api_name="scenario")
+        compare_button.click(compare, inputs=[memory, precision, calibration, *price_inputs], outputs=outputs,
+                             api_name="scenario_compare")

@@ -1,0 +1,103 @@
+"""``python -m local replay``: send a scenario's arrivals for real and check the simulation against it.
+
+The arrivals (a built-in shape over a few minutes, or ``--arrivals FILE``, sped up with
+``--speedup``) go open loop to the elastic emulated Lambda and then to ``local serve``; the same
+arrivals are simulated with figures measured just before; cold starts, throttles, 503s, p50 and
+p99 are compared with the goals (same counts, p50 within 15 %, p99 within 30 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from lambda_onnx.errors import ClassifierError
+from local.commands import DEFAULT_MODEL, count
+from local.commands.scenario import _Progress, add_traffic_args, traffic_from_args
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from local.measure.replay import DEFAULT_IDLE_TIMEOUT_S, DEFAULT_MAX_CONCURRENCY, DEFAULT_MEMORY_MB, DEFAULT_SEEDS, DEFAULT_SHAPE
+    from local.measure.scenario.report import DEFAULT_OUT
+
+    parser = subparsers.add_parser(
+        "replay", help="replay a scenario's arrivals for real (elastic emulator, local serve) and check the simulation",
+        description="Sends the arrivals open loop (at their scheduled times, never waiting for answers) to the elastic "
+                    "emulated Lambda and to local serve on this machine, simulates the same arrivals with figures "
+                    "measured just before, and compares cold starts, throttles, 503s, p50 and p99.")
+    add_traffic_args(parser, default_duration="3m")
+    parser.set_defaults(**DEFAULT_SHAPE)
+    parser.add_argument("--speedup", type=float, default=1.0,
+                        help="replay a file's arrivals this many times faster (a day of log in minutes) (default: 1)")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="exported model (default: %(default)s)")
+    parser.add_argument("--memory", type=count, default=DEFAULT_MEMORY_MB,
+                        help="the emulated function's memory size in MB (default: %(default)s: one thread per environment)")
+    parser.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT_S,
+                        help="seconds an idle environment is kept: Lambda's, scaled down (default: %(default)g)")
+    parser.add_argument("--max-concurrency", type=count, default=DEFAULT_MAX_CONCURRENCY,
+                        help="environments at once, then 429 (default: %(default)s: what 2 CPUs bear)")
+    parser.add_argument("--workers", type=count, default=1, help="local serve's worker processes (default: %(default)s)")
+    parser.add_argument("--queue", type=int, default=16, help="local serve's --max-queue per worker (default: %(default)s)")
+    parser.add_argument("--seeds", type=count, default=DEFAULT_SEEDS,
+                        help="simulations of the same arrivals to compare with (default: %(default)s)")
+    parser.add_argument("--image", type=Path, help="image every request sends (default: the sample photo chelsea)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where replay.json/.md/.png go (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print the validation as JSON on stdout (progress to stderr)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from local.measure.replay import arrivals_for, validate
+    from local.measure.scenario.report import write_validation
+    from local.measure.scenario.traffic import ArrivalsFormatError, parse_duration
+
+    say = _Progress(sys.stderr if args.json else sys.stdout)
+    if not args.shape and not args.arrivals:
+        args.shape = "spikes"  # the default scenario: idle expiries and bursts, a few minutes
+    try:
+        traffic = traffic_from_args(args)
+        arrivals, description = arrivals_for(traffic, parse_duration(args.duration or "3m"), args.speedup, args.seed)
+        image = args.image.read_bytes() if args.image else None
+    except (ValueError, ArrivalsFormatError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {args.image}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    if not args.model.is_file():
+        print(f"error: no model at {args.model}: export it first (python -m export)", file=sys.stderr)
+        return 1
+    say(f"replay of {description}: {arrivals.size} requests")
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # through the cleanup that stops the emulators and the server
+    try:
+        validation = validate(arrivals, model=args.model, scenario=description, memory_mb=args.memory,
+                              idle_timeout_s=args.idle_timeout, max_concurrency=args.max_concurrency,
+                              server_workers=args.workers, server_queue=args.queue, seeds=args.seeds, image=image,
+                              on_progress=say)
+        paths = write_validation(validation, args.out)
+    except KeyboardInterrupt:
+        print("interrupted: every emulator and server started was stopped", file=sys.stderr)
+        return 130
+    except ClassifierError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if args.json:
+        print(json.dumps({**validation.to_dict(), "outputs": {k: str(v) for k, v in paths.items()}}, indent=2))
+    else:
+        from local.measure.replay import markdown
+
+        print("\n" + markdown(validation))
+        print(f"\n{'every goal met' if validation.ok else 'NOT every goal met'}; wrote " + ", ".join(map(str, paths.values())))
+    return 0 if validation.ok else 1
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,413 @@
+"""Where the simulation's figures come from, and saying so for each one.
+
+Lambda side (warm and cold latency, billed INIT, the invoke overhead not billed), first found of:
+
+1. a real function's REPORT lines (``--report-log FILE``: a CloudWatch log export or a tail):
+   ``Duration`` of warm invokes, ``Init Duration`` + ``Duration`` of cold ones. These are the
+   function's own times; what API Gateway and the network add is not in them;
+2. this machine's power-tuning sweep (``artifacts/tune/tune.json``) at the memory size and
+   precision asked, if it was measured on this CPU: only percentiles are kept there, so latencies
+   are lognormal fits to its p50 and p90;
+3. this command's own earlier on-the-spot measurement (``artifacts/scenario/calibration.json``),
+   same model, memory size and CPU;
+4. measured now, briefly (a few cold starts and warm requests on the elastic emulator).
+
+Server side (one request's service time on an idle instance): the earlier on-the-spot measurement,
+else ``artifacts/bench/bench.json`` (the same model's in-process request time; its spread from the
+inference samples), else measured now against ``local serve``.
+
+On-the-spot Lambda figures are not CPU-limited to the memory size (that needs the cgroups of
+``python -m local tune``); only the handler's thread count follows it. Every figure's source is in
+:attr:`Calibration.sources`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from local import cost
+from local.defaults import BENCH_OUT, TUNE_OUT
+from local.measure.scenario.params import SCENARIO_OUT, Distribution, FleetParams, LambdaParams
+
+DEFAULT_TUNE_JSON = TUNE_OUT / "tune.json"
+DEFAULT_BENCH_JSON = BENCH_OUT / "bench.json"
+DEFAULT_CACHE = SCENARIO_OUT / "calibration.json"
+WARM_REQUESTS = 60  # enough to resample them as measured (params.MIN_EMPIRICAL_SAMPLES)
+COLD_STARTS = 5
+SERVER_REQUESTS = 60
+MEASURE_CHOICES = ("auto", "always", "never")
+WARM_PAUSE_S = (0.05, 0.5)  # random pause before each measured warm request
+Say = Callable[..., None]  # (message, fraction or None)
+
+
+def _quiet(message: str, fraction: float | None = None) -> None:
+    pass
+
+
+class CalibrationError(ValueError):
+    """No figures could be found or measured for a side, and why."""
+
+
+@dataclass(frozen=True)
+class LambdaFigures:
+    warm_ms: Distribution
+    cold_ms: Distribution
+    init_ms: float
+    overhead_ms: float
+    memory_mb: int
+    source: str
+    cold_overlap_ms: Distribution | None = None  # cold starts measured in overlapping pairs (this machine only)
+    warm_during_cold_ms: Distribution | None = None  # warm requests while another environment starts (this machine)
+
+
+@dataclass(frozen=True)
+class ServerFigures:
+    service_ms: Distribution
+    source: str
+
+
+@dataclass
+class Calibration:
+    """The figures both sides are simulated with, and where each came from."""
+
+    model: str
+    memory_mb: int
+    lambda_: LambdaFigures
+    server: ServerFigures
+    created: str = ""
+    machine: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, model: Path | str, memory_mb: int, lam: LambdaFigures, server: ServerFigures) -> Calibration:
+        return cls(str(model), memory_mb, lam, server, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                   _machine())
+
+    @property
+    def sources(self) -> dict[str, str]:
+        lam = self.lambda_
+        return {"lambda_warm_ms": lam.warm_ms.describe(), "lambda_cold_ms": lam.cold_ms.describe(),
+                "lambda_init_ms": f"{lam.init_ms:.0f} ms billed per cold start ({lam.source})",
+                "lambda_overhead_ms": f"{lam.overhead_ms:.1f} ms of a warm round trip not billed ({lam.source})",
+                "server_service_ms": self.server.service_ms.describe()}
+
+    def lambda_params(self, **overrides: Any) -> LambdaParams:
+        lam = self.lambda_
+        prices = overrides.pop("prices", cost.CostInputs())
+        memory = overrides.pop("memory_mb", lam.memory_mb)
+        return LambdaParams(warm_ms=lam.warm_ms, cold_ms=lam.cold_ms, init_ms=lam.init_ms, overhead_ms=lam.overhead_ms,
+                            memory_mb=memory, prices=replace(prices, memory_mb=memory), **overrides)
+
+    def emulator_params(self, **overrides: Any) -> LambdaParams:
+        """Parameters of the emulator on this machine rather than of Lambda: overlapping cold starts
+        share the CPUs (the replay's validation simulates what it replays)."""
+        return self.lambda_params(cold_overlap_ms=self.lambda_.cold_overlap_ms,
+                                  warm_during_cold_ms=self.lambda_.warm_during_cold_ms, **overrides)
+
+    def fleet_params(self, **overrides: Any) -> FleetParams:
+        return FleetParams(service_ms=self.server.service_ms, **overrides)
+
+    def summary(self) -> dict[str, Any]:
+        """What a result carries: the figures' shape and sources, not every sample."""
+        lam = self.lambda_
+        return {"model": self.model, "memory_mb": self.memory_mb, "created": self.created, "sources": self.sources,
+                "lambda_warm_ms": lam.warm_ms.to_dict(), "lambda_cold_ms": lam.cold_ms.to_dict(),
+                "lambda_init_ms": round(lam.init_ms, 1), "lambda_overhead_ms": round(lam.overhead_ms, 2),
+                "server_service_ms": self.server.service_ms.to_dict()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "memory_mb": self.memory_mb, "created": self.created, "machine": self.machine,
+                "sources": self.sources,
+                "lambda": {**asdict(self.lambda_), "warm_ms": _dist(self.lambda_.warm_ms),
+                           "cold_ms": _dist(self.lambda_.cold_ms),
+                           "cold_overlap_ms": _dist(self.lambda_.cold_overlap_ms) if self.lambda_.cold_overlap_ms else None,
+                           "warm_during_cold_ms": (_dist(self.lambda_.warm_during_cold_ms)
+                                                   if self.lambda_.warm_during_cold_ms else None)},
+                "server": {"service_ms": _dist(self.server.service_ms), "source": self.server.source}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        lam = data["lambda"]
+        overlap, contended = lam.get("cold_overlap_ms"), lam.get("warm_during_cold_ms")
+        figures = LambdaFigures(Distribution(**_undist(lam["warm_ms"])), Distribution(**_undist(lam["cold_ms"])),
+                                float(lam["init_ms"]), float(lam["overhead_ms"]), int(lam["memory_mb"]), lam["source"],
+                                Distribution(**_undist(overlap)) if overlap else None,
+                                Distribution(**_undist(contended)) if contended else None)
+        server = ServerFigures(Distribution(**_undist(data["server"]["service_ms"])), data["server"]["source"])
+        return cls(data["model"], int(data["memory_mb"]), figures, server, data.get("created", ""), data.get("machine", {}))
+
+
+def _dist(d: Distribution) -> dict[str, Any]:
+    return {"samples": list(d.samples), "median_ms": d.median_ms, "p90_ms": d.p90_ms, "source": d.source}
+
+
+def _undist(d: dict[str, Any]) -> dict[str, Any]:
+    return {**d, "samples": tuple(d.get("samples") or ())}
+
+
+def _machine() -> dict[str, Any]:
+    from local.bench import cpu_identity
+
+    return cpu_identity()
+
+
+def _same_machine(info: dict[str, Any]) -> bool:
+    here = _machine()
+    return bool(info) and all(info.get(key) == value for key, value in here.items())
+
+
+# --- a real function's REPORT lines ------------------------------------------------------------------
+
+
+def from_report_log(path: Path) -> LambdaFigures:
+    """Warm and cold latencies from a log's REPORT lines (each parsed by the project's one parser)."""
+    from local.tune import parse_aws_report
+
+    warm, cold, init = [], [], []
+    memory = None
+    for line in Path(path).read_text(errors="replace").splitlines():
+        if "REPORT RequestId:" not in line:
+            continue
+        report = parse_aws_report(line[line.index("REPORT RequestId:"):])
+        if "duration_ms" not in report:
+            continue
+        memory = int(report.get("memory_size_mb", memory or 0)) or memory
+        if "init_duration_ms" in report:
+            init.append(report["init_duration_ms"])
+            cold.append(report["init_duration_ms"] + report["duration_ms"])
+        else:
+            warm.append(report["duration_ms"])
+    if not warm:
+        raise CalibrationError(f"{path}: no warm REPORT line (\"REPORT RequestId: ... Duration: ... ms\") found")
+    source = f"REPORT lines of a real function in {Path(path).name} ({len(warm)} warm, {len(cold)} cold)"
+    if not cold:
+        raise CalibrationError(f"{path}: {len(warm)} warm REPORT lines but no cold one (with Init Duration): the cold "
+                               "start cannot be taken from it")
+    return LambdaFigures(Distribution.measured(warm, source + ": Duration"),
+                         Distribution.measured(cold, source + ": Init Duration + Duration"),
+                         float(np.median(init)), 0.0, memory or 0, source)
+
+
+# --- tune.json, bench.json, the cache ----------------------------------------------------------------
+
+
+def from_tune(path: Path, memory_mb: int, precision: str) -> LambdaFigures | None:
+    """The emulated sweep's figures at this size and precision, if measured on this CPU."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if not _same_machine({k: data.get("machine", {}).get(k) for k in ("cpus", "cpu", "isa")}):
+        return None
+    for row in data.get("results", []):
+        if (row.get("precision"), row.get("memory_mb"), row.get("status")) != (precision, memory_mb, "ok"):
+            continue
+        trip, duration = row.get("warm", {}).get("round_trip"), row.get("warm", {}).get("duration")
+        if not trip or row.get("cold_round_trip_ms") is None:
+            return None
+        source = f"{path} ({data.get('created', '?')}: emulated {memory_mb} MB {precision}, {trip.get('n')} warm invokes)"
+        init = row.get("init_phase_ms") or row.get("init_ms") or 0.0
+        overhead = trip["p50"] - duration["p50"] if duration else 0.0
+        return LambdaFigures(Distribution.summary(trip["p50"], trip.get("p90"), source + ": warm round trip"),
+                             Distribution.constant(row["cold_round_trip_ms"], source + ": its one cold round trip"),
+                             float(init), max(0.0, float(overhead)), memory_mb, source)
+    return None
+
+
+def from_bench(path: Path, model: Path) -> ServerFigures | None:
+    """The benchmark's in-process request time for this model, if measured on this CPU."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    emulator = data.get("emulator", {})
+    if not emulator.get("measured") or Path(emulator.get("model", "")).resolve() != Path(model).resolve():
+        return None
+    if not _same_machine({k: data.get("machine", {}).get(k) for k in ("cpus", "cpu", "isa")}):
+        return None
+    median = emulator.get("in_process_median_ms")
+    spread = next((row.get("p90_ms", 0) / row["median_ms"] for row in data.get("inference", [])
+                   if row.get("runtime") == "onnxruntime" and row.get("precision") == "fp32" and row.get("median_ms")), 1.0)
+    source = f"{path} ({data.get('created', '?')}): in-process request median, spread of its inference samples"
+    return ServerFigures(Distribution.summary(median, median * max(1.0, spread), source), source)
+
+
+def load_cache(path: Path, model: Path, memory_mb: int) -> Calibration | None:
+    try:
+        data = json.loads(Path(path).read_text())
+        calibration = Calibration.from_dict(data)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if Path(calibration.model).resolve() != Path(model).resolve() or calibration.memory_mb != memory_mb:
+        return None
+    return calibration if _same_machine(calibration.machine) else None
+
+
+def save_cache(calibration: Calibration, path: Path = DEFAULT_CACHE) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(calibration.to_dict(), indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+# --- measured now --------------------------------------------------------------------------------
+
+
+def measure_lambda(model: Path, memory_mb: int, image: bytes, *, warm: int = WARM_REQUESTS, cold: int = COLD_STARTS,
+                   overlapping_pairs: int = 0, on_progress: Say | None = None) -> LambdaFigures:
+    """Cold starts (a new environment each: its start, init and first invoke, as a client waits for
+    them) and warm requests on the elastic emulator, timed as the replay times them. Warm requests
+    are spaced by short random pauses, as traffic spaces them (back to back they run on caches the
+    previous request left hot). ``overlapping_pairs``: also cold starts two at a time (this
+    machine's CPUs shared, for :meth:`Calibration.emulator_params`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from local.backends import EmulatorBackend
+    from local.lambda_env import ElasticPool
+    from local.measure.replay import OtherLoad, timed_request
+
+    say = on_progress or _quiet
+    rng = np.random.default_rng(0)
+    steps = cold + warm + 2 * overlapping_pairs
+    colds: list[float] = []
+    warms: list[float] = []
+    inits: list[float] = []
+    overheads: list[float] = []
+    pairs: list[float] = []
+    contended: list[float] = []
+    with OtherLoad() as load, ElasticPool(model, max_concurrency=2, idle_timeout_s=3600, memory_mb=memory_mb, name="calibrate") as pool:
+        # EmulatorBackend's annotation names the fixed pool; the elastic one offers the same surface.
+        backend = EmulatorBackend(pool, name="emulator", stop_on_close=False)  # type: ignore[arg-type]
+        for i in range(cold):
+            pool.restart()
+            outcome = _ok(timed_request(backend, image), "a cold start on the emulator")
+            colds.append(outcome.latency_ms)
+            if outcome.init_ms is not None:
+                inits.append(outcome.init_ms)
+            say(f"cold start {i + 1}/{cold}: {outcome.latency_ms:.0f} ms", (i + 1) / steps)
+        _ok(timed_request(backend, image), "a warm request")  # the first warm request after a cold one is not typical
+        for i in range(warm):
+            time.sleep(float(rng.uniform(*WARM_PAUSE_S)))
+            outcome = _ok(timed_request(backend, image), "a warm request on the emulator")
+            warms.append(outcome.latency_ms)
+            if outcome.duration_ms is not None:
+                overheads.append(outcome.latency_ms - outcome.duration_ms)
+            if (i + 1) % 10 == 0 or i + 1 == warm:
+                say(f"warm {i + 1}/{warm}: p50 {np.median(warms):.1f} ms", (cold + i + 1) / steps)
+        if overlapping_pairs:
+            with ElasticPool(model, max_concurrency=1, idle_timeout_s=3600, memory_mb=memory_mb, name="other") as other, \
+                    ThreadPoolExecutor(2) as threads:
+                other_backend = EmulatorBackend(other, name="emulator", stop_on_close=False)  # type: ignore[arg-type]
+                for i in range(overlapping_pairs):
+                    pool.restart()
+                    both = list(threads.map(lambda _: timed_request(backend, image), range(2)))
+                    pairs.extend(_ok(o, "two overlapping cold starts").latency_ms for o in both)
+                    # warm requests on one environment while another one starts (the first makes it warm)
+                    for _ in range(2 if i == 0 else 1):
+                        _ok(timed_request(other_backend, image), "a request on a second environment")
+                    pool.restart()
+                    pool_cold = threads.submit(timed_request, backend, image)
+                    while not pool_cold.done():
+                        contended.append(_ok(timed_request(other_backend, image), "a warm request beside a cold start")
+                                         .latency_ms)
+                    _ok(pool_cold.result(), "a cold start beside warm requests")
+                    say(f"overlapping cold starts {i + 1}/{overlapping_pairs}: {pairs[-2]:.0f} and {pairs[-1]:.0f} ms; "
+                        f"warm requests beside a cold start: p50 {np.median(contended) if contended else 0:.0f} ms",
+                        (cold + warm + 2 * (i + 1)) / steps)
+    source = (f"measured now on the elastic emulator ({memory_mb} MB, {Path(model).name}; CPU not limited to the size; "
+              f"other processes used {load.cpus:.1f} CPUs meanwhile)")
+    return LambdaFigures(Distribution.measured(warms, source + f": {warm} warm round trips"),
+                         Distribution.measured(colds, source + f": {cold} cold starts (environment start + init + invoke)")
+                         if colds else Distribution.constant(0.0, "no cold start measured"),
+                         float(np.median(inits)) if inits else 0.0, float(np.median(overheads)) if overheads else 0.0,
+                         memory_mb, source,
+                         Distribution.measured(pairs, source + f": {len(pairs)} cold starts two at a time") if pairs else None,
+                         Distribution.measured(contended, source + f": {len(contended)} warm requests while another "
+                                               "environment started") if contended else None)
+
+
+def measure_server(model: Path, image: bytes, *, requests: int = SERVER_REQUESTS, serve_args: Sequence[str] = (),
+                   on_progress: Say | None = None) -> ServerFigures:
+    """Sequential requests to a fresh ``local serve``, spaced like warm Lambda requests: one
+    request's time on an idle instance."""
+    from local.backends import HttpBackend
+    from local.measure.replay import OtherLoad, timed_request
+    from local.serve.process import ServeProcess
+
+    say = on_progress or _quiet
+    rng = np.random.default_rng(1)
+    args = tuple(serve_args) or ("--runtime", "onnxruntime")
+    say("starting local serve", None)
+    times = []
+    with OtherLoad() as load, ServeProcess(model, *args) as process:
+        backend = HttpBackend(process.url + "/classify", kind="server", name="local serve", connect_retries=0)
+        try:
+            for _ in range(5):  # the first requests warm the connection and the session
+                _ok(timed_request(backend, image), "a request to local serve")
+            for i in range(requests):
+                time.sleep(float(rng.uniform(*WARM_PAUSE_S)))
+                times.append(_ok(timed_request(backend, image), "a request to local serve").latency_ms)
+                if (i + 1) % 20 == 0 or i + 1 == requests:
+                    say(f"server {i + 1}/{requests}: p50 {np.median(times):.1f} ms", (i + 1) / requests)
+        finally:
+            backend.close()
+    source = (f"measured now against local serve ({Path(model).name}, {' '.join(args)}): {requests} requests one at a time; "
+              f"other processes used {load.cpus:.1f} CPUs meanwhile")
+    return ServerFigures(Distribution.measured(times, source), source)
+
+
+def _ok(outcome: Any, what: str) -> Any:
+    if outcome.status != 200:
+        raise CalibrationError(f"{what} failed while calibrating: {outcome.error or outcome.status}")
+    return outcome
+
+
+# --- the whole choice ----------------------------------------------------------------------------
+
+
+def calibrate(model: Path, memory_mb: int, precision: str, *, report_log: Path | None = None,
+              tune_json: Path = DEFAULT_TUNE_JSON, bench_json: Path = DEFAULT_BENCH_JSON, cache: Path = DEFAULT_CACHE,
+              measure: str = "auto", image: bytes | None = None, on_progress: Say | None = None) -> Calibration:
+    """The figures for ``model`` (the file of ``precision``) at ``memory_mb``, each from the first
+    source that has it (module docstring); ``measure="always"`` measures both sides now,
+    ``"never"`` refuses to (a :class:`CalibrationError` then says what is missing)."""
+    if measure not in MEASURE_CHOICES:
+        raise ValueError(f"measure must be one of {', '.join(MEASURE_CHOICES)}, got {measure!r}")
+    say = on_progress or _quiet
+    cached = load_cache(cache, model, memory_mb) if measure != "always" else None
+    lam: LambdaFigures | None = None
+    if report_log is not None:
+        lam = from_report_log(report_log)
+        lam = replace(lam, memory_mb=lam.memory_mb or memory_mb)
+    elif measure != "always":
+        lam = from_tune(tune_json, memory_mb, precision) or (cached.lambda_ if cached else None)
+    server = (cached.server if cached else from_bench(bench_json, model)) if measure != "always" else None
+    if (lam is None or server is None) and measure == "never":
+        missing = " and ".join(side for side, figures in (("Lambda", lam), ("server", server)) if figures is None)
+        raise CalibrationError(f"no {missing} figures for {model} at {memory_mb} MB on this machine and measuring is off: "
+                               "run `python -m local tune`/`bench`, or let the scenario measure them (--calibrate auto)")
+    measured_now = False
+    if image is None and (lam is None or server is None):
+        from local.measure.replay import default_image
+
+        image = default_image()
+    photo = image or b""
+    if lam is None:
+        say(f"no Lambda figures for {Path(model).name} at {memory_mb} MB on this machine: measuring them now "
+            f"({COLD_STARTS} cold starts, {WARM_REQUESTS} warm requests on the emulator)", None)
+        lam = measure_lambda(model, memory_mb, photo, on_progress=say)
+        measured_now = True
+    if server is None:
+        say(f"no server figures for {Path(model).name} on this machine: measuring them now against local serve", None)
+        server = measure_server(model, photo, on_progress=say)
+        measured_now = True
+    calibration = Calibration.of(model, memory_mb, lam, server)
+    if measured_now:
+        save_cache(calibration, cache)
+    return calibration

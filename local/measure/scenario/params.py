@@ -1,0 +1,199 @@
+"""What the two simulated sides are made of: latency distributions, Lambda's limits, a fleet's shape.
+
+Every AWS figure the simulation assumes is stated once here, with where it comes from. Lambda's
+on-demand and API Gateway prices are not: they live in :mod:`local.cost` (``CostInputs``), which the
+simulation reuses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from local import cost
+from local.defaults import ARTIFACTS
+from local.lambda_env.elastic import DEFAULT_IDLE_TIMEOUT_S  # stated where the emulator applies it
+
+SCENARIO_OUT = ARTIFACTS / "scenario"  # where scenarios, comparisons, replays and the calibration are written
+
+# Lambda scales each function by 1,000 execution environments every 10 seconds (per function,
+# since 2023-11-26), refilled continuously, up to the concurrency limit.
+# https://docs.aws.amazon.com/lambda/latest/dg/scaling-behavior.html ("Concurrency scaling rate")
+# https://aws.amazon.com/blogs/aws/aws-lambda-functions-now-scale-12-times-faster-when-handling-high-volume-requests/
+SCALING_BURST = 1000
+SCALING_REFILL_PER_S = 1000 / 10.0
+SCALING_SOURCE = "AWS docs 'Lambda scaling behavior' (1,000 environments / 10 s per function, since 2023-11-26)"
+# The default per-Region account quota of concurrent executions (new accounts may start lower).
+# https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html
+ACCOUNT_CONCURRENCY = 1000
+# API Gateway HTTP APIs give an integration at most 30 s; the client then gets 504.
+# https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-quotas.html
+API_GATEWAY_TIMEOUT_S = 30.0
+IDLE_TIMEOUT_SOURCE = ("not documented by AWS; 10 min measured by Shilkov (mikhail.io, 2019-08), also SimFaaS's default; "
+                       "change it with --idle-timeout")
+# Provisioned concurrency, us-east-1, per GB-second: the configured environments for as long as
+# they are configured, and the duration of the requests they serve (instead of the on-demand
+# price). https://aws.amazon.com/lambda/pricing/ ("Provisioned Concurrency Pricing"), read 2025-11
+# with local.cost's other prices.
+PROVISIONED_USD_PER_GB_S = {"x86_64": 0.0000041667, "arm64": 0.0000033334}
+PROVISIONED_DURATION_USD_PER_GB_S = {"x86_64": 0.0000097222, "arm64": 0.0000077778}
+PROVISIONED_PRICES_DATE = "2025-11 (us-east-1)"
+# A server instance that an autoscaler adds takes this long to take traffic: an EC2 launch plus
+# `local serve` loading its model. Measure your own; it is a parameter.
+DEFAULT_BOOT_S = 120.0
+# Target tracking looks at one-minute metrics and, by default, waits 300 s between scale-ins.
+# https://docs.aws.amazon.com/autoscaling/application/userguide/target-tracking-scaling-policy-overview.html
+DEFAULT_EVALUATION_S = 60.0
+DEFAULT_SCALE_IN_COOLDOWN_S = 300.0
+DEFAULT_QUEUE_TIMEOUT_S = 30.0  # a request waiting longer for a server gets 503, as behind API Gateway's 30 s
+# Fewer samples than this and a measured distribution is replaced by a lognormal fitted to it:
+# resampling 20 values would make the 20th-largest the simulated p99.
+MIN_EMPIRICAL_SAMPLES = 50
+_Z90 = 1.2815515655446004  # the standard normal's 90th percentile
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A latency distribution in milliseconds, and where it came from.
+
+    Measured samples are resampled as they are (enough of them) or through a lognormal fitted to
+    their median and 90th percentile (too few for the tail); a summary alone (tune's p50/p90) is
+    that lognormal too. One sample is a constant: the hand-computable cases of the tests.
+    """
+
+    samples: tuple[float, ...] = ()
+    median_ms: float | None = None
+    p90_ms: float | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.samples and self.median_ms is None:
+            raise ValueError("a distribution needs samples or a median")
+        if any(not math.isfinite(s) or s < 0 for s in self.samples):
+            raise ValueError("latency samples must be finite and non-negative")
+
+    @classmethod
+    def constant(cls, ms: float, source: str = "given") -> Distribution:
+        return cls(samples=(float(ms),), source=source)
+
+    @classmethod
+    def measured(cls, values: Sequence[float], source: str) -> Distribution:
+        """From measured values: resampled when there are enough, else a lognormal fitted to them."""
+        values = [float(v) for v in values]
+        if not values:
+            raise ValueError(f"no samples measured ({source})")
+        if len(values) >= MIN_EMPIRICAL_SAMPLES or len(set(values)) == 1:
+            return cls(samples=tuple(values), source=source)
+        median, p90 = (float(np.percentile(values, q)) for q in (50, 90))
+        return cls(median_ms=median, p90_ms=max(p90, median),
+                   source=f"{source}; lognormal fitted to the median and p90 of {len(values)} samples")
+
+    @classmethod
+    def summary(cls, median_ms: float, p90_ms: float | None, source: str) -> Distribution:
+        return cls(median_ms=float(median_ms), p90_ms=float(p90_ms) if p90_ms else float(median_ms), source=source)
+
+    @property
+    def sigma(self) -> float:
+        if self.median_ms is None or not self.p90_ms or self.p90_ms <= self.median_ms or self.median_ms <= 0:
+            return 0.0
+        return math.log(self.p90_ms / self.median_ms) / _Z90
+
+    @property
+    def mean_ms(self) -> float:
+        if self.samples:
+            return float(np.mean(self.samples))
+        return (self.median_ms or 0.0) * math.exp(self.sigma**2 / 2)
+
+    @property
+    def p50_ms(self) -> float:
+        return float(np.median(self.samples)) if self.samples else (self.median_ms or 0.0)
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` latencies (ms)."""
+        if self.samples:
+            if len(self.samples) == 1:
+                return np.full(n, self.samples[0])
+            return rng.choice(np.asarray(self.samples), size=n)
+        return (self.median_ms or 0.0) * np.exp(self.sigma * rng.standard_normal(n))
+
+    def describe(self) -> str:
+        kind = (f"{len(self.samples)} samples" if len(self.samples) > 1 else "constant") if self.samples else "lognormal"
+        return f"p50 {self.p50_ms:.1f} ms, mean {self.mean_ms:.1f} ms ({kind}; {self.source})"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"p50_ms": round(self.p50_ms, 2), "mean_ms": round(self.mean_ms, 2), "p90_ms": self.p90_ms,
+                "samples": len(self.samples), "source": self.source}
+
+
+@dataclass(frozen=True)
+class LambdaParams:
+    """One function: latencies, limits and prices.
+
+    ``warm_ms`` and ``cold_ms`` are what a client sees (round trip); ``overhead_ms`` is the part of
+    a warm round trip Lambda does not bill (invoke, network), so a request is billed
+    ``ceil(warm - overhead)`` ms plus, when it is a cold start, ``ceil(init_ms)``: the Cost module's
+    model (:func:`local.cost.serverless_per_request`), per request.
+    """
+
+    warm_ms: Distribution
+    cold_ms: Distribution
+    init_ms: float = 0.0
+    overhead_ms: float = 0.0
+    memory_mb: int = 3008
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    concurrency_limit: int = ACCOUNT_CONCURRENCY  # the account's, or the function's reserved concurrency
+    scaling_burst: int = SCALING_BURST
+    scaling_refill_per_s: float = SCALING_REFILL_PER_S
+    provisioned: int = 0  # provisioned concurrency: always initialised, priced by the hour
+    api_timeout_s: float | None = API_GATEWAY_TIMEOUT_S  # None: invoked directly, no gateway limit
+    prices: cost.CostInputs = field(default_factory=cost.CostInputs)
+    # Only to simulate the emulator on this machine (the replay's validation): environments share its
+    # 2 CPUs, so cold starts that overlap take longer, and so do warm requests served while another
+    # environment initialises; Lambda's isolated environments do neither.
+    cold_overlap_ms: Distribution | None = None
+    warm_during_cold_ms: Distribution | None = None
+
+    def __post_init__(self) -> None:
+        if self.idle_timeout_s <= 0 or self.concurrency_limit < 1 or self.provisioned < 0:
+            raise ValueError("the idle timeout must be positive, the concurrency limit at least 1 and provisioned "
+                             "concurrency not negative")
+        if self.provisioned > self.concurrency_limit:
+            raise ValueError(f"provisioned concurrency ({self.provisioned}) cannot exceed the concurrency limit "
+                             f"({self.concurrency_limit})")
+        cost.gb_second_price(self.prices)  # an unknown architecture is refused now
+
+
+@dataclass(frozen=True)
+class FleetParams:
+    """K instances x W workers behind a load balancer (least outstanding requests), each with a
+    bounded queue; fixed, or target-tracking autoscaled with a boot delay."""
+
+    service_ms: Distribution  # one request's round trip on an idle instance
+    workers: int = 1  # requests one instance serves at once
+    queue: int = 16  # requests that may wait per instance before it answers 503
+    queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S
+    instances: int = 1  # fixed size, or the autoscaler's starting size
+    autoscale: bool = False
+    target_utilisation: float = 0.5
+    min_instances: int = 1
+    max_instances: int = 100
+    boot_s: float = DEFAULT_BOOT_S
+    evaluation_s: float = DEFAULT_EVALUATION_S
+    scale_in_cooldown_s: float = DEFAULT_SCALE_IN_COOLDOWN_S
+    instance_type: str = "c7i.large (2 vCPU)"
+    prices: cost.CostInputs = field(default_factory=cost.CostInputs)
+
+    def __post_init__(self) -> None:
+        if self.workers < 1 or self.queue < 0 or self.instances < 1 or self.queue_timeout_s <= 0:
+            raise ValueError("a fleet needs at least one instance and one worker, a queue of 0 or more and a "
+                             "positive queue timeout")
+        if not 0 < self.target_utilisation <= 1 or not 1 <= self.min_instances <= self.max_instances:
+            raise ValueError("the target utilisation must be in (0, 1] and 1 <= min instances <= max instances")
+
+    @property
+    def capacity_rps(self) -> float:
+        """Requests per second one instance completes when always busy."""
+        return self.workers * 1000.0 / self.service_ms.mean_ms

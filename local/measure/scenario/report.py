@@ -1,0 +1,249 @@
+"""Tables and charts of scenarios (Markdown, PNG through :func:`local.charts.to_png`).
+
+(Issue 15 gathers every renderer under ``local/report/``; this module moves there with it.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.ticker
+
+from local.charts import to_png
+from local.measure.scenario.params import SCENARIO_OUT
+from local.measure.scenario.results import ScenarioResult, SideResult, TimeSeries, failed
+from local.measure.scenario.traffic import format_duration
+
+DEFAULT_OUT = SCENARIO_OUT
+COLOURS = {"lambda": "C1", "server": "C0"}
+NAMES = {"lambda": "Lambda", "server": "server fleet"}
+
+
+def money(usd: float) -> str:
+    return f"${usd:,.2f}" if usd >= 0.995 else f"${usd:.3f}" if usd >= 0.001 else f"${usd:.5f}"
+
+
+def ms(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+def _count(value: int) -> str:
+    return f"{value:,}"
+
+
+def side_rows(result: ScenarioResult) -> list[tuple[str, str, str]]:
+    """(figure, Lambda, server) rows of one scenario."""
+    lam, srv = result.lambda_, result.server
+    return [
+        ("setup", lam.label, srv.label),
+        ("requests", _count(lam.requests), _count(srv.requests)),
+        ("p50 / p95 / p99", f"{ms(lam.p50_ms)} / {ms(lam.p95_ms)} / {ms(lam.p99_ms)}",
+         f"{ms(srv.p50_ms)} / {ms(srv.p95_ms)} / {ms(srv.p99_ms)}"),
+        ("cold starts", f"{lam.cold_starts:,} ({lam.cold_start_pct:.2g} %)", "none (always running)"),
+        ("throttled (429) / rejected (503) / timed out (504)", f"{lam.throttled:,} / {lam.rejected:,} / {lam.timeouts:,}",
+         f"{srv.throttled:,} / {srv.rejected:,} / {srv.timeouts:,}"),
+        ("peak concurrency / peak environments or instances", f"{lam.peak_concurrency:,} / {lam.peak_instances:,}",
+         f"{srv.peak_concurrency:,} / {srv.peak_instances:,}"),
+        (f"cost for {format_duration(result.duration_s)}", money(lam.cost_usd), money(srv.cost_usd)),
+        ("cost per month", money(lam.cost_per_month_usd), money(srv.cost_per_month_usd)),
+    ]
+
+
+def markdown(result: ScenarioResult) -> str:
+    """One scenario: the two sides, the verdict, how it was simulated and where the figures came from."""
+    lines = [f"### {result.name}: {_describe(result)}", "", f"**Verdict:** {result.verdict}", "",
+             "| | Lambda | server fleet |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in side_rows(result)]
+    lines += ["", f"Simulated: {result.method} ({format_duration(result.simulated_s)} simulated in {result.wall_s:.1f} s)."]
+    sources = result.calibration.get("sources", {})
+    if sources:
+        lines += ["", "Figures used:"] + [f"- {key}: {text}" for key, text in sources.items()]
+    assumptions = result.calibration.get("assumptions", {})
+    if assumptions:
+        lines += [f"- idle timeout {assumptions['idle_timeout_s']:g} s ({assumptions['idle_timeout_source']}); concurrency "
+                  f"limit {assumptions['concurrency_limit']:,}; scaling: {assumptions['scaling']}; prices "
+                  f"{assumptions['prices']}"]
+    notes = result.lambda_.notes + result.server.notes
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines)
+
+
+def compare_markdown(results: Sequence[ScenarioResult]) -> str:
+    """The reference project's "Serverless vs Server" table, with numbers: a month of each shape."""
+    header = ["| traffic (a month of it) | requests | Lambda p50 / p99 | server p50 / p99 | Lambda cold starts | "
+              "refused: Lambda / server | Lambda per month | server per month | cheaper |",
+              "|---|---:|---|---|---:|---|---:|---:|---|"]
+    rows = []
+    for r in results:
+        lam, srv = r.lambda_, r.server
+        cheaper = "Lambda" if lam.cost_per_month_usd <= srv.cost_per_month_usd else "server"
+        ratio = max(lam.cost_per_month_usd, srv.cost_per_month_usd) / max(min(lam.cost_per_month_usd,
+                                                                              srv.cost_per_month_usd), 1e-9)
+        what = r.traffic.get("summary") or r.traffic.get("description", "")
+        rows.append(f"| **{r.name}**: {what} | {lam.requests:,} | {ms(lam.p50_ms)} / "
+                    f"{ms(lam.p99_ms)} | {ms(srv.p50_ms)} / {ms(srv.p99_ms)} | {lam.cold_starts:,} "
+                    f"({lam.cold_start_pct:.2g} %) | {failed(lam):,} / {failed(srv):,} | {money(lam.cost_per_month_usd)} | "
+                    f"{money(srv.cost_per_month_usd)} ({srv.peak_instances} inst.) | **{cheaper}** ({ratio:.1f}x) |")
+    return "\n".join(header + rows)
+
+
+# --- charts --------------------------------------------------------------------------------------
+
+
+def over_time(result: ScenarioResult) -> Any:
+    """Arrivals, concurrency and instances, and latency (p50, p99) over the simulated period."""
+    import matplotlib.pyplot as plt
+
+    lam, srv = result.series["lambda"], result.series["server"]
+    figure, (rate, size, latency) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
+    scale, unit = _time_unit(lam)
+    x = [t / scale for t in lam.t_s]
+    rate.step(x, lam.arrivals_per_s, where="post", color="grey")
+    rate.set_ylabel(f"arrivals / s\n(mean of {series_bucket(lam)})")
+    size.step(x, lam.concurrency, where="post", color=COLOURS["lambda"], label="Lambda: busy environments")
+    size.step(x, lam.instances, where="post", color=COLOURS["lambda"], ls=":", label="Lambda: environments alive")
+    size.step(x, srv.instances, where="post", color=COLOURS["server"], label="server: instances")
+    size.step(x, srv.concurrency, where="post", color=COLOURS["server"], ls=":", label="server: busy workers")
+    size.set_ylabel("peak in bucket")
+    size.legend(fontsize=7, ncol=2)
+    for series, side in ((lam, "lambda"), (srv, "server")):
+        xs = [x[i] for i, v in enumerate(series.p99_ms) if v is not None]
+        latency.plot(xs, [v for v in series.p99_ms if v is not None], color=COLOURS[side], lw=1, label=f"{NAMES[side]} p99")
+        xs = [x[i] for i, v in enumerate(series.p50_ms) if v is not None]
+        latency.plot(xs, [v for v in series.p50_ms if v is not None], color=COLOURS[side], lw=1, ls="--",
+                     label=f"{NAMES[side]} p50")
+    latency.set_yscale("log")
+    latency.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    latency.set_ylabel("latency (ms)")
+    latency.set_xlabel(f"time ({unit})")
+    latency.legend(fontsize=7, ncol=2)
+    for axes in (rate, size, latency):
+        axes.grid(alpha=0.3)
+    title = f"{result.name}: {_describe(result)}\n{result.verdict}".replace("$", r"\$")  # not mathtext
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def _describe(result: ScenarioResult) -> str:
+    """The traffic in words, without repeating the scenario's name."""
+    text = result.traffic.get("description", "")
+    prefix = f"{result.name}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def series_bucket(series: TimeSeries) -> str:
+    return format_duration(round(series.bucket_s, 3)) if series.bucket_s >= 1 else f"{series.bucket_s * 1000:.0f} ms"
+
+
+def _time_unit(series: TimeSeries) -> tuple[float, str]:
+    span = (series.t_s[-1] - series.t_s[0]) + series.bucket_s if series.t_s else 0
+    return (3600.0, "h") if span > 3 * 3600 else (60.0, "min") if span > 180 else (1.0, "s")
+
+
+def compare_chart(results: Sequence[ScenarioResult]) -> Any:
+    """Cost per month and p99 per shape, both sides."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = [r.name for r in results]
+    x = np.arange(len(results))
+    figure, (money_axes, tail_axes) = plt.subplots(1, 2, figsize=(11, 4))
+    for offset, side in ((-0.2, "lambda"), (0.2, "server")):
+        sides: list[SideResult] = [r.lambda_ if side == "lambda" else r.server for r in results]
+        money_axes.bar(x + offset, [s.cost_per_month_usd for s in sides], 0.4, color=COLOURS[side], label=NAMES[side])
+        tail_axes.bar(x + offset, [s.p99_ms or 0 for s in sides], 0.4, color=COLOURS[side], label=NAMES[side])
+    money_axes.set_yscale("log")
+    money_axes.set_ylabel("USD per month")
+    tail_axes.set_ylabel("p99 latency (ms)")
+    for axes, title in ((money_axes, "cost per month (log scale; lower is cheaper)"), (tail_axes, "p99 (lower is faster)")):
+        axes.set_xticks(x, names)
+        axes.set_title(title, fontsize=9)
+        axes.grid(alpha=0.3, axis="y")
+        axes.legend(fontsize=8)
+    figure.suptitle("Serverless vs server, a month of each traffic shape (simulated, calibrated on this machine)", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def write_outputs(result: ScenarioResult, out: Path = DEFAULT_OUT, stem: str | None = None) -> dict[str, Path]:
+    """``<stem>.json`` (with the series), ``<stem>.md`` and ``<stem>.png`` (over time) in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = stem or f"scenario-{result.name}"
+    paths = {"json": out / f"{stem}.json", "markdown": out / f"{stem}.md", "png": out / f"{stem}.png"}
+    paths["png"].write_bytes(to_png(over_time(result)))
+    result.charts = {"over_time": str(paths["png"])}
+    paths["json"].write_text(json.dumps(result.to_dict(with_series=True), indent=1) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(markdown(result) + "\n", encoding="utf-8")
+    return paths
+
+
+def write_compare(results: Sequence[ScenarioResult], out: Path = DEFAULT_OUT) -> dict[str, Path]:
+    """``compare.md``, ``compare.json`` and ``compare.png`` (plus each shape's own chart)."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": out / "compare.md", "json": out / "compare.json", "png": out / "compare.png"}
+    for result in results:
+        write_outputs(result, out)
+    paths["png"].write_bytes(to_png(compare_chart(results)))
+    paths["markdown"].write_text(compare_markdown(results) + "\n", encoding="utf-8")
+    paths["json"].write_text(json.dumps([r.to_dict() for r in results], indent=1) + "\n", encoding="utf-8")
+    return paths
+
+
+def validation_chart(validation: Any) -> Any:
+    """Each replayed request's latency over time (cold starts ringed, refusals crossed), with the
+    measured and the simulated p50 and p99 as lines: Lambda above, the server below."""
+    import matplotlib.pyplot as plt
+
+    figure, panels = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
+    for axes, side in zip(panels, ("lambda", "server")):
+        run = validation.runs.get(side)
+        if run is None:
+            continue
+        ok = [s for s in run.samples if s.outcome.status == 200]
+        axes.scatter([s.scheduled_s for s in ok], [s.outcome.latency_ms for s in ok], s=8, color=COLOURS[side],
+                     label=f"{NAMES[side]}: measured, per request")
+        cold = [s for s in ok if s.outcome.cold_start]
+        if cold:
+            axes.scatter([s.scheduled_s for s in cold], [s.outcome.latency_ms for s in cold], s=70, facecolors="none",
+                         edgecolors="red", label="cold start")
+        refused = [s for s in run.samples if s.outcome.status != 200]
+        if refused:
+            axes.scatter([s.scheduled_s for s in refused], [1.0] * len(refused), marker="x", color="black",
+                         label=f"refused ({len(refused)})")
+        measured, simulated = validation.measured[side], validation.simulated[side]
+        for value, style, label in ((measured.p50_ms, "-", "measured p50"), (measured.p99_ms, "-", "measured p99"),
+                                    (simulated.p50_ms, "--", "simulated p50"), (simulated.p99_ms, "--", "simulated p99")):
+            if value:
+                axes.axhline(value, ls=style, lw=1, color="grey" if "50" in label else "black", label=f"{label} {ms(value)}")
+        axes.set_yscale("log")
+        axes.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axes.set_ylabel("latency (ms)")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7, ncol=3)
+    panels[-1].set_xlabel("seconds since the replay started (scheduled time)")
+    figure.suptitle(f"Replay against simulation: {validation.scenario}", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def write_validation(validation: Any, out: Path = DEFAULT_OUT) -> dict[str, Path]:
+    """``replay.json``, ``replay.md`` and ``replay.png`` in ``out``."""
+    from local.measure.replay import markdown as validation_markdown
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "replay.json", "markdown": out / "replay.md", "png": out / "replay.png"}
+    data = validation.to_dict()
+    data["samples"] = {side: [{"scheduled_s": round(s.scheduled_s, 4), "sent_s": round(s.sent_s, 4),
+                               "latency_ms": round(s.outcome.latency_ms, 2), "status": s.outcome.status,
+                               "cold_start": s.outcome.cold_start, "environment": s.outcome.environment}
+                              for s in run.samples] for side, run in validation.runs.items()}
+    paths["json"].write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(validation_markdown(validation) + "\n", encoding="utf-8")
+    paths["png"].write_bytes(to_png(validation_chart(validation)))
+    return paths
