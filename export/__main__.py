@@ -10,6 +10,7 @@ from pathlib import Path
 from export import registry
 from export.convert import OPSET
 from lambda_onnx.errors import ClassifierError
+from lambda_onnx.sidecar import RANDOM_WEIGHTS_WARNING
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -129,7 +130,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     print(f"wrote {out} ({meta.onnx_bytes / 1e6:.1f} MB, sha256 {meta.sha256[:12]}…) and {out.with_suffix('.json')}")
     if meta.random_weights:
-        print("WARNING: RANDOM WEIGHTS — this model's predictions are meaningless (for demos and tests only)")
+        print(f"WARNING: {RANDOM_WEIGHTS_WARNING}")
     return 0
 
 

@@ -21,9 +21,9 @@ from export.parity import Check, softmax
 from lambda_onnx.canary import TOP1_TIE_LOGITS, Canary, canary_path, check, rel_rms
 from lambda_onnx.classifier import Classifier, top_k
 from lambda_onnx.cpu import cpu_info
+from lambda_onnx.photos import Photo
 from lambda_onnx.preprocess import decode, prepare, resize_crop, to_rgb
 from lambda_onnx.sidecar import Preprocessing, Sidecar
-from local.photos import Photo
 
 
 def canary_image(photo: Photo, params: Preprocessing) -> bytes:

@@ -28,9 +28,9 @@ from lambda_onnx.canary import Canary, canary_path
 from lambda_onnx.classifier import Classifier
 from lambda_onnx.cpu import cpu_info
 from lambda_onnx.errors import ModelLoadError, ParityError
+from lambda_onnx.photos import PHONE_MEGAPIXELS, Photo, upscaled_jpeg
 from lambda_onnx.preprocess import prepare
 from lambda_onnx.sidecar import Preprocessing, Sidecar, sidecar_path
-from local.photos import PHONE_MEGAPIXELS, Photo, upscaled_jpeg
 
 # fp32 ONNX Runtime against fp32 PyTorch on identical inputs: only summation order differs.
 LOGIT_ATOL = 1e-3
@@ -244,7 +244,7 @@ def require_top1(check: Check, required: bool, share: float = INT8_MIN_TOP1_AGRE
 def check_fast_path(classifier: Classifier, photos: Sequence[Photo], *, require_top1_kept: bool) -> Check:
     """The fast preprocessing path against the reference path on phone-sized JPEGs of real photos.
 
-    Each photo is upscaled to about 12 MP and JPEG-encoded (:func:`local.photos.upscaled_jpeg`);
+    Each photo is upscaled to about 12 MP and JPEG-encoded (:func:`lambda_onnx.photos.upscaled_jpeg`);
     the same bytes go through both paths. Reports the input difference and whether the model's
     top-1 stays the same (required with real weights, up to a swap within ``FAST_PATH_TOP1_TIE_LOGITS``).
     """

@@ -15,11 +15,11 @@ from export.canary import make_canary
 from export.canary import report_line as canary_line
 from export.convert import INPUT_NAME, OPSET, OUTPUT_NAME, describe, export_onnx
 from export.registry import BuiltModel
+from lambda_onnx import photos as sample_photos
 from lambda_onnx.canary import Canary, canary_path
 from lambda_onnx.classifier import Classifier
 from lambda_onnx.cpu import cpu_info
 from lambda_onnx.sidecar import Sidecar, file_sha256, load_verified, sidecar_path
-from local import photos as sample_photos
 
 Step = Callable[[str], None]
 _PACKAGES = ("torch", "torchvision", "onnx", "onnxscript", "onnxruntime", "numpy", "pillow")

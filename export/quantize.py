@@ -23,15 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                      quant_pre_process, quantize_static)
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
 from export import parity
+from lambda_onnx import photos as sample_photos
 from lambda_onnx.classifier import Classifier
 from lambda_onnx.cpu import cpu_info
 from lambda_onnx.preprocess import IMAGE_SUFFIXES, prepare
 from lambda_onnx.sidecar import Preprocessing, Sidecar, file_sha256, int8_path, load_verified, sidecar_path
-from local import photos as sample_photos
 
 Step = Callable[[str], None]
 
@@ -177,7 +176,7 @@ def quantize_model(fp32_path: Path, out_path: Path | None = None, *, calibration
     out_path = Path(out_path) if out_path is not None else int8_path(fp32_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     images = calibration_images(calibration_dir)
-    source = str(calibration_dir) if calibration_dir is not None else "CALIBRATION photos shipped in installed packages (local/photos.py)"
+    source = str(calibration_dir) if calibration_dir is not None else "CALIBRATION photos shipped in installed packages (lambda_onnx/photos.py)"
     with parity.staged(out_path) as partial:
         with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
             prepared = Path(tmp) / "pre.onnx"

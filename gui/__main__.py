@@ -7,8 +7,7 @@ import sys
 
 from gui.launch import LaunchOptions, UsageError, launch
 from lambda_onnx.errors import ClassifierError
-from local.commands import stop_on_sigterm
-from local.targets import add_target_args, targets_from_args
+from local.commands.options import add_target_args, stop_on_sigterm, targets_from_args
 
 
 def get_args_parser() -> argparse.ArgumentParser:

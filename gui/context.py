@@ -11,12 +11,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lambda_onnx.errors import ModelLoadError
-from lambda_onnx.sidecar import Sidecar, load_verified
-from local.backends import Backend
-from local.targets import Targets, server_backend, serverless_backend
+from lambda_onnx.sidecar import RANDOM_WEIGHTS_WARNING, Sidecar, load_verified
+from local.clients.base import Backend
+from local.clients.targets import Targets, server_backend, serverless_backend
 
-RANDOM_BANNER = ("⚠️ **RANDOM WEIGHTS** — this model was exported with `--random-weights`: its predictions are "
-                 "meaningless (it answers nearly the same class for every image). Timings, memory and payload sizes are real.")
+RANDOM_BANNER = "⚠️ " + RANDOM_WEIGHTS_WARNING.replace("RANDOM WEIGHTS", "**RANDOM WEIGHTS**", 1)
 
 
 @dataclass

@@ -10,7 +10,7 @@ import gradio as gr
 from gui.app import build_app
 from gui.context import AppContext
 from lambda_onnx.sidecar import load_verified
-from local.targets import Targets
+from local.clients.targets import Targets
 
 
 class UsageError(ValueError):

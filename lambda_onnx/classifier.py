@@ -105,13 +105,15 @@ class Classifier:
     on this CPU, in place of the warm-up: if an INT8 model fails it with the fast kernel, the
     precise kernel is tried and kept if it passes (and logged); if it still fails, loading raises
     :class:`ModelLoadError` with the reason, unless ``allow_canary_failure`` (default
-    ``$ALLOW_CANARY_FAILURE``) is set, and then every answer carries a warning.
+    ``$ALLOW_CANARY_FAILURE``) is set, and then every answer carries a warning. ``measuring`` is for
+    tools that measure every variant, failing ones included, and never serve them (the bench,
+    ``evaluate``): the engine is kept as asked (no kernel switch), and the result recorded quietly.
     """
 
     def __init__(self, model_path: str | Path, *, threads: int | None = None, runtime: str = "onnxruntime",
                  fast_preprocess: bool = True, verify_sha256: bool = True, warmup: bool = True,
                  precision_hint: str | None = None, int8_kernel: str | None = None, canary: bool = True,
-                 allow_canary_failure: bool | None = None) -> None:
+                 allow_canary_failure: bool | None = None, measuring: bool = False) -> None:
         start = time.perf_counter()
         self.model_path = Path(model_path)
         self.sidecar: Sidecar = load_verified(self.model_path, verify_sha256=verify_sha256)
@@ -123,7 +125,7 @@ class Classifier:
         self.warnings: list[str] = []
         self.canary = CanaryResult("absent", reason="not run (canary=False)")
         if canary:
-            self.canary = self._check_canary(_allowed(allow_canary_failure))
+            self.canary = self._check_canary(_allowed(allow_canary_failure), measuring)
         if warmup and self.canary.status == "absent":  # the first run allocates ORT's arenas: pay for it at load
             size = self.sidecar.preprocessing.crop_size
             self.engine.run(np.zeros((1, 3, size, size), dtype=np.float32))
@@ -148,7 +150,7 @@ class Classifier:
         result = check_canary(canary, logits, engine.computes_in, self.sidecar.categories)
         return replace(result, ms=(time.perf_counter() - start) * 1e3)
 
-    def _check_canary(self, allow_failure: bool) -> CanaryResult:
+    def _check_canary(self, allow_failure: bool, measuring: bool = False) -> CanaryResult:
         path = canary_path(self.model_path)
         if not path.is_file():
             log.warning("no canary beside %s: the model is not checked on this CPU (export it again to get one)",
@@ -159,6 +161,8 @@ class Classifier:
             raise ModelLoadError(f"canary {path} belongs to another model (sha256 {canary.model_sha256[:12]}…, the "
                                  f"sidecar says {self.sidecar.sha256[:12]}…): export the model again")
         result = self.run_canary(canary)
+        if measuring:
+            return result
         fast = self.engine.int8_kernel
         if (not result.passed and self.sidecar.precision == "int8" and self.runtime == "onnxruntime"
                 and cpu_info().x86 and not use_precise_int8(self.int8_kernel_choice)):

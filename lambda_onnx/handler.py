@@ -27,8 +27,8 @@ from aws_lambda_powertools import Logger, Metrics  # noqa: E402
 from aws_lambda_powertools.metrics import MetricUnit  # noqa: E402
 
 from lambda_onnx.classifier import Classifier  # noqa: E402
-from lambda_onnx.cpu import cpu_info  # noqa: E402
 from lambda_onnx.contract import Service, check_request_size, error_body, internal_error_body, quoted  # noqa: E402
+from lambda_onnx.cpu import cpu_info  # noqa: E402
 from lambda_onnx.decoder_log import DecoderLog, collecting  # noqa: E402
 from lambda_onnx.errors import BadRequestError, ClassifierError, MethodNotAllowedError, ModelLoadError  # noqa: E402
 

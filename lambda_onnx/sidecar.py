@@ -15,6 +15,10 @@ from typing import Any
 from lambda_onnx.errors import ModelLoadError
 
 SIDECAR_FORMAT = 1
+# Shown wherever a random-weights model's answers appear (CLI, app, reports), each in its own markup.
+RANDOM_WEIGHTS_WARNING = ("RANDOM WEIGHTS: this model was exported with random weights, so its predictions are "
+                          "meaningless (it answers nearly the same class for every image). Timings, memory and "
+                          "payload sizes are real.")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 
 

@@ -12,12 +12,15 @@ import pkgutil
 import sys
 
 import local.commands
+from local.commands.options import stop_on_sigterm
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m local", description="Local ONNX Runtime runner and tools.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(local.commands.__path__), key=lambda m: m.name):
+        if info.name == "options":  # the options the commands share, not a command
+            continue
         module = importlib.import_module(f"local.commands.{info.name}")
         if hasattr(module, "add_parser"):
             module.add_parser(subparsers)
@@ -37,5 +40,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    local.commands.stop_on_sigterm()
+    stop_on_sigterm()
     sys.exit(main())

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from tests.helpers.aws import use_fake_aws
+from tests.helpers.process import ROOT
 
 # Screenshots, reports and benchmark outputs written by tests land here (git-ignored).
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", ROOT / "artifacts"))
@@ -24,7 +23,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # --- no leaked processes ------------------------------------------------------------------------
 # Every process the suite starts (servers, emulators and their runtimes, CLIs) inherits this tag
-# (the emulator passes it on to the function: local.emulator.PROCESS_TAG_ENV). At the end, any
+# (the emulator passes it on to the function: local.lambda_env.rie.PROCESS_TAG_ENV). At the end, any
 # tagged process still alive is a leak: it is listed, killed, and the run fails.
 PROCESS_TAG_ENV = "RSLS_PROCESS_TAG"
 LEAK_GRACE_S = 10.0
@@ -75,16 +74,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def use_fake_aws(env: pytest.MonkeyPatch, region: str = "us-east-1") -> None:
-    """boto3 signs every request: give it credentials that exist nowhere, a region, and no profile
-    or session token of the machine's own."""
-    for name, value in {"AWS_ACCESS_KEY_ID": "AKIDTESTSONLY", "AWS_SECRET_ACCESS_KEY": "tests-only-secret",
-                        "AWS_DEFAULT_REGION": region}.items():
-        env.setenv(name, value)
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        env.delenv(name, raising=False)
-
-
 @pytest.fixture
 def fake_aws(monkeypatch):
     use_fake_aws(monkeypatch)
@@ -123,32 +112,6 @@ def lite0_classifier(lite0: Path):
     return Classifier(lite0)
 
 
-def wait_until_answers(url: str, process, timeout: float = 90, output=lambda: "") -> None:
-    """Poll ``url`` until it answers 200; fail with the process's output if it exits or times out."""
-    import time
-
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"{url} did not come up: {output()}")
-        time.sleep(0.2)
-
-
-def run_module(*args: str, env: dict[str, str] | None = None, timeout: float = 600):
-    """Run ``python -m <args>`` from the repository root, as a user would."""
-    import subprocess
-
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
-
-
 @pytest.fixture(scope="session")
 def lite0_int8(lite0: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """EfficientNet-Lite0 quantised to INT8 (QDQ), calibrated on the package CALIBRATION photos.
@@ -176,7 +139,7 @@ def resnet_int8(resnet_random: Path, tmp_path_factory: pytest.TempPathFactory) -
 def lite0_emulator(lite0: Path):
     """The real Lambda emulator running the handler with the real-weights EfficientNet-Lite0,
     started once. Its first invoke is a cold start; tests that need one call ``restart()``."""
-    from local.emulator import Emulator
+    from local.lambda_env.rie import Emulator
 
     emulator = Emulator(lite0, memory_mb=3008, name="lite0-emulator").start()
     yield emulator
@@ -207,7 +170,7 @@ def lite0_handler(lite0: Path):
 def lite0_serve(lite0: Path):
     """``python -m local serve`` with the real-weights EfficientNet-Lite0, started once (ONNX Runtime,
     so the answer does not depend on a benchmark of this machine); its output is kept."""
-    from local.soak import ServeProcess
+    from local.serve.process import ServeProcess
 
     with ServeProcess(lite0, "--runtime", "onnxruntime") as server:
         yield server

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from local.aws_trace import fetch_report, fetch_trace, parse_report, parse_trace_header
+from local.clients.aws_trace import fetch_report, fetch_trace, parse_report, parse_trace_header
 
 REGION = "us-east-1"
 

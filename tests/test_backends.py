@@ -23,10 +23,13 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-import corpus
 from lambda_onnx.errors import BackendError, BackendTimeoutError, BackendUnavailableError, ThrottledError
-from local.backends import HttpBackend, InProcessBackend, LambdaInvokeBackend, raise_for_body
-from local.photos import by_name
+from lambda_onnx.photos import by_name
+from local.clients.http import HttpBackend
+from local.clients.inprocess import InProcessBackend
+from local.clients.invoke import LambdaInvokeBackend
+from local.wire import raise_for_body
+from tests.helpers import corpus
 
 ACCESS_KEY, SECRET_KEY = "AKIDTESTBACKENDS", "backend-test-secret"
 SLOW_S, CLIENT_TIMEOUT_S = 1.5, 0.3

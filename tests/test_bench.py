@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from conftest import run_module
 from lambda_onnx.cpu import cpu_info, int8_kernel_name, use_precise_int8
-from local.bench import BATCH, installed_size
+from local.measure.bench import BATCH, installed_size
+from tests.helpers.process import run_module
 
 SECTIONS = ("## Inference", "## Threads", "## Cold start", "## Preprocessing", "## Runtime payload",
             "## Emulator vs in-process", "## Top-1 agreement", "## Targets")
@@ -48,7 +48,7 @@ def test_json_has_every_measurement(bench, lite0_int8):
     assert [c["handler"] for c in data["cold_start"]] == ["pytorch handler fp32", "onnx handler fp32", "onnx handler int8"]
     for c in data["cold_start"]:
         assert c["median_ms"] > c["first_invoke_ms"] > 0 and 20 < c["peak_rss_mb"] < 4000 and c["top1"]
-    assert "build" in data["cold_start"][0]["build"] and data["cold_start"][0]["module"] == "local.torch_handler"
+    assert "build" in data["cold_start"][0]["build"] and data["cold_start"][0]["module"] == "local.measure.torch_handler"
     pre = {(p["image"], p["fast_allowed"]): p for p in data["preprocess"]}
     assert pre[("12 MP JPEG", True)]["fast_path"] and not pre[("12 MP JPEG", False)]["fast_path"]
     assert pre[("0.3 MP JPEG", True)]["width"] * pre[("0.3 MP JPEG", True)]["height"] < 0.4e6
@@ -156,7 +156,8 @@ def test_samples_are_taken_in_interleaved_rounds_and_split_exactly():
     disturbance lasting a few seconds cannot land on one variant alone."""
     import numpy as np
 
-    from local.bench import BenchConfig, _measure_in_rounds, _Variant
+    from local.measure.bench import BenchConfig
+    from local.measure.bench.timing import _measure_in_rounds, _Variant
 
     calls: list[tuple[str, int]] = []
 

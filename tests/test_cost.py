@@ -6,8 +6,17 @@ import math
 
 import pytest
 
-from local.cost import (HOURS_PER_MONTH, LAMBDA_GB_SECOND_USD, CostInputs, compare, curve, log_volumes,
-                        server_monthly, serverless_monthly, serverless_per_request)
+from local.measure.cost import (
+    HOURS_PER_MONTH,
+    LAMBDA_GB_SECOND_USD,
+    CostInputs,
+    compare,
+    curve,
+    log_volumes,
+    server_monthly,
+    serverless_monthly,
+    serverless_per_request,
+)
 
 
 def test_per_request_cost_by_hand():

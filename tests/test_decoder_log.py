@@ -20,13 +20,13 @@ import warnings
 
 import pytest
 
-import corpus
-from conftest import ROOT
 from export.registry import LITE0_PREPROCESSING
 from lambda_onnx import decoder_log
 from lambda_onnx.decoder_log import MAX_MESSAGES, DecoderLog, captured, collecting
 from lambda_onnx.errors import InvalidImageError
 from lambda_onnx.preprocess import _decode, decode, prepare
+from tests.helpers import corpus
+from tests.helpers.process import ROOT
 
 HOSTILE = corpus.truncated_deflate_tiff()
 

@@ -19,14 +19,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
-from conftest import ROOT
 
 from lambda_onnx.errors import BackendUnavailableError, ThrottledError
-from local.backends import EmulatorBackend, http_api_event
-from local.emulator import InvokeFront, session_members
+from lambda_onnx.photos import by_name
+from local.clients.emulator import EmulatorBackend
 from local.lambda_env import ElasticPool
 from local.lambda_env.elastic import THROTTLE_REASON
-from local.photos import by_name
+from local.lambda_env.front import InvokeFront
+from local.lambda_env.rie import session_members
+from local.wire import http_api_event
+from tests.helpers.process import ROOT
 
 CHELSEA = by_name("chelsea")
 pytestmark = pytest.mark.slow  # every test here starts real emulators

@@ -24,14 +24,17 @@ import numpy as np
 import psutil
 import pytest
 
-import corpus
-from conftest import ROOT, run_module
 from lambda_onnx.errors import BackendError, BackendTimeoutError, BackendUnavailableError
+from lambda_onnx.photos import by_name
 from lambda_onnx.resources import LAMBDA_MB_PER_VCPU, default_threads
-from local.backends import (EmulatorBackend, InProcessBackend, LambdaInvokeBackend, http_api_event, json_request,
-                            lambda_response)
-from local.emulator import Emulator, EmulatorPool, session_members
-from local.photos import by_name
+from local.clients.emulator import EmulatorBackend
+from local.clients.inprocess import InProcessBackend
+from local.clients.invoke import LambdaInvokeBackend
+from local.lambda_env.pool import EmulatorPool
+from local.lambda_env.rie import Emulator, session_members
+from local.wire import http_api_event, json_request, lambda_response
+from tests.helpers import corpus
+from tests.helpers.process import ROOT, run_module
 
 # The emulator runs the same ONNX Runtime build on the same bytes; only the thread count differs
 # (one thread at 3008 MB against one per CPU in-process), which can reorder float sums.

@@ -7,10 +7,11 @@ import shutil
 
 import pytest
 
-from conftest import run_module
+from lambda_onnx.photos import EVALUATION, available
 from lambda_onnx.sidecar import Sidecar, sidecar_path
-from local.evaluate import class_of, evaluate, variants_for
-from local.photos import EVALUATION, available
+from local.measure.evaluate import class_of, evaluate
+from local.measure.variants import variants_for
+from tests.helpers.process import run_module
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ import torch
 import torchvision
 from onnx import numpy_helper
 
-from conftest import run_module
 from export.convert import OPSET
 from export.parity import CHECK_BATCH
+from lambda_onnx.photos import available
 from lambda_onnx.sidecar import Sidecar, file_sha256, sidecar_path
-from local.photos import available
+from tests.helpers.process import run_module
 
 WEIGHTS = torchvision.models.ResNet50_Weights.IMAGENET1K_V2
 

@@ -29,16 +29,19 @@ from typing import Any
 import psutil
 import pytest
 from gradio_client import Client, handle_file
-
-from conftest import ROOT, run_module
-from lambda_onnx.errors import BackendError, BackendUnavailableError, ModelLoadError
-from lambda_onnx.sidecar import sidecar_path
-from local.backends import EmulatorBackend, HttpBackend, LambdaInvokeBackend
-from local.emulator import Emulator, free_ports
-from local.monitor import NO_ANSWER_PAUSE_S, start_monitor
-from local.photos import by_name
-from local.soak import ServeProcess
 from test_serve import assert_still_serves, half_open
+
+from lambda_onnx.errors import BackendError, BackendUnavailableError, ModelLoadError
+from lambda_onnx.photos import by_name
+from lambda_onnx.sidecar import sidecar_path
+from local.clients.emulator import EmulatorBackend
+from local.clients.http import HttpBackend
+from local.clients.invoke import LambdaInvokeBackend
+from local.lambda_env.rie import Emulator
+from local.measure.monitor import NO_ANSWER_PAUSE_S, start_monitor
+from local.ports import free_ports
+from local.serve.process import ServeProcess
+from tests.helpers.process import ROOT, run_module
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -117,7 +120,7 @@ def test_emulator_killed_under_a_stream_of_boto3_invokes(lite0, fake_aws):
 
 def test_gui_cold_start_button_brings_back_a_killed_emulator(lite0):
     from gui.launch import LaunchOptions, launch
-    from local.targets import Targets
+    from local.clients.targets import Targets
 
     running = launch(Targets(model=lite0), LaunchOptions(port=free_ports(1)[0]), quiet=True)
     try:
@@ -188,7 +191,7 @@ def test_damaged_model_is_a_one_line_error_at_start_up_everywhere(lite0, tmp_pat
 
 def test_damaged_model_stops_the_gui_at_launch(lite0, tmp_path):
     from gui.launch import LaunchOptions, launch
-    from local.targets import Targets
+    from local.clients.targets import Targets
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -336,8 +339,8 @@ def test_stalled_and_idle_clients_do_not_keep_others_from_serve(lite0_serve):
 
 def test_a_duration_bound_monitor_run_with_no_interval_ends(lite0_classifier):
     """Interval 0 made every request "due" at 0, so a duration never ended the run (the GUI allows 0)."""
-    from local.backends import InProcessBackend
-    from local.monitor import run_monitor
+    from local.clients.inprocess import InProcessBackend
+    from local.measure.monitor import run_monitor
 
     run = start_monitor([InProcessBackend(lite0_classifier)], COFFEE.read(), interval_s=0, duration_s=1.0)
     assert run.finished.wait(60), "the run did not end"

@@ -28,12 +28,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-import corpus
 from export.registry import LITE0_PREPROCESSING
 from lambda_onnx.contract import decode_base64, image_from_body, image_from_payload
 from lambda_onnx.errors import ClassifierError
 from lambda_onnx.preprocess import prepare
-from test_handler import ERROR_KEYS, OK_KEYS, FakeContext
+from tests.helpers import corpus
+from tests.helpers.events import ERROR_KEYS, OK_KEYS, FakeContext
 
 pytestmark = pytest.mark.timeout(3600)  # the long profile; the ci one takes seconds
 

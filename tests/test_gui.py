@@ -14,18 +14,15 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-import corpus
-from conftest import ROOT, run_module, wait_until_answers
 from gui.launch import LaunchOptions, UsageError, launch, parse_auth
 from lambda_onnx.limits import MAX_IMAGE_BYTES
+from lambda_onnx.photos import by_name
 from lambda_onnx.sidecar import Sidecar, sidecar_path
-from local import cost
-from local.photos import by_name
-from local.targets import Targets
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from local.clients.targets import Targets
+from local.measure import cost
+from tests.helpers import corpus
+from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.helpers.process import ROOT, run_module, wait_until_answers
 
 
 def free_port() -> int:

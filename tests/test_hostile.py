@@ -29,12 +29,15 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-import corpus
-from conftest import run_module, use_fake_aws
 from lambda_onnx.errors import BackendError, ClassifierError
-from local.backends import EmulatorBackend, LambdaInvokeBackend, lambda_response
-from local.photos import by_name
-from test_handler import FakeContext, b64, function_url, http_api, json_body, rest_v1
+from lambda_onnx.photos import by_name
+from local.clients.emulator import EmulatorBackend
+from local.clients.invoke import LambdaInvokeBackend
+from local.wire import lambda_response
+from tests.helpers import corpus
+from tests.helpers.aws import use_fake_aws
+from tests.helpers.events import FakeContext, b64, function_url, http_api, json_body, rest_v1
+from tests.helpers.process import run_module
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -293,8 +296,8 @@ def test_serve_request(lite0_serve, request_):
 @pytest.fixture(scope="module")
 def gui(lite0):
     from gui.launch import LaunchOptions, launch
-    from local.emulator import free_ports
-    from local.targets import Targets
+    from local.clients.targets import Targets
+    from local.ports import free_ports
 
     running = launch(Targets(model=lite0), LaunchOptions(port=free_ports(1)[0]), quiet=True)
     yield running
@@ -343,7 +346,7 @@ def test_gui_describe_and_compare(gui_client, case_files, case):
 
 def test_browser_shows_a_bad_upload_as_an_error(gui, case_files, artifacts):
     playwright = pytest.importorskip("playwright.sync_api")
-    from test_gui import CHROMIUM, CHROMIUM_ARGS
+    from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")

@@ -12,15 +12,24 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
 from lambda_onnx.canary import canary_path
 from lambda_onnx.cpu import cpu_info
+from lambda_onnx.photos import by_name
 from lambda_onnx.sidecar import sidecar_path
-from local.backends import EmulatorBackend
-from local.emulator import Emulator
-from local.photos import by_name
-from local.taskroot import (IMAGE_PYTHON, DockerfileError, DockerIgnore, assemble_task_root, directory_mb, find_python,
-                            install_runtime_client, parse_dockerfile, pip_target_install)
+from local.clients.emulator import EmulatorBackend
+from local.lambda_env.rie import Emulator
+from tests.helpers.process import ROOT
+from tests.helpers.taskroot import (
+    IMAGE_PYTHON,
+    DockerfileError,
+    DockerIgnore,
+    assemble_task_root,
+    directory_mb,
+    find_python,
+    install_runtime_client,
+    parse_dockerfile,
+    pip_target_install,
+)
 
 DOCKERFILE = ROOT / "Dockerfile"
 HADOLINT = Path(sys.executable).parent / "hadolint"

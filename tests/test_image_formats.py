@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import corpus
 from export.registry import LITE0_PREPROCESSING
 from lambda_onnx.errors import ClassifierError, InvalidImageError, UnsupportedMediaTypeError
 from lambda_onnx.preprocess import ACCEPTED, FORMAT_NAMES, REFUSED, decode, prepare, to_rgb
+from tests.helpers import corpus
 
 SIZE = (48, 32)  # width, height: small, and not square (a transposed result would not fit)
 

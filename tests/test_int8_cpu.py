@@ -12,14 +12,12 @@ import numpy as np
 import onnx
 import pytest
 
-from lambda_onnx.canary import (FP32_MAX_ABS_LOGIT, INT8_MAX_REL_RMS, INT8_MIN_REL_RMS, Canary, canary_path, check,
-                                int8_limit)
+from lambda_onnx.canary import FP32_MAX_ABS_LOGIT, INT8_MAX_REL_RMS, INT8_MIN_REL_RMS, Canary, canary_path, check, int8_limit
 from lambda_onnx.classifier import Classifier
 from lambda_onnx.contract import Service
-from lambda_onnx.cpu import (CpuInfo, cpu_info, int8_kernel_choice, int8_kernel_name, parse_cpuinfo,
-                             use_precise_int8)
+from lambda_onnx.cpu import CpuInfo, cpu_info, int8_kernel_choice, int8_kernel_name, parse_cpuinfo, use_precise_int8
 from lambda_onnx.errors import ModelLoadError
-from local.photos import CALIBRATION, EVALUATION, by_name
+from lambda_onnx.photos import CALIBRATION, EVALUATION, by_name
 from lambda_onnx.preprocess import decode, prepare
 from lambda_onnx.sidecar import Sidecar, sidecar_path
 
@@ -210,7 +208,7 @@ def test_local_serve_names_the_cpu_and_the_canary(lite0_serve):
 
 
 def test_the_emulated_function_names_the_cpu_and_logs_its_canary(lite0_emulator):
-    from local.backends import EmulatorBackend
+    from local.clients.emulator import EmulatorBackend
 
     result = EmulatorBackend(lite0_emulator, stop_on_close=False).classify(by_name("coffee").read())
     assert result.body["host"] == HERE.section() and result.model["canary"]["status"] == "passed"
@@ -221,7 +219,7 @@ def test_the_emulated_function_names_the_cpu_and_logs_its_canary(lite0_emulator)
 
 
 def test_the_monitor_groups_latency_by_cpu_when_hosts_differ():
-    from local.monitor import Sample, summarise
+    from local.measure.monitor import Sample, summarise
 
     def sample(seq: int, cpu: str, ms: float) -> Sample:
         return Sample("lambda", "serverless", 0, seq, float(seq), "", True, 200, ms, ms, ms, seq == 0, 1.0, 100.0, "",

@@ -7,12 +7,12 @@ import shutil
 
 import pytest
 
-from conftest import run_module
 from lambda_onnx.classifier import Classifier
 from lambda_onnx.errors import ModelLoadError
+from lambda_onnx.photos import EVALUATION, available, by_name
 from lambda_onnx.resources import _cgroup_cpu_quota, available_cpus, default_threads
 from lambda_onnx.sidecar import sidecar_path
-from local.photos import EVALUATION, available, by_name
+from tests.helpers.process import run_module
 
 
 @pytest.mark.parametrize("photo", available(EVALUATION), ids=lambda p: p.name)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
-from local.taskroot import PLATFORMS, DockerfileError, pip_target_install
+from tests.helpers.process import ROOT
+from tests.helpers.taskroot import PLATFORMS, DockerfileError, pip_target_install
 
 REQUIREMENTS = ROOT / "lambda_onnx" / "requirements.txt"
 LOCK = ROOT / "lambda_onnx" / "requirements.lock"

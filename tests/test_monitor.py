@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from local.backends import InProcessBackend
-from local.monitor import run_monitor, start_monitor, summarise
-from local.photos import by_name
-from local.report import monitor_html
+from lambda_onnx.photos import by_name
+from local.clients.inprocess import InProcessBackend
+from local.measure.monitor import run_monitor, start_monitor, summarise
+from local.report.monitor import monitor_html
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_summarise_counts_cold_starts(backends):
 
 
 def test_cli_writes_the_samples_and_the_report(lite0, tmp_path):
-    from conftest import run_module
+    from tests.helpers.process import run_module
 
     out = run_module("local", "monitor", "--model", str(lite0), "--backends", "server", "--requests", "3",
                      "--interval", "0", "--out", str(tmp_path), timeout=120)
@@ -99,8 +99,8 @@ def test_report_shows_the_typed_settings_filled_in(backends, lite0):
     from dataclasses import replace
 
     from lambda_onnx.sidecar import Sidecar, sidecar_path
-    from local.monitor import MonitorSettings, model_facts
-    from local.report import settings_rows
+    from local.measure.monitor import MonitorSettings, model_facts
+    from local.report.monitor import settings_rows
 
     run = run_monitor(backends, by_name("coffee").read(), interval_s=0, requests=2)
     model, random_weights = model_facts(lite0)
@@ -117,7 +117,7 @@ def test_report_shows_the_typed_settings_filled_in(backends, lite0):
 
 
 def test_report_of_a_random_weights_model_says_so_first(resnet_random):
-    from local.monitor import MonitorSettings, model_facts
+    from local.measure.monitor import MonitorSettings, model_facts
 
     run = run_monitor([InProcessBackend(resnet_random, name="random")], by_name("coffee").read(), interval_s=0, requests=1)
     model, random_weights = model_facts(resnet_random)
@@ -128,8 +128,8 @@ def test_report_of_a_random_weights_model_says_so_first(resnet_random):
 
 
 def test_cli_report_shows_the_runs_settings_not_the_command_line(resnet_random, tmp_path):
-    from conftest import run_module
     from lambda_onnx.sidecar import Sidecar, sidecar_path
+    from tests.helpers.process import run_module
 
     out = run_module("local", "monitor", "--model", str(resnet_random), "--backends", "server", "--requests", "2",
                      "--interval", "0", "--out", str(tmp_path), timeout=180)

@@ -12,13 +12,13 @@ import pytest
 from PIL import Image
 from torchvision.models import ResNet50_Weights
 
-import corpus
 from export.parity import PREPROCESS_ATOL
 from export.registry import LITE0_PREPROCESSING, _preprocessing_from, _reference_transforms
 from lambda_onnx.errors import InvalidImageError, PayloadTooLargeError, UnsupportedMediaTypeError
 from lambda_onnx.limits import MAX_IMAGE_BYTES
+from lambda_onnx.photos import EVALUATION, available
 from lambda_onnx.preprocess import crop_box, decode, prepare, resized_size, to_rgb
-from local.photos import EVALUATION, available
+from tests.helpers import corpus
 
 WEIGHTS = ResNet50_Weights.IMAGENET1K_V2
 PARAMS = _preprocessing_from(WEIGHTS)

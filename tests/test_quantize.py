@@ -8,13 +8,13 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import run_module
 from export.parity import INT8_MIN_TOP1_AGREEMENT
 from export.quantize import calibration_images, int8_path
 from lambda_onnx.classifier import Classifier
 from lambda_onnx.cpu import cpu_info
+from lambda_onnx.photos import CALIBRATION, EVALUATION, available, by_name
 from lambda_onnx.sidecar import Sidecar, file_sha256, sidecar_path
-from local.photos import CALIBRATION, EVALUATION, available, by_name
+from tests.helpers.process import run_module
 
 
 def checks(meta: Sidecar) -> dict[str, dict]:

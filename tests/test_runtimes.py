@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_module
 from export.parity import FAST_PATH_MEAN_LEVELS, LOGIT_ATOL
 from lambda_onnx.classifier import Classifier
 from lambda_onnx.cpu import cpu_info
 from lambda_onnx.engines import DEFAULT_OPENVINO_HINT, make_engine
+from lambda_onnx.photos import EVALUATION, available, by_name, upscaled_jpeg
 from lambda_onnx.preprocess import prepare
 from lambda_onnx.sidecar import Sidecar, sidecar_path
-from local.photos import EVALUATION, available, by_name, upscaled_jpeg
+from tests.helpers.process import run_module
 
 BF16_CPU = " avx512_bf16" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
 

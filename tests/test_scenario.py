@@ -12,9 +12,8 @@ import math
 
 import numpy as np
 import pytest
-from conftest import run_module
 
-from local import cost
+from local.measure import cost
 from local.measure.scenario.calibrate import Calibration, LambdaFigures, ServerFigures, from_report_log, save_cache
 from local.measure.scenario.fleet_sim import simulate_fleet
 from local.measure.scenario.lambda_sim import simulate_lambda
@@ -22,6 +21,7 @@ from local.measure.scenario.params import PROVISIONED_USD_PER_GB_S, Distribution
 from local.measure.scenario.results import OK, REJECTED, THROTTLED, TIMED_OUT, summarise, time_series, verdict
 from local.measure.scenario.run import DAY_S, ScenarioConfig, plan, run_scenario
 from local.measure.scenario.traffic import ArrivalsFormatError, Shape, format_duration, parse_duration, parse_lines, read_arrivals
+from tests.helpers.process import run_module
 
 STATUSES = {OK, THROTTLED, REJECTED, TIMED_OUT}
 

@@ -30,14 +30,17 @@ import pytest
 from cfnlint.decode import decode
 from gradio_client import Client, handle_file
 
-import corpus
-from conftest import ROOT, wait_until_answers
 from lambda_onnx.limits import MAX_REQUEST_BYTES
-from local.backends import EmulatorBackend, HttpBackend, http_api_event
-from local.emulator import Emulator, free_ports, session_members
-from local.photos import by_name
-from local.soak import ServeProcess
-from test_handler import FakeContext, http_api
+from lambda_onnx.photos import by_name
+from local.clients.emulator import EmulatorBackend
+from local.clients.http import HttpBackend
+from local.lambda_env.rie import Emulator, session_members
+from local.ports import free_ports
+from local.serve.process import ServeProcess
+from local.wire import http_api_event
+from tests.helpers import corpus
+from tests.helpers.events import FakeContext, http_api
+from tests.helpers.process import ROOT, wait_until_answers
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -91,7 +94,7 @@ def test_gui_listens_on_loopback_only_by_default(lite0):
     from gui.__main__ import get_args_parser as gui_args
     from gui.launch import LaunchOptions, launch
     from local.__main__ import get_args_parser as local_args
-    from local.targets import Targets
+    from local.clients.targets import Targets
 
     assert gui_args().parse_args([]).host == LaunchOptions().host == "127.0.0.1"
     assert local_args().parse_args(["serve"]).host == "127.0.0.1"
@@ -265,7 +268,7 @@ def test_bombs_are_refused_before_any_pixel_is_allocated():
 
 def test_gui_caps_uploads(lite0, tmp_path):
     from gui.launch import LaunchOptions, launch
-    from local.targets import Targets
+    from local.clients.targets import Targets
 
     running = launch(Targets(model=lite0), LaunchOptions(port=free_ports(1)[0], max_upload_mb=2), quiet=True)
     try:

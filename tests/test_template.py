@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from cfnlint.decode import decode
 
-from conftest import ROOT
 from lambda_onnx.canary import ALLOW_CANARY_FAILURE_ENV, canary_path
 from lambda_onnx.cpu import INT8_KERNEL_CHOICES, INT8_KERNEL_ENV
 from lambda_onnx.sidecar import sidecar_path
-from local.taskroot import parse_dockerfile
+from tests.helpers.process import ROOT
+from tests.helpers.taskroot import parse_dockerfile
 
 TEMPLATE = ROOT / "template.yaml"
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"

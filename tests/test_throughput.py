@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from conftest import run_module
 from lambda_onnx.errors import BackendError
-from local.backends import InProcessBackend
+from lambda_onnx.photos import by_name
+from local.clients.inprocess import InProcessBackend
 from local.measure.throughput import measure_throughput
-from local.photos import by_name
+from tests.helpers.process import run_module
 
 
 def test_counts_answers_per_second(lite0_classifier):

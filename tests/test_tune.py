@@ -21,13 +21,28 @@ import psutil
 import pytest
 from PIL import Image
 
-from conftest import run_module
 from lambda_onnx import resources
-from local import cost
-from local.cgroups import (MIB, NAME_PREFIX, CgroupUnavailableError, LambdaCgroup, cgroups_of, configure_v2, enable_v2_controllers,
-                           find_hierarchy, lambda_limits, read_counters)
-from local.tune import (EMULATION_NOTE, LambdaFunction, SizeResult, TuneConfig, cost_per_million,
-                        markdown, parse_aws_report, recommend, run_tune, sweep_aws, write_outputs)
+from local.clients.invoke import LambdaClient
+from local.lambda_env.cgroups import (
+    MIB,
+    NAME_PREFIX,
+    CgroupUnavailableError,
+    LambdaCgroup,
+    cgroups_of,
+    configure_v2,
+    enable_v2_controllers,
+    find_hierarchy,
+    lambda_limits,
+    read_counters,
+)
+from local.measure import cost
+from local.measure.tune import SizeResult, TuneConfig, recommend, run_tune
+from local.measure.tune.aws import sweep_aws
+from local.measure.tune.config import EMULATION_NOTE
+from local.measure.tune.results import cost_per_million
+from local.report.tune import markdown, write_outputs
+from local.wire import last_report
+from tests.helpers.process import run_module
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="creating cgroups takes root here (or a delegated cgroup)")
 
@@ -125,7 +140,7 @@ def test_outputs_are_complete_and_labelled_emulated(sweep):
 @needs_root
 def test_a_size_below_the_models_need_ends_out_of_memory(resnet_random, lite0):
     """ResNet-50 fp32 (100 MB of weights) cannot load in Lambda's smallest size. (Lite0 would fit
-    128 MB in a cgroup's accounting, so no legal size is below its need: see local/cgroups.py.)"""
+    128 MB in a cgroup's accounting, so no legal size is below its need: see local/lambda_env/cgroups.py.)"""
     config = TuneConfig(model=resnet_random, precisions=("fp32",), sizes=(128,), requests=2, budget_ms=1000, timeout_s=20)
     report = run_tune(config)
     (result,) = report.results
@@ -169,7 +184,7 @@ def test_gui_tune_event_with_the_cost_views_prices(lite0):
     from gradio_client import Client
 
     from gui.launch import LaunchOptions, launch
-    from local.targets import Targets
+    from local.clients.targets import Targets
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -355,9 +370,9 @@ REPORT = ("START RequestId: 6f8e0c5e-1b1a-4b5c-9d3e-0a1b2c3d4e5f Version: $LATES
 
 
 def test_aws_report_line_is_parsed_with_every_field():
-    assert parse_aws_report(REPORT) == {"duration_ms": 52.33, "billed_duration_ms": 53, "memory_size_mb": 1024,
-                                        "max_memory_used_mb": 312, "init_duration_ms": 1480.21}
-    assert parse_aws_report("no report here") == {}
+    assert last_report(REPORT).facts() == {"duration_ms": 52.33, "billed_duration_ms": 53, "memory_size_mb": 1024,
+                                           "max_memory_used_mb": 312, "init_duration_ms": 1480.21}
+    assert last_report("no report here") is None
 
 
 @pytest.fixture
@@ -377,19 +392,19 @@ def moto_function(monkeypatch):
             archive.writestr("handler.py", "def handler(event, context):\n    return {}\n")
         boto3.client("lambda").create_function(FunctionName="tuned", Runtime="python3.11", Role=role, Handler="handler.handler",
                                                Code={"ZipFile": code.getvalue()}, MemorySize=3008)
-        yield LambdaFunction("tuned", "us-east-1")
+        yield LambdaClient("us-east-1")
 
 
 def test_real_sweep_sets_memory_waits_and_restores_it(moto_function):
-    moto_function.set_memory(1024)
-    assert moto_function.memory_mb() == 1024
-    moto_function.set_memory(3008)
+    moto_function.set_memory("tuned", 1024)
+    assert moto_function.memory_mb("tuned") == 1024
+    moto_function.set_memory("tuned", 3008)
     seen = []
 
     def stop_after_configuring(*args, **kwargs) -> None:
-        seen.append(moto_function.memory_mb())
+        seen.append(moto_function.memory_mb("tuned"))
         raise KeyboardInterrupt  # Ctrl-C after the first size was configured, before any invoke
 
     with pytest.raises(KeyboardInterrupt):
-        sweep_aws(moto_function, [512, 1024], 2, b"image", cost.CostInputs(), tick=stop_after_configuring)
-    assert seen == [512] and moto_function.memory_mb() == 3008  # the original size is back
+        sweep_aws("tuned", "us-east-1", [512, 1024], 2, b"image", cost.CostInputs(), tick=stop_after_configuring)
+    assert seen == [512] and moto_function.memory_mb("tuned") == 3008  # the original size is back

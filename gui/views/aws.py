@@ -27,7 +27,7 @@ def lookup_markdown(*, region: str | None, function_name: str | None, request_id
     # Imported here: botocore is needed only on AWS, and the app starts without loading it.
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from local.aws_trace import lookup_request
+    from local.clients.aws_trace import lookup_request
 
     try:
         timing, report = lookup_request(region=region, function_name=function_name, request_id=request_id, trace_id=trace_id)

@@ -15,13 +15,14 @@ import gradio as gr
 
 from gui.context import AppContext
 from gui.views.banner import random_banner
+from lambda_onnx import photos
 from lambda_onnx.errors import ClassifierError, PayloadTooLargeError
 from lambda_onnx.limits import LAMBDA_PAYLOAD_BYTES, MAX_IMAGE_BYTES
 from lambda_onnx.preprocess import FORMAT_NAMES, IMAGE_SUFFIXES, decode
-from local import charts, photos
-from local.backends import Backend, BackendResult
-from local.images import downscale_to_fit
-from local.monitor import cpu_label
+from local.clients.base import Backend, BackendResult
+from local.clients.images import downscale_to_fit
+from local.measure.monitor import cpu_label
+from local.report import charts
 
 EXAMPLES = photos.available(photos.EVALUATION)
 

@@ -1,6 +1,6 @@
 """Cost tab: serverless against servers per month, from measured durations and throughput.
 
-The figures are :mod:`local.cost`'s; the server's throughput is measured by
+The figures are :mod:`local.measure.cost`'s; the server's throughput is measured by
 :func:`local.measure.throughput.measure_throughput`, as ``python -m local throughput`` measures it.
 """
 
@@ -14,9 +14,11 @@ import pandas as pd
 from gui.context import AppContext
 from gui.views.banner import random_banner
 from gui.views.compare import last_serverless_answer
+from lambda_onnx import photos
 from lambda_onnx.errors import ClassifierError
-from local import charts, cost, photos
+from local.measure import cost
 from local.measure.throughput import DEFAULT_CLIENTS, DEFAULT_PHOTO, DEFAULT_REQUESTS, measure_throughput
+from local.report import charts
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Monitor tab: the reference project's one-hour CloudWatch run, done here, with a chosen pace and length.
 
-The run itself is :func:`local.monitor.start_monitor`, the one ``python -m local monitor`` runs;
-both describe it with a :class:`~local.monitor.MonitorSettings` and write the same CSV and report.
+The run itself is :func:`local.measure.monitor.start_monitor`, the one ``python -m local monitor`` runs;
+both describe it with a :class:`~local.measure.monitor.MonitorSettings` and write the same CSV and report.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ import pandas as pd
 
 from gui.context import AppContext
 from gui.views.banner import random_banner
+from lambda_onnx import photos
 from lambda_onnx.errors import ClassifierError
-from local import charts, photos
-from local.backends import Backend
-from local.monitor import MonitorRun, MonitorSettings, model_facts, start_monitor
-from local.report import monitor_figures, write_monitor_outputs
-from local.targets import serverless_backend
+from local.clients.base import Backend
+from local.clients.targets import serverless_backend
+from local.measure.monitor import MonitorRun, MonitorSettings, model_facts, start_monitor
+from local.report import charts
+from local.report.monitor import monitor_figures, write_monitor_outputs
 
 BY_COUNT = "request count"
 INTRO = ("The reference project's one-hour CloudWatch run (a request every 30 s), done here: pick the pace and length. "

@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from local import cost
 from local.lambda_env.elastic import DEFAULT_IDLE_TIMEOUT_S
+from local.measure import cost
 from local.measure.scenario import report
 from local.measure.scenario.calibrate import DEFAULT_CACHE, MEASURE_CHOICES, Calibration, calibrate
 from local.measure.scenario.results import ScenarioResult
@@ -112,7 +112,7 @@ def compare_view(model: Path, *, memory_mb: float = 3008, precision: str = "fp32
 
 def priced(architecture: str, gb_second_usd: float | None, request_per_million: float, api_per_million: float,
            api_gateway: bool, cold_fraction: float | None = None) -> cost.CostInputs:
-    """The Cost tab's price inputs as :class:`local.cost.CostInputs` (its cold-start share is not
+    """The Cost tab's price inputs as :class:`local.measure.cost.CostInputs` (its cold-start share is not
     used: the simulation counts cold starts)."""
     return cost.CostInputs(architecture=architecture, gb_second_usd=float(gb_second_usd) if gb_second_usd else None,
                            request_usd=float(request_per_million) / 1e6, api_request_usd=float(api_per_million) / 1e6,
@@ -122,7 +122,7 @@ def priced(architecture: str, gb_second_usd: float | None, request_per_million: 
 def build_tab(ctx: Any, prices: Any = None) -> None:
     """The Scenario tab, under the app's ``gr.Blocks``; events ``scenario`` and ``scenario_compare``.
     ``ctx`` is the app's ``AppContext``; ``prices``, the Cost tab's price inputs (``gui.views.cost.Prices``)
-    if the app has them, else AWS's defaults from :mod:`local.cost`."""
+    if the app has them, else AWS's defaults from :mod:`local.measure.cost`."""
     import gradio as gr
 
     from lambda_onnx.errors import ClassifierError

@@ -18,9 +18,9 @@ import pandas as pd
 from gui.context import AppContext
 from gui.views.cost import Prices
 from lambda_onnx.errors import ClassifierError
-from local import cost
-from local.tune import (DEFAULT_REQUESTS, DEFAULT_SIZES, PERCENTILES, PRECISIONS, TuneConfig, TuneProgress, TuneReport, figure,
-                        run_tune, write_outputs)
+from local.measure import cost
+from local.measure.tune import DEFAULT_REQUESTS, DEFAULT_SIZES, PERCENTILES, PRECISIONS, TuneConfig, TuneProgress, TuneReport, run_tune
+from local.report.tune import figure, write_outputs
 
 INTRO = ("Which Lambda memory size is the cheapest that is fast enough? Each size runs the real handler on the Lambda "
          "emulator inside a Linux cgroup sized as Lambda sizes a function (CPU quota of memory / 1,769 MB vCPU, memory "

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from lambda_onnx.errors import ClassifierError
-from local.commands import count
+from local.commands.options import count
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from local.bench import BenchConfig, ratios_text, run_bench, write_outputs
+    from local.measure.bench import BenchConfig, run_bench
+    from local.report.bench import ratios_text, write_outputs
 
     config = BenchConfig(model=args.model, int8=args.int8, accuracy_model=args.accuracy_model, out=args.out,
                          repeats=args.repeats, batch_repeats=args.batch_repeats, cold_runs=args.cold_runs, rounds=args.rounds,

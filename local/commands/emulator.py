@@ -13,11 +13,13 @@ import threading
 from pathlib import Path
 
 from lambda_onnx.errors import ClassifierError
-from local.commands import DEFAULT_MODEL, RANDOM_WEIGHTS_BANNER, add_int8_args, count, function_env
+from local.commands.options import RANDOM_WEIGHTS_BANNER, add_int8_args, count, function_env
+from local.defaults import DEFAULT_MODEL
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from local.emulator import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
+    from local.defaults import DEFAULT_MEMORY_MB
+    from local.lambda_env.rie import DEFAULT_TIMEOUT_S
 
     parser = subparsers.add_parser("emulator", help="run the Lambda function on the AWS Lambda emulator (no Docker)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="exported .onnx (default: %(default)s)")
@@ -56,8 +58,9 @@ def _print_result(path: Path, result) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lambda_onnx.sidecar import load_verified
-    from local.backends import EmulatorBackend
-    from local.emulator import EmulatorPool, InvokeFront
+    from local.clients.emulator import EmulatorBackend
+    from local.lambda_env.front import InvokeFront
+    from local.lambda_env.pool import EmulatorPool
 
     try:  # a missing, truncated or corrupt model is a one-line error now, not a 500 on the first invoke
         meta = load_verified(args.model)

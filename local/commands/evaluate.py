@@ -10,7 +10,8 @@ from pathlib import Path
 from lambda_onnx.engines import OPENVINO_HINTS, RUNTIMES
 from lambda_onnx.errors import ClassifierError
 from lambda_onnx.sidecar import int8_path
-from local.commands import DEFAULT_MODEL, RANDOM_WEIGHTS_BANNER
+from local.commands.options import RANDOM_WEIGHTS_BANNER
+from local.defaults import DEFAULT_MODEL
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from local.evaluate import evaluate, variants_for
+    from local.measure.evaluate import evaluate
+    from local.measure.variants import variants_for
 
     models = [args.model]
     int8 = args.int8 or int8_path(args.model)

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 from lambda_onnx.errors import ClassifierError
-from local.commands import RANDOM_WEIGHTS_BANNER
-from local.targets import add_target_args, targets_from_args
+from local.commands.options import RANDOM_WEIGHTS_BANNER, add_target_args, targets_from_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -29,10 +28,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from local import photos
-    from local.monitor import MonitorSettings, model_facts, start_monitor
-    from local.report import answered_on, write_monitor_outputs
-    from local.targets import server_backend, serverless_backend
+    from lambda_onnx import photos
+    from local.clients.targets import server_backend, serverless_backend
+    from local.measure.monitor import MonitorSettings, model_facts, start_monitor
+    from local.report.monitor import answered_on, write_monitor_outputs
 
     wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = set(wanted) - {"server", "serverless"}

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from lambda_onnx.errors import ClassifierError
-from local.commands import RANDOM_WEIGHTS_BANNER, add_model_args, count, describe_canary, load_classifier
+from local.commands.options import RANDOM_WEIGHTS_BANNER, add_model_args, count, describe_canary, load_classifier
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +34,7 @@ def _format(path: Path, result) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from local import photos
+    from lambda_onnx import photos
 
     try:
         args.images = list(args.images) + [photos.by_name(name).path for name in args.sample]

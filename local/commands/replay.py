@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 
 from lambda_onnx.errors import ClassifierError
-from local.commands import DEFAULT_MODEL, count
+from local.commands.options import count
 from local.commands.scenario import _Progress, add_traffic_args, traffic_from_args
+from local.defaults import DEFAULT_MODEL
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

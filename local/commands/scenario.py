@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from lambda_onnx.errors import ClassifierError
-from local.commands import DEFAULT_MODEL, count
+from local.commands.options import count
+from local.defaults import DEFAULT_MODEL
 
 
 def add_traffic_args(parser: argparse.ArgumentParser, default_duration: str = "1d") -> None:
@@ -43,9 +44,9 @@ def add_traffic_args(parser: argparse.ArgumentParser, default_duration: str = "1
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from local import cost
     from local.defaults import DEFAULT_MEMORY_MB
     from local.lambda_env.elastic import DEFAULT_IDLE_TIMEOUT_S
+    from local.measure import cost
     from local.measure.scenario.calibrate import DEFAULT_BENCH_JSON, DEFAULT_CACHE, DEFAULT_TUNE_JSON, MEASURE_CHOICES
     from local.measure.scenario.params import DEFAULT_BOOT_S, DEFAULT_QUEUE_TIMEOUT_S
     from local.measure.scenario.report import DEFAULT_OUT
@@ -140,7 +141,7 @@ def config_from_args(args: argparse.Namespace, traffic):
     """The scenario the options describe (ValueError with a reason otherwise)."""
     from dataclasses import replace
 
-    from local import cost
+    from local.measure import cost
     from local.measure.scenario.run import ScenarioConfig
     from local.measure.scenario.traffic import Shape, parse_duration
 

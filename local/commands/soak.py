@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from lambda_onnx.errors import ClassifierError
-from local.commands import DEFAULT_MODEL
+from local.defaults import DEFAULT_MODEL
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -68,8 +68,8 @@ def _print_phase(phase) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from local import photos
-    from local.soak import soak_emulator, soak_serve
+    from lambda_onnx import photos
+    from local.measure.soak import soak_emulator, soak_serve
 
     try:
         photo = photos.by_name(args.photo)

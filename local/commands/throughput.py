@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from lambda_onnx.errors import ClassifierError
-from local.commands import DEFAULT_MODEL, count
+from local.commands.options import count
+from local.defaults import DEFAULT_MODEL
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -29,9 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from local import photos
+    from lambda_onnx import photos
+    from local.clients.targets import Targets, server_backend
     from local.measure.throughput import measure_throughput
-    from local.targets import Targets, server_backend
 
     try:
         image = photos.by_name(args.photo).read()

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from lambda_onnx.errors import ClassifierError
-from local.commands import DEFAULT_MODEL
+from local.defaults import DEFAULT_MODEL
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -21,8 +21,8 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from local import cost
-    from local.tune import DEFAULT_OUT, DEFAULT_REQUESTS, DEFAULT_SIZES, METRICS, PERCENTILES, PRECISIONS
+    from local.measure import cost
+    from local.measure.tune import DEFAULT_OUT, DEFAULT_REQUESTS, DEFAULT_SIZES, METRICS, PERCENTILES, PRECISIONS
 
     defaults = cost.CostInputs()
     parser = subparsers.add_parser(
@@ -66,8 +66,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from local import cost
-    from local.tune import TuneConfig, run_tune, summary_lines, write_outputs
+    from local.measure import cost
+    from local.measure.tune import TuneConfig, run_tune
+    from local.report.tune import summary_lines, write_outputs
 
     try:
         prices = cost.CostInputs(architecture=args.architecture, gb_second_usd=args.gb_second_usd,

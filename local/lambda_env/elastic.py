@@ -2,7 +2,7 @@
 
 What Lambda does with a function's environments (https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html,
 https://docs.aws.amazon.com/lambda/latest/dg/scaling-behavior.html), done with real emulators
-(:class:`local.emulator.Emulator`, one RIE and one runtime each):
+(:class:`local.lambda_env.rie.Emulator`, one RIE and one runtime each):
 
 - a request that finds no idle environment gets a new one: its first invoke runs the init phase
   (a cold start), and starting the environment is part of what that client waits for;
@@ -12,7 +12,7 @@ https://docs.aws.amazon.com/lambda/latest/dg/scaling-behavior.html), done with r
 - with ``max_concurrency`` environments busy (a function's reserved concurrency), a request is
   throttled at once with 429 and Lambda's reason, not queued.
 
-It offers the surface :class:`local.emulator.EmulatorPool` offers (``invoke``, ``start``, ``stop``,
+It offers the surface :class:`local.lambda_env.pool.EmulatorPool` offers (``invoke``, ``start``, ``stop``,
 ``restart``, ``alive``, ``size``, ``emulators``, a context manager), so ``InvokeFront`` and
 ``EmulatorBackend`` work on it unchanged.
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lambda_onnx.errors import BackendError, BackendUnavailableError, ThrottledError
-from local.emulator import Emulator, Invocation
+from local.lambda_env.rie import Emulator, Invocation
 
 # How long Lambda keeps an idle execution environment is not documented by AWS ("for some time").
 # Published measurements: every idle instance reclaimed 10 minutes after its last request

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from lambda_onnx.errors import ClassifierError
-from local.backends import Backend
+from local.clients.base import Backend
 from local.measure.scenario.params import Distribution, FleetParams, LambdaParams
 from local.measure.scenario.results import OK, REJECTED, THROTTLED, TIMED_OUT, SideResult, SideRun, summarise
 
@@ -325,7 +325,7 @@ def _quiet(message: str, fraction: float | None = None) -> None:
 
 
 def default_image() -> bytes:
-    from local import photos
+    from lambda_onnx import photos
 
     return photos.by_name("chelsea").read()
 
@@ -356,7 +356,8 @@ def validate(arrivals: np.ndarray, *, model: Path, scenario: str, memory_mb: int
     replay. ``on_progress(message, fraction or None)``."""
     import datetime as dt
 
-    from local.backends import EmulatorBackend, HttpBackend
+    from local.clients.emulator import EmulatorBackend
+    from local.clients.http import HttpBackend
     from local.lambda_env import ElasticPool
     from local.measure.scenario import calibrate
     from local.serve.process import ServeProcess

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from lambda_onnx.errors import BackendError
-from local.backends import Backend
-from local.monitor import run_monitor
+from local.clients.base import Backend
+from local.measure.monitor import run_monitor
 
 # Enough requests for a steady figure within a few seconds; two clients keep a 2-CPU server busy
 # without measuring its queue instead of its work.

@@ -52,7 +52,7 @@ class ServeProcess:
         import httpx
 
         if self.port is None:
-            from local.emulator import free_ports
+            from local.ports import free_ports
 
             (self.port,) = free_ports(1, self.host)
         command = [sys.executable, "-m", "local", "serve", "--model", str(self.model), "--host", self.host,

@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from local import cost
 from local.defaults import BENCH_OUT, TUNE_OUT
+from local.measure import cost
 from local.measure.scenario.params import SCENARIO_OUT, Distribution, FleetParams, LambdaParams
 
 DEFAULT_TUNE_JSON = TUNE_OUT / "tune.json"
@@ -153,7 +153,7 @@ def _undist(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _machine() -> dict[str, Any]:
-    from local.bench import cpu_identity
+    from local.choice import cpu_identity
 
     return cpu_identity()
 
@@ -168,14 +168,15 @@ def _same_machine(info: dict[str, Any]) -> bool:
 
 def from_report_log(path: Path) -> LambdaFigures:
     """Warm and cold latencies from a log's REPORT lines (each parsed by the project's one parser)."""
-    from local.tune import parse_aws_report
+    from local.wire import parse_report
 
     warm, cold, init = [], [], []
     memory = None
     for line in Path(path).read_text(errors="replace").splitlines():
         if "REPORT RequestId:" not in line:
             continue
-        report = parse_aws_report(line[line.index("REPORT RequestId:"):])
+        parsed = parse_report(line[line.index("REPORT RequestId:"):])
+        report = parsed.facts() if parsed is not None else {}
         if "duration_ms" not in report:
             continue
         memory = int(report.get("memory_size_mb", memory or 0)) or memory
@@ -268,7 +269,7 @@ def measure_lambda(model: Path, memory_mb: int, image: bytes, *, warm: int = WAR
     machine's CPUs shared, for :meth:`Calibration.emulator_params`)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from local.backends import EmulatorBackend
+    from local.clients.emulator import EmulatorBackend
     from local.lambda_env import ElasticPool
     from local.measure.replay import OtherLoad, timed_request
 
@@ -336,7 +337,7 @@ def measure_server(model: Path, image: bytes, *, requests: int = SERVER_REQUESTS
                    on_progress: Say | None = None) -> ServerFigures:
     """Sequential requests to a fresh ``local serve``, spaced like warm Lambda requests: one
     request's time on an idle instance."""
-    from local.backends import HttpBackend
+    from local.clients.http import HttpBackend
     from local.measure.replay import OtherLoad, timed_request
     from local.serve.process import ServeProcess
 

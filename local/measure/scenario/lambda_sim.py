@@ -21,7 +21,7 @@ from typing import cast
 import numpy as np
 import simpy
 
-from local.cost import gb_second_price
+from local.measure.cost import gb_second_price
 from local.measure.scenario.params import PROVISIONED_DURATION_USD_PER_GB_S, PROVISIONED_USD_PER_GB_S, LambdaParams
 from local.measure.scenario.results import OK, THROTTLED, TIMED_OUT, SideRun
 

@@ -1,7 +1,7 @@
 """What the two simulated sides are made of: latency distributions, Lambda's limits, a fleet's shape.
 
 Every AWS figure the simulation assumes is stated once here, with where it comes from. Lambda's
-on-demand and API Gateway prices are not: they live in :mod:`local.cost` (``CostInputs``), which the
+on-demand and API Gateway prices are not: they live in :mod:`local.measure.cost` (``CostInputs``), which the
 simulation reuses.
 """
 
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from local import cost
 from local.defaults import ARTIFACTS
 from local.lambda_env.elastic import DEFAULT_IDLE_TIMEOUT_S  # stated where the emulator applies it
+from local.measure import cost
 
 SCENARIO_OUT = ARTIFACTS / "scenario"  # where scenarios, comparisons, replays and the calibration are written
 
@@ -37,7 +37,7 @@ IDLE_TIMEOUT_SOURCE = ("not documented by AWS; 10 min measured by Shilkov (mikha
 # Provisioned concurrency, us-east-1, per GB-second: the configured environments for as long as
 # they are configured, and the duration of the requests they serve (instead of the on-demand
 # price). https://aws.amazon.com/lambda/pricing/ ("Provisioned Concurrency Pricing"), read 2025-11
-# with local.cost's other prices.
+# with local.measure.cost's other prices.
 PROVISIONED_USD_PER_GB_S = {"x86_64": 0.0000041667, "arm64": 0.0000033334}
 PROVISIONED_DURATION_USD_PER_GB_S = {"x86_64": 0.0000097222, "arm64": 0.0000077778}
 PROVISIONED_PRICES_DATE = "2025-11 (us-east-1)"
@@ -135,7 +135,7 @@ class LambdaParams:
     ``warm_ms`` and ``cold_ms`` are what a client sees (round trip); ``overhead_ms`` is the part of
     a warm round trip Lambda does not bill (invoke, network), so a request is billed
     ``ceil(warm - overhead)`` ms plus, when it is a cold start, ``ceil(init_ms)``: the Cost module's
-    model (:func:`local.cost.serverless_per_request`), per request.
+    model (:func:`local.measure.cost.serverless_per_request`), per request.
     """
 
     warm_ms: Distribution

@@ -1,4 +1,4 @@
-"""Tables and charts of scenarios (Markdown, PNG through :func:`local.charts.to_png`).
+"""Tables and charts of scenarios (Markdown, PNG through :func:`local.report.charts.to_png`).
 
 (Issue 15 gathers every renderer under ``local/report/``; this module moves there with it.)
 """
@@ -12,10 +12,10 @@ from typing import Any
 
 import matplotlib.ticker
 
-from local.charts import to_png
 from local.measure.scenario.params import SCENARIO_OUT
 from local.measure.scenario.results import ScenarioResult, SideResult, TimeSeries, failed
 from local.measure.scenario.traffic import format_duration
+from local.report.charts import to_png
 
 DEFAULT_OUT = SCENARIO_OUT
 COLOURS = {"lambda": "C1", "server": "C0"}

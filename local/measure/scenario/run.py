@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from local import cost
+from local.measure import cost
 from local.measure.scenario.calibrate import Calibration
 from local.measure.scenario.fleet_sim import simulate_fleet
 from local.measure.scenario.lambda_sim import simulate_lambda

@@ -18,13 +18,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import numpy as np
-
 from lambda_onnx.cpu import CpuInfo
 from lambda_onnx.errors import ClassifierError
 from lambda_onnx.sidecar import load_verified
-from local.backends import Backend
-
+from local.clients.base import Backend
+from local.measure.stats import duration_summary
 
 NO_ANSWER_PAUSE_S = 0.5  # a worker's pause after a request that got no answer (status 0)
 
@@ -33,7 +31,7 @@ NO_ANSWER_PAUSE_S = 0.5  # a worker's pause after a request that got no answer (
 class MonitorSettings:
     """What a run was asked to do, as the people reading its report need it.
 
-    Built by the CLI and the GUI alike and rendered by :mod:`local.report`; typed rather than the
+    Built by the CLI and the GUI alike and rendered by :mod:`local.report.monitor`; typed rather than the
     parser's namespace, so a report shows the run's settings, not the command line's internals.
     """
 
@@ -128,17 +126,6 @@ class MonitorRun:
         for sample in self.samples:
             writer.writerow(asdict(sample))
         return buffer.getvalue()
-
-
-def duration_summary(values: Sequence[float], digits: int = 2) -> dict[str, float]:
-    """p50, p90, p99 (linear interpolation), mean, min, max and n of some durations (ms), rounded to
-    ``digits``; empty when there are none. The one summary the monitor, the soaks and tune share."""
-    if not values:
-        return {}
-    array = np.asarray(values, dtype=float)
-    summary = {f"p{q}": round(float(np.percentile(array, q)), digits) for q in (50, 90, 99)}
-    return {**summary, "mean": round(float(array.mean()), digits), "min": round(float(array.min()), digits),
-            "max": round(float(array.max()), digits), "n": len(values)}
 
 
 def summarise(samples: Sequence[Sample], backends: Sequence[str] | None = None) -> list[Stats]:

@@ -9,11 +9,12 @@ be so instead of being waited for.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from local.wire import Report, parse_report
 
 # Lambda's function segment names its phases like this; newer traces use the short names.
 # https://docs.aws.amazon.com/lambda/latest/dg/services-xray.html
@@ -107,42 +108,6 @@ def fetch_trace(xray: Any, trace_header: str | None, *, attempts: int = 6, delay
             sleep(delay_s * (1.5 ** (attempt - 1)))
     timing.message = f"{timing.message}; gave up after {attempts} attempts (X-Ray can take half a minute)"
     return timing
-
-
-@dataclass
-class Report:
-    """The fields of a Lambda ``REPORT RequestId: ...`` log line."""
-
-    request_id: str
-    duration_ms: float | None = None
-    billed_duration_ms: float | None = None
-    memory_size_mb: float | None = None
-    max_memory_used_mb: float | None = None
-    init_duration_ms: float | None = None
-    restore_duration_ms: float | None = None
-    fields: dict[str, str] = field(default_factory=dict)
-
-
-_FIELD = re.compile(r"([A-Za-z][A-Za-z ]*?):\s*([^\t]+?)\s*(?=\t|$)")
-_NAMES = {"duration": "duration_ms", "billed duration": "billed_duration_ms", "memory size": "memory_size_mb",
-          "max memory used": "max_memory_used_mb", "init duration": "init_duration_ms",
-          "restore duration": "restore_duration_ms"}
-
-
-def parse_report(line: str) -> Report | None:
-    """Parse a REPORT line by field names, in whatever order they come."""
-    text = line.strip()
-    if not text.startswith("REPORT"):
-        return None
-    fields = {m.group(1).strip(): m.group(2).strip() for m in _FIELD.finditer(text.removeprefix("REPORT").strip())}
-    request_id = fields.get("RequestId", "")
-    report = Report(request_id=request_id, fields=fields)
-    for name, value in fields.items():
-        attribute = _NAMES.get(name.lower())
-        number = re.match(r"[\d.]+", value)
-        if attribute and number:
-            setattr(report, attribute, float(number.group(0)))
-    return report
 
 
 def fetch_report(logs: Any, function_name: str, request_id: str, *, start_time_ms: int | None = None,

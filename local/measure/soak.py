@@ -1,7 +1,7 @@
 """Load and soak runs: concurrent clients for a bounded time, and the figures they leave.
 
 - ``local serve`` (started here in a child process, or an existing one by URL): N clients, each
-  with its own connection, through :class:`~local.backends.HttpBackend`; then an overload phase
+  with its own connection, through :class:`~local.clients.http.HttpBackend`; then an overload phase
   with more clients than the server admits, which must be answered 503 with a reason rather than
   queued without bound.
 - The Lambda emulator: N clients sharing one execution environment (what the GUI does: calls are
@@ -27,11 +27,12 @@ from urllib.parse import urlparse
 import psutil
 
 from lambda_onnx.errors import ClassifierError
-from local.backends import Backend, BackendResult, HttpBackend
-from local.monitor import duration_summary
+from local.clients.base import Backend, BackendResult
+from local.clients.http import HttpBackend
+from local.measure.stats import duration_summary
 from local.serve.process import ServeProcess
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLIENT_TIMEOUT_S = 30.0  # per request: a phase always ends, whatever the server does
 BUSY_BACKOFF_S = 0.1  # a client told 503/429 waits this long before asking again
 RSS_INTERVAL_S = 0.25
@@ -349,14 +350,15 @@ def soak_emulator(image: bytes, model: str | Path, *, clients: int = 4, seconds:
                   memory_mb: int = 3008, expected: Sequence[str] = (), emulator: Any = None,
                   on_phase: Callable[[str], None] | None = None) -> SoakReport:
     """Soak the Lambda emulator: ``clients`` sharing one execution environment (every invoke
-    serialised by :class:`~local.emulator.Emulator`, as behind the GUI), then ``clients`` on a pool
+    serialised by :class:`~local.lambda_env.rie.Emulator`, as behind the GUI), then ``clients`` on a pool
     of ``pool`` environments (default ``clients``; 0 skips it), as the monitor runs them.
 
-    ``emulator`` is an already running :class:`~local.emulator.Emulator` to use for the first
+    ``emulator`` is an already running :class:`~local.lambda_env.rie.Emulator` to use for the first
     phase (it is left running); otherwise one is started and stopped here.
     """
-    from local.backends import EmulatorBackend
-    from local.emulator import Emulator, EmulatorPool
+    from local.clients.emulator import EmulatorBackend
+    from local.lambda_env.pool import EmulatorPool
+    from local.lambda_env.rie import Emulator
 
     own = emulator is None
     single = Emulator(model, memory_mb=memory_mb, name="soak-env").start() if own else emulator

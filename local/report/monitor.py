@@ -10,12 +10,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from local import charts
-from local.monitor import MonitorRun, MonitorSettings
+from lambda_onnx.sidecar import RANDOM_WEIGHTS_WARNING
+from local.measure.monitor import MonitorRun, MonitorSettings
+from local.report import charts
 
 # The rule: a model with random weights is labelled loudly on every view, a shared report included.
-RANDOM_WEIGHTS_NOTE = ("<strong>RANDOM WEIGHTS</strong> — this model was exported with random weights: its predictions "
-                       "are meaningless. Timings, memory and payload sizes are real.")
+RANDOM_WEIGHTS_NOTE = html.escape(RANDOM_WEIGHTS_WARNING).replace("RANDOM WEIGHTS", "<strong>RANDOM WEIGHTS</strong>", 1)
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -72,7 +72,7 @@ def monitor_html(run: MonitorRun, title: str = "Monitor run", settings: MonitorS
                  figures: tuple[Any, Any] | None = None, csv_text: str | None = None) -> str:
     """Everything needed to keep or share the run, in one self-contained HTML document
     (``figures`` and ``csv_text``: the run's, if the caller already made them). With
-    :class:`~local.monitor.MonitorSettings` of a random-weights model it says so first."""
+    :class:`~local.measure.monitor.MonitorSettings` of a random-weights model it says so first."""
     samples = run.samples
     over_time, histogram = (charts.to_data_uri(f) for f in (figures or monitor_figures(run)))
     csv_text = run.csv_text() if csv_text is None else csv_text

@@ -27,7 +27,7 @@ from PIL import Image
 
 import lambda_onnx.preprocess  # noqa: F401  (registers the HEIF plugin)
 from lambda_onnx.limits import MAX_REQUEST_BYTES
-from local.photos import by_name
+from lambda_onnx.photos import by_name
 
 CAT = ("Egyptian cat", "tabby", "tiger cat")
 PALACE = by_name("china").expected  # sideways or upside down, lite0 sees a tile roof, a boathouse, a racket

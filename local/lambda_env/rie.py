@@ -8,8 +8,8 @@ handler, exactly as the container image does, but without Docker:
         python -m awslambdaric lambda_onnx.handler.handler
 
 Like Lambda, the function initialises lazily: the first invoke after :meth:`Emulator.start` is the
-cold start. :class:`EmulatorPool` runs N emulators so that N concurrent requests get N execution
-environments, each with its own cold start.
+cold start. :mod:`local.lambda_env.pool` runs N emulators so that N concurrent requests get N execution
+environments, each with its own cold start; :mod:`local.lambda_env.elastic` starts them on demand.
 
 Known emulator limits handled here (https://github.com/aws/aws-lambda-runtime-interface-emulator):
 
@@ -33,31 +33,29 @@ import ipaddress
 import json
 import logging
 import os
-import queue
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from lambda_onnx.errors import BackendError, BackendTimeoutError, BackendUnavailableError, ThrottledError
-from lambda_onnx.limits import LAMBDA_PAYLOAD_BYTES
+from lambda_onnx.errors import BackendTimeoutError, BackendUnavailableError
+from local.defaults import DEFAULT_FUNCTION_TIMEOUT_S as DEFAULT_TIMEOUT_S
+from local.defaults import DEFAULT_MEMORY_MB
+from local.ports import free_ports, release, reserve
+from local.wire import EMULATOR_PLACEHOLDERS, parse_report, refuse_oversized_invoke
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HANDLER = "lambda_onnx.handler.handler"
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
-# Lambda's defaults for this project: the reference project's 3008 MB, and the template's timeout.
-DEFAULT_MEMORY_MB = 3008
-DEFAULT_TIMEOUT_S = 30
 DEFAULT_FUNCTION_NAME = "resnet-serverless"
 DEFAULT_REGION = "us-east-1"
 START_TIMEOUT_S = 15.0
@@ -65,8 +63,6 @@ STOP_TIMEOUT_S = 5.0
 DEATH_WAIT_S = 1.0  # after a dropped connection, how long a dying emulator gets to exit
 LOG_LINES_KEPT = 2000  # per stream: enough for a stderr tail and REPORT lookups, bounded for long runs
 
-_REPORT = re.compile(r"^REPORT RequestId: (?P<request_id>\S+)\t(?P<fields>.*)$")
-_REPORT_FIELD = re.compile(r"(?P<key>[A-Za-z ]+): (?P<value>[\d.]+) (?P<unit>ms|MB)")
 _INIT_REPORT = re.compile(r"INIT REPORT\(durationMs: (?P<ms>[\d.]+)\)")
 _IN_USE = "address already in use"
 # Passed on to the function's processes, which otherwise inherit nothing but PATH: a supervisor (the
@@ -84,31 +80,6 @@ def rie_binary() -> Path:
             return Path(candidate)
     raise BackendUnavailableError("the Lambda emulator binary aws-lambda-rie is not installed: run `bash .ci/install` "
                                   "(it extracts it from the pinned aws-sam-cli wheel into .venv/bin)")
-
-
-_reserved_ports: set[int] = set()  # ports of this process's emulators: one's lazily bound port is never another's
-_ports_lock = threading.Lock()
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Distinct ports the OS says are free now and no emulator of this process holds (the RIE binds
-    its runtime API port only at the first invoke). A race with other processes remains:
-    :meth:`Emulator.start` retries."""
-    sockets: list[socket.socket] = []
-    try:
-        ports: list[int] = []
-        while len(ports) < count:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind((host, 0))
-            port = sock.getsockname()[1]
-            with _ports_lock:
-                if port not in _reserved_ports:
-                    ports.append(port)
-        return ports
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def session_members(sid: int) -> list[int]:
@@ -250,8 +221,7 @@ class Emulator:
                 self.port, self.runtime_api_port = free_ports(2, self.host)
             elif self.runtime_api_port is None or fresh:
                 self.runtime_api_port = next(p for p in free_ports(2, self.host) if p != self.port)
-            with _ports_lock:
-                _reserved_ports.update((self.port, self.runtime_api_port))
+            reserve(self.port, self.runtime_api_port)
             self._spawn()
             try:
                 self._wait_ready()
@@ -280,8 +250,8 @@ class Emulator:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             with self._seen:
                 self._lines[stream].append(line)
-                if (match := _REPORT.match(line)) is not None:
-                    self._reports[match["request_id"]] = _parse_report(match["fields"])
+                if line.startswith("REPORT ") and (report := parse_report(line)) is not None and report.request_id:
+                    self._reports[report.request_id] = report.facts(exclude=EMULATOR_PLACEHOLDERS)
                     while len(self._reports) > LOG_LINES_KEPT:  # invokes by other clients are never collected
                         self._reports.popitem(last=False)
                 elif (init := _INIT_REPORT.search(line)) is not None:
@@ -339,8 +309,7 @@ class Emulator:
         for reader in self._readers:
             reader.join(timeout_s)
         self._exit = proc.returncode
-        with _ports_lock:
-            _reserved_ports.difference_update((self.port, self.runtime_api_port))
+        release(self.port, self.runtime_api_port)
 
     def restart(self) -> Emulator:
         """A forced cold start: a new execution environment (same address where possible), once
@@ -365,8 +334,6 @@ class Emulator:
         timeout, as on Lambda. Raises :class:`BackendUnavailableError` when the emulator is not
         running (call :meth:`restart`) and :class:`BackendTimeoutError` when no answer comes.
         """
-        from local.backends import refuse_oversized_invoke
-
         data = payload if isinstance(payload, bytes) else (payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
         refuse_oversized_invoke(data, self.name)  # as Lambda does; the RIE would truncate it silently
         timeout = timeout_s if timeout_s is not None else 2 * self.timeout_s + 5
@@ -451,212 +418,8 @@ class Emulator:
         return "\n".join(self.log_lines("stderr")[-lines:]) or "(no output)"
 
 
-class EmulatorPool:
-    """N emulators: N concurrent requests get N execution environments, each with its own cold start.
-
-    A free environment is taken most-recently-used first, so sequential requests reuse one warm
-    environment as on Lambda. When all are busy a request waits up to ``wait_s`` and is then
-    throttled, as a function at its reserved concurrency is (``wait_s=0``: throttle at once).
-    """
-
-    def __init__(self, model: str | Path | None = None, size: int = 1, *, wait_s: float = 60.0, **emulator_args: Any) -> None:
-        if size < 1:
-            raise ValueError(f"a pool needs at least one emulator, got {size}")
-        base = emulator_args.pop("name", "env")
-        self.emulators = [Emulator(model, name=f"{base}-{i}", **emulator_args) for i in range(size)]
-        self.wait_s = wait_s
-        self._free: queue.LifoQueue[Emulator] = queue.LifoQueue()
-        for emulator in reversed(self.emulators):  # env-0 on top: used first
-            self._free.put(emulator)
-
-    @property
-    def size(self) -> int:
-        return len(self.emulators)
-
-    def start(self) -> EmulatorPool:
-        started: list[Emulator] = []
-        try:
-            for emulator in self.emulators:
-                started.append(emulator.start())
-        except BaseException:
-            for emulator in started:
-                emulator.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        for emulator in self.emulators:
-            emulator.stop()
-
-    def restart(self) -> EmulatorPool:
-        """Every environment cold again (and any dead one back)."""
-        for emulator in self.emulators:
-            emulator.restart()
-        return self
-
-    def alive(self) -> bool:
-        return all(emulator.alive() for emulator in self.emulators)
-
-    def invoke(self, payload: bytes | str | Mapping[str, Any], **kwargs: Any) -> Invocation:
-        """Invoke on a free environment (see the class docstring for when all are busy)."""
-        start = time.perf_counter()
-        try:
-            emulator = self._free.get(timeout=self.wait_s) if self.wait_s > 0 else self._free.get_nowait()
-        except queue.Empty:
-            raise ThrottledError(f"all {self.size} emulated environments were busy for {self.wait_s:g} s", status=429) from None
-        queued = (time.perf_counter() - start) * 1e3
-        try:
-            invocation = emulator.invoke(payload, **kwargs)
-        finally:
-            self._free.put(emulator)
-        return replace(invocation, queue_ms=queued)
-
-    def __enter__(self) -> EmulatorPool:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-# Lambda's error types for what the front refuses (boto3 reads them from x-amzn-ErrorType).
-_FRONT_ERRORS = {413: "RequestTooLargeException", 429: "TooManyRequestsException", 502: "ServiceException",
-                 504: "ServiceException"}
-FRONT_DRAIN_BYTES = 4 * LAMBDA_PAYLOAD_BYTES
-_FRONT_PATH = re.compile(r"^/2015-03-31/functions/function/invocations/?(\?.*)?$")  # the RIE's one function
-
-
-class InvokeFront:
-    """One Invoke API URL in front of a pool, safe for any number of concurrent clients.
-
-    The RIE crashes on overlapping invokes, so its own URL must never be handed to a client that
-    may send two at once (curl in two terminals, a load tool, boto3 in threads). The front takes
-    every request, lets the pool pick a free environment (each serialised, as Lambda runs one
-    request per environment at a time) and answers as Lambda's Invoke API does: the function's
-    payload, or a status with a JSON reason (413 oversized, 429 every environment busy, 502 an
-    environment died, 504 no answer in time). Only loopback; a silent client is dropped after
-    ``client_timeout_s`` rather than holding a thread.
-    """
-
-    def __init__(self, pool: EmulatorPool, port: int = 0, host: str = "127.0.0.1", client_timeout_s: float = 30.0) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        if not ipaddress.ip_address(host).is_loopback:
-            raise ValueError(f"the emulator front only listens on loopback addresses, not {host}")
-        front = self
-
-        class Handler(BaseHTTPRequestHandler):
-            timeout = client_timeout_s
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
-                log.debug("front: " + format, *args)
-
-            def do_POST(self) -> None:
-                if not _FRONT_PATH.match(self.path):
-                    return self._answer(404, {"Type": "User", "message": f"no function at {self.path}; the emulator's "
-                                                                         f"one function is invoked at {INVOKE_PATH}"},
-                                        "ResourceNotFoundException")
-                try:
-                    length = declared = int(self.headers.get("content-length") or "")
-                except ValueError:
-                    length = declared = -1
-                if length < 0:
-                    self.close_connection = True
-                    return self._answer(411, {"Type": "User", "message": "a valid Content-Length header is required"},
-                                        "InvalidRequestContentException")
-                if length > LAMBDA_PAYLOAD_BYTES:
-                    # Drain a moderately oversized body so the client, still sending, reads the 413
-                    # rather than a broken pipe; past FRONT_DRAIN_BYTES just hang up.
-                    self.close_connection = True
-                    if length <= FRONT_DRAIN_BYTES:
-                        try:
-                            while length > 0:
-                                chunk = self.rfile.read(min(length, 1 << 16))
-                                if not chunk:
-                                    break
-                                length -= len(chunk)
-                        except OSError:
-                            return None
-                    return self._answer(413, {"Type": "User", "message": f"the invoke payload is {declared:,} bytes; "
-                                              f"Lambda's limit is {LAMBDA_PAYLOAD_BYTES:,} bytes"})
-                try:
-                    body = self.rfile.read(length)
-                except OSError:
-                    self.close_connection = True
-                    return None
-                try:
-                    invocation = front.pool.invoke(body)
-                except BackendError as exc:
-                    status = 504 if isinstance(exc, BackendTimeoutError) else exc.status if exc.status in _FRONT_ERRORS else 502
-                    return self._answer(status, {"Type": "Service" if status >= 500 else "User", "message": exc.message})
-                return self._answer(invocation.status, invocation.payload, environment=invocation.environment)
-
-            def _refuse_method(self) -> None:
-                self.close_connection = True
-                self._answer(405, {"Type": "User", "message": f"{self.command} is not allowed: POST the invoke payload to "
-                                                              f"{INVOKE_PATH}"}, "MethodNotAllowedException")
-
-            do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = _refuse_method
-
-            def _answer(self, status: int, body: bytes | dict[str, Any], error_type: str | None = None,
-                        environment: str | None = None) -> None:
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                if status >= 400:
-                    self.send_header("x-amzn-ErrorType", error_type or _FRONT_ERRORS.get(status, "ServiceException"))
-                if environment:
-                    self.send_header("x-emulator-environment", environment)
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.pool = pool
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    @property
-    def invoke_url(self) -> str:
-        return self.url + INVOKE_PATH
-
-    def start(self) -> InvokeFront:
-        threading.Thread(target=self._server.serve_forever, name="emulator-front", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> InvokeFront:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
 def _signal(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
-
-
-def _parse_report(fields: str) -> dict[str, Any]:
-    """The real facts of a REPORT line: duration, billed duration, configured memory."""
-    report: dict[str, Any] = {}
-    for match in _REPORT_FIELD.finditer(fields):
-        key = match["key"].strip()
-        if key == "Duration":
-            report["duration_ms"] = float(match["value"])
-        elif key == "Billed Duration":
-            report["billed_duration_ms"] = float(match["value"])
-        elif key == "Memory Size":
-            report["memory_size_mb"] = int(float(match["value"]))
-        # "Max Memory Used" and "Init Duration" are placeholders in the emulator: left out on purpose
-    return report
-

@@ -14,7 +14,9 @@ matplotlib.use("Agg")  # no display on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from local.monitor import Sample  # noqa: E402
+from local.measure.bench.config import BenchReport  # noqa: E402
+from local.measure.machine import describe_machine  # noqa: E402
+from local.measure.monitor import Sample  # noqa: E402
 
 STEPS = (("overhead_ms", "network / invoke"), ("json_parse_ms", "JSON parse"), ("decode_ms", "decode"),
          ("preprocess_ms", "preprocess"), ("inference_ms", "inference"), ("postprocess_ms", "postprocess"))
@@ -171,3 +173,36 @@ def power_tuning(rows: Sequence[dict], *, percentile: str, budget_ms: float | No
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return figure
+
+
+def benchmark(report: BenchReport) -> Figure:
+    """The benchmark: batch-1 latency per runtime × precision (with the compute floors), cold start, peak RSS."""
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.5), gridspec_kw={"width_ratios": [3, 1.3, 1.3]})
+    names = [r.name for r in report.inference]
+    medians = [r.median_ms for r in report.inference]
+    errors = [max(0.0, r.p90_ms - r.median_ms) for r in report.inference]
+    colours = ["#7f7f7f" if r.runtime == "pytorch" else ("#1f77b4" if r.runtime == "onnxruntime" else "#ff7f0e")
+               for r in report.inference]
+    ax = axes[0]
+    ax.barh(names, medians, xerr=[[0] * len(errors), errors], color=colours)
+    for y, (value, error) in enumerate(zip(medians, errors)):
+        ax.text(value + error, y, f"  {value:.1f}", va="center", fontsize=8)
+    if report.floor:
+        ax.axvline(report.floor["fp32_floor_ms"], color="black", linestyle="--", linewidth=1, label="fp32 compute floor")
+        ax.axvline(report.floor["int8_floor_ms"], color="green", linestyle=":", linewidth=1, label="INT8 compute floor")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("batch-1 latency, ms (median; whisker to p90)")
+    ax.set_title(f"{report.models['fp32']['label'].split(' (')[0]} inference")
+    cold = report.cold_start
+    axes[1].bar([c["handler"].replace(" handler", "\n") for c in cold], [c["median_ms"] / 1e3 for c in cold], color="#2ca02c")
+    axes[1].set_ylabel("s")
+    axes[1].set_title("cold start to first prediction")
+    axes[2].bar([c["handler"].replace(" handler", "\n") for c in cold], [c["peak_rss_mb"] for c in cold], color="#9467bd")
+    axes[2].set_ylabel("MB")
+    axes[2].set_title("handler peak RSS")
+    for axis in axes[1:]:
+        axis.tick_params(axis="x", labelsize=8)
+    fig.suptitle(describe_machine(report.machine), fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IMAGE_PYTHON = "3.12"  # public.ecr.aws/lambda/python:3.12
 # The base image's environment the Dockerfile relies on.
 # https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html#configuration-envvars-runtime
@@ -82,7 +82,7 @@ def parse_dockerfile(path: Path) -> Dockerfile:
         elif keyword == "CMD":
             cmd = json.loads(rest)
         elif keyword not in ("LABEL",):
-            raise DockerfileError(f"{path}: {keyword} is not reproduced by local/taskroot.py; extend it before using it")
+            raise DockerfileError(f"{path}: {keyword} is not reproduced by tests/helpers/taskroot.py; extend it before using it")
     if not base:
         raise DockerfileError(f"{path}: no FROM line")
     return Dockerfile(base, args, steps, cmd)

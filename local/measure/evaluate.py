@@ -1,4 +1,5 @@
-"""Top-1/top-5 accuracy of each runtime × precision on a labelled folder of images.
+"""Top-1/top-5 accuracy of each runtime × precision on labelled images: a folder (``python -m local
+evaluate DIR``) or the EVALUATION photos shipped in packages (the bench's agreement check).
 
 The folder has one sub-folder per class, named by ImageNet class index (``0`` … ``999``, zero
 padding allowed) or by the class's label as the model's sidecar spells it (case and ``_``/space
@@ -13,7 +14,7 @@ runtime and the precision alone.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,9 @@ import numpy as np
 
 from lambda_onnx.classifier import Classifier
 from lambda_onnx.errors import ClassifierError
+from lambda_onnx.photos import Photo
 from lambda_onnx.preprocess import IMAGE_SUFFIXES, prepare
+from local.measure.variants import Variant
 
 # Images are preprocessed and run through every variant this many at a time, so a folder of any
 # size needs memory for one chunk only.
@@ -30,18 +33,17 @@ TOP_K = 5
 
 
 @dataclass(frozen=True)
-class Variant:
-    """One runtime × precision: a model file on a runtime (with OpenVINO's precision hint)."""
-
-    model: Path
-    runtime: str = "onnxruntime"
-    precision_hint: str | None = None  # OpenVINO only: "f32" (default), "bf16", "auto", ...
-
-
-@dataclass(frozen=True)
 class LabelledImage:
+    """An image and the classes a correct answer may name (one for a class folder; a photo may accept
+    several, e.g. a tabby is also a tiger cat)."""
+
     path: Path
-    class_id: int
+    class_ids: tuple[int, ...]
+    name: str = ""
+
+    @property
+    def class_id(self) -> int:
+        return self.class_ids[0]
 
 
 @dataclass
@@ -57,6 +59,8 @@ class VariantResult:
     top1_correct: int = 0
     top5_correct: int = 0
     agrees_with_first: int = 0
+    differs_from_first: list[str] = field(default_factory=list)  # the images whose top-1 is not the first variant's
+    key: str = ""  # the variant's key (local.measure.variants.Variant.key)
     int8_kernel: str | None = None  # the INT8 kernel it ran with on this CPU
     canary: str = ""  # its canary on this CPU; "failed": measured anyway, never served (lambda_onnx.canary)
 
@@ -115,95 +119,85 @@ def labelled_images(root: Path, categories: Sequence[str], limit: int | None = N
     images = []
     for folder in folders:
         class_id = class_of(folder.name, categories)
-        images += [LabelledImage(p, class_id) for p in sorted(folder.rglob("*"))
+        images += [LabelledImage(p, (class_id,), str(p.relative_to(root))) for p in sorted(folder.rglob("*"))
                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if not images:
         raise ValueError(f"no images under {root}'s class folders")
     return images[:limit] if limit else images
 
 
-def variants_for(models: Iterable[Path], runtimes: Sequence[str] = ("onnxruntime", "openvino"),
-                 openvino_hints: Sequence[str] = ("f32", "auto")) -> list[Variant]:
-    """Each model on each runtime (OpenVINO once per precision hint)."""
-    out = []
-    for model in models:
-        for runtime in runtimes:
-            hints = openvino_hints if runtime == "openvino" else (None,)
-            out += [Variant(Path(model), runtime, hint) for hint in hints]
-    return out
+def photo_images(photos: Sequence[Photo], categories: Sequence[str]) -> list[LabelledImage]:
+    """The package photos with the classes a correct classifier names for each (their ``expected`` labels)."""
+    index = {label: i for i, label in enumerate(categories)}
+    return [LabelledImage(photo.path, tuple(index[label] for label in photo.expected if label in index), photo.name)
+            for photo in photos]
 
 
-def _name(classifier: Classifier) -> tuple[str, str]:
-    precision = classifier.sidecar.precision
-    computes = getattr(classifier.engine, "precision", "f32")
-    computes_in = precision if computes == "f32" else computes
-    hint = getattr(classifier.engine, "hint", None)
-    suffix = f" (hint {hint} → {computes})" if hint else ""
-    return f"{classifier.engine.runtime} {precision}{suffix}", computes_in
-
-
-def evaluate(root: Path, variants: Sequence[Variant], *, threads: int | None = None, fast_preprocess: bool = True,
-             limit: int | None = None, on_progress: Callable[[int, int], None] | None = None) -> Evaluation:
-    """Accuracy of every variant on the labelled folder ``root``.
+def evaluate(root: Path | Sequence[LabelledImage], variants: Sequence[Variant], *, threads: int | None = None,
+             fast_preprocess: bool = True, limit: int | None = None,
+             on_progress: Callable[[int, int], None] | None = None) -> Evaluation:
+    """Accuracy of every variant on the labelled folder ``root`` (or on the labelled images given),
+    and how often each one's top-1 is the first variant's.
 
     Variants whose OpenVINO "auto" hint resolves to what another variant already computes (e.g.
-    f32 on a CPU without bf16) are dropped as duplicates.
+    f32 on a CPU without bf16) are dropped as duplicates. Every variant is measured, even one whose
+    canary fails on this CPU (a runner would refuse it): its result says so.
     """
     if not variants:
         raise ValueError("no variants to evaluate")
-    classifiers: list[Classifier] = []
+    classifiers: list[tuple[Variant, Classifier]] = []
     seen = set()
     for variant in variants:
-        # Measured even when its canary fails on this CPU (a runner would refuse it): the result says so.
-        classifier = Classifier(variant.model, threads=threads, runtime=variant.runtime,
-                                precision_hint=variant.precision_hint, fast_preprocess=fast_preprocess,
-                                allow_canary_failure=True)
-        key = (classifier.sidecar.sha256, classifier.engine.runtime, getattr(classifier.engine, "precision", None))
+        classifier = variant.load(threads, fast_preprocess=fast_preprocess)
+        key = (classifier.sidecar.sha256, classifier.engine.runtime, getattr(classifier.engine, "precision", None),
+               classifier.engine.int8_kernel)
         if key not in seen:
             seen.add(key)
-            classifiers.append(classifier)
-    first = classifiers[0].sidecar
-    for classifier in classifiers[1:]:
+            classifiers.append((variant, classifier))
+    first = classifiers[0][1].sidecar
+    for _, classifier in classifiers[1:]:
         if classifier.sidecar.categories != first.categories:
-            raise ValueError(f"{classifier.model_path} has other categories than {classifiers[0].model_path}")
-    images = labelled_images(root, first.categories, limit)
+            raise ValueError(f"{classifier.model_path} has other categories than {classifiers[0][1].model_path}")
+    if isinstance(root, (str, Path)):
+        images, where = labelled_images(Path(root), first.categories, limit), str(root)
+    else:
+        images, where = list(root)[:limit] if limit else list(root), "the given images"
     results = []
-    for classifier in classifiers:
-        name, computes_in = _name(classifier)
-        results.append(VariantResult(name, classifier.engine.runtime, classifier.sidecar.precision, computes_in,
-                                     str(classifier.model_path), int8_kernel=classifier.engine.int8_kernel,
-                                     canary=classifier.canary.status))
-    evaluation = Evaluation(str(root), len({i.class_id for i in images}), 0, first.random_weights, fast_preprocess,
-                            results)
-    inputs: dict[object, list[np.ndarray]] = {}
+    for variant, classifier in classifiers:
+        results.append(VariantResult(variant.name(classifier), classifier.engine.runtime, classifier.sidecar.precision,
+                                     classifier.engine.computes_in, str(classifier.model_path),
+                                     int8_kernel=classifier.engine.int8_kernel, canary=classifier.canary.status,
+                                     key=variant.key))
+    evaluation = Evaluation(where, len({i.class_id for i in images}), 0, first.random_weights, fast_preprocess, results)
     for start in range(0, len(images), CHUNK):
-        chunk, labels, inputs = images[start:start + CHUNK], [], {}
+        chunk, kept, inputs = images[start:start + CHUNK], [], {}
         for image in chunk:
             try:
                 tensors = {}
-                for classifier in classifiers:  # fp32 and INT8 share preprocessing: computed once
+                for _, classifier in classifiers:  # fp32 and INT8 share preprocessing: computed once
                     params = classifier.sidecar.preprocessing
                     if params not in tensors:
                         tensors[params] = prepare(image.path.read_bytes(), params, fast=fast_preprocess)[0].tensor
             except (ClassifierError, OSError) as exc:
                 evaluation.skipped.append((str(image.path), getattr(exc, "message", None) or str(exc)))
                 continue
-            labels.append(image.class_id)
+            kept.append(image)
             for params, tensor in tensors.items():
                 inputs.setdefault(params, []).append(tensor)
-        if labels:
-            truth = np.asarray(labels)
+        if kept:
             reference_top1 = None
-            for classifier, result in zip(classifiers, results):
+            for (_, classifier), result in zip(classifiers, results):
                 logits = classifier.infer(np.concatenate(inputs[classifier.sidecar.preprocessing]))
                 top = np.argsort(-logits, axis=1)[:, :TOP_K]
-                result.images += len(truth)
-                result.top1_correct += int(np.sum(top[:, 0] == truth))
-                result.top5_correct += int(np.sum(np.any(top == truth[:, None], axis=1)))
+                result.images += len(kept)
+                result.top1_correct += sum(int(row[0]) in image.class_ids for row, image in zip(top, kept))
+                result.top5_correct += sum(bool(set(row.tolist()) & set(image.class_ids)) for row, image in zip(top, kept))
                 if reference_top1 is None:
                     reference_top1 = top[:, 0]
-                result.agrees_with_first += int(np.sum(top[:, 0] == reference_top1))
-            evaluation.images += len(truth)
+                same = top[:, 0] == reference_top1
+                result.agrees_with_first += int(np.sum(same))
+                result.differs_from_first += [image.name or str(image.path) for image, ok in zip(kept, same) if not ok]
+            evaluation.images += len(kept)
         if on_progress:
             on_progress(min(start + CHUNK, len(images)), len(images))
     return evaluation

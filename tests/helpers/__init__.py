@@ -1,0 +1,2 @@
+"""Test-only helpers (never imported by the product): events, processes, AWS credentials, the hostile
+corpus, the image task-root builder, the browser."""
