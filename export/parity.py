@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from lambda_onnx.canary import Canary, canary_path
-from lambda_onnx.classifier import Classifier
+from lambda_onnx.classifier import TOP_K, Classifier
 from lambda_onnx.cpu import cpu_info
 from lambda_onnx.errors import ModelLoadError, ParityError
 from lambda_onnx.photos import PHONE_MEGAPIXELS, Photo, upscaled_jpeg
@@ -41,7 +41,6 @@ PREPROCESS_ATOL = 1e-5
 # The export traces with a batch of 2; the check runs another size to prove the dynamic axis.
 EXPORT_BATCH = 2
 CHECK_BATCH = 5
-TOP_K = 5
 # The fast preprocessing path (JPEG draft decoding, reducing resize) on a large photo against the
 # reference path on the same bytes, as a mean over the crop, in 8-bit levels. Measured 0.2-2.2
 # (the sharp-edged motorcycle is the worst; see DRAFT_OVERSAMPLE in lambda_onnx/preprocess.py),

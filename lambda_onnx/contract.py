@@ -35,7 +35,7 @@ import logging
 import threading
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypedDict
 
 from lambda_onnx.classifier import TOP_K, Classification, Classifier
 from lambda_onnx.cpu import CpuInfo, cpu_info
@@ -52,6 +52,90 @@ BINARY_TYPE = "application/octet-stream"
 ACCEPTED = "application/json with a base64 image, or a raw image body (image/jpeg, image/png, image/webp, …)"
 
 log = logging.getLogger(__name__)
+
+
+class PredictionBody(TypedDict):
+    class_id: int
+    label: str
+    probability: float
+
+
+class ImageBody(TypedDict):
+    width: int
+    height: int
+    bytes: int
+    format: str
+    processed_width: int
+    processed_height: int
+    fast_path: bool
+
+
+class CanaryBody(TypedDict, total=False):
+    status: str  # passed, failed, absent
+    photo: str
+    rel_rms: float
+    max_abs_logit: float
+    reason: str
+    kernel_fallback: str
+
+
+class ModelBody(TypedDict):
+    arch: str
+    weights: str
+    random_weights: bool
+    precision: str
+    sha256: str
+    runtime: str
+    threads: int
+    int8_kernel: str | None
+    canary: CanaryBody
+
+
+class HostBody(TypedDict):
+    cpu: str
+    machine: str
+    isa: list[str]
+    vnni: bool | None
+
+
+class MetricsBody(TypedDict):
+    json_parse_ms: float
+    decode_ms: float
+    preprocess_ms: float
+    inference_ms: float
+    postprocess_ms: float
+    handler_ms: float
+    request_bytes: int
+    cold_start: bool
+    init_ms: float
+    peak_rss_mb: float
+    memory_mb: int | None
+    memory_utilisation_pct: float | None
+
+
+class ResponseBody(TypedDict):
+    """The body of every successful answer, wherever it was computed: what servers send and clients read."""
+
+    predictions: list[PredictionBody]
+    image: ImageBody
+    model: ModelBody
+    host: HostBody
+    metrics: MetricsBody
+    request_id: str
+    trace_id: str | None
+    function_name: str | None
+    warnings: list[str]
+
+
+class ErrorBody(TypedDict):
+    """The body of every refusal: a stable code, a reason, the HTTP status, and the ids to quote."""
+
+    error: str
+    message: str
+    status: int
+    request_id: str
+    trace_id: str | None
+    function_name: str | None
 
 
 def media_type(content_type: str | None) -> str:
@@ -144,7 +228,7 @@ class Service:
 
     def respond(self, image: bytes | None = None, *, body: bytes | None = None, content_type: str | None = None,
                 payload: Any = None, request_bytes: int | None = None, request_id: str = "",
-                trace_id: str | None = None, k: int = TOP_K) -> tuple[int, dict[str, Any]]:
+                trace_id: str | None = None, k: int = TOP_K) -> tuple[int, ResponseBody | ErrorBody]:
         """Answer one request given as image bytes, an HTTP body, or a parsed JSON payload.
 
         Returns ``(status, body)``; never raises for anything the request contains.
@@ -175,13 +259,13 @@ def host_section(info: CpuInfo | None = None) -> dict[str, Any]:
 
 def ok_body(result: Classification, *, json_parse_ms: float, handler_ms: float, request_bytes: int, cold_start: bool,
             init_ms: float, memory_mb: int | None, request_id: str, trace_id: str | None,
-            function_name: str | None = None, warnings: list[str] | None = None) -> dict[str, Any]:
+            function_name: str | None = None, warnings: list[str] | None = None) -> ResponseBody:
     peak = peak_rss_mb()
     t = result.timings
     return {
-        "predictions": [asdict(p) for p in result.predictions],
-        "image": asdict(result.image),
-        "model": asdict(result.model),
+        "predictions": [asdict(p) for p in result.predictions],  # type: ignore[misc]
+        "image": asdict(result.image),  # type: ignore[typeddict-item]
+        "model": asdict(result.model),  # type: ignore[typeddict-item]
         "host": host_section(),
         "metrics": {
             "json_parse_ms": round(json_parse_ms, 3),
@@ -205,12 +289,13 @@ def ok_body(result: Classification, *, json_parse_ms: float, handler_ms: float, 
 
 
 def error_body(error: ClassifierError, request_id: str = "", trace_id: str | None = None,
-               function_name: str | None = None) -> dict[str, Any]:
-    return {**error.to_dict(), "request_id": request_id, "trace_id": trace_id, "function_name": function_name}
+               function_name: str | None = None) -> ErrorBody:
+    return {"error": error.code, "message": error.message, "status": error.status, "request_id": request_id,
+            "trace_id": trace_id, "function_name": function_name}
 
 
 def internal_error_body(request_id: str = "", trace_id: str | None = None,
-                        function_name: str | None = None) -> tuple[int, dict[str, Any]]:
+                        function_name: str | None = None) -> tuple[int, ErrorBody]:
     """A fault of ours (never the input's): 500, and the request id to quote, without internals."""
     fault = ClassifierError(f"internal error; quote request id {request_id or 'n/a'}")
     return fault.status, error_body(fault, request_id, trace_id, function_name)

@@ -20,3 +20,4 @@ BENCH_OUT = ARTIFACTS / "bench"
 TUNE_OUT = ARTIFACTS / "tune"
 MONITOR_OUT = ARTIFACTS / "monitor"
 SOAK_OUT = ARTIFACTS / "soak"
+SCENARIO_OUT = ARTIFACTS / "scenario"  # scenarios, comparisons, replays and the calibration

@@ -66,6 +66,9 @@ def test_cli_predict_json(lite0):
     assert out.returncode == 0, out.stderr
     results = json.loads(out.stdout)["results"]
     assert [r["result"]["predictions"][0]["label"] for r in results] == ["espresso", "palace"]
+    # the contract's body, as every server answers it: metrics (not a private "timings"), host, model
+    assert {"metrics", "host", "model", "image"} <= set(results[0]["result"]) and "timings" not in results[0]["result"]
+    assert results[0]["status"] == 200 and results[0]["result"]["metrics"]["handler_ms"] > 0
 
 
 def test_cli_random_weights_are_labelled(resnet_random):

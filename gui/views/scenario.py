@@ -16,11 +16,11 @@ import pandas as pd
 
 from local.lambda_env.elastic import DEFAULT_IDLE_TIMEOUT_S
 from local.measure import cost
-from local.measure.scenario import report
 from local.measure.scenario.calibrate import DEFAULT_CACHE, MEASURE_CHOICES, Calibration, calibrate
 from local.measure.scenario.results import ScenarioResult
 from local.measure.scenario.run import COMPARE, ScenarioConfig, compare_shapes, run_scenario
 from local.measure.scenario.traffic import SHAPES, Shape, parse_duration, read_arrivals
+from local.report import scenario as report
 
 INTRO = ("Which wins for **your** traffic? A traffic shape, or your own access log (API Gateway or ALB) or a CSV of "
          "arrival times, simulated through Lambda (cold starts, idle timeout, concurrency limit, scaling rate, API "

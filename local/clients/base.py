@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from lambda_onnx.classifier import Prediction
+from lambda_onnx.contract import HostBody, MetricsBody, ModelBody, ResponseBody
 
 DEFAULT_TIMEOUT_S = 60.0  # above Lambda's 30 s API Gateway limit plus a cold start
 CONNECT_TIMEOUT_S = 5.0
@@ -18,7 +19,7 @@ class BackendResult:
     backend: str  # human name, e.g. "in-process", "local serve http://127.0.0.1:8000", "emulator"
     kind: str  # "server" or "serverless"
     status: int
-    body: dict[str, Any]  # the response body exactly as the server sent it (the wire contract)
+    body: ResponseBody  # the response body exactly as the server sent it (the wire contract)
     round_trip_ms: float  # measured by the client, network and invoke overhead included
     request_bytes: int  # what the client sent (body or invoke payload)
     response_bytes: int  # what came back
@@ -29,21 +30,25 @@ class BackendResult:
         return [Prediction(**p) for p in self.body.get("predictions", [])]
 
     @property
-    def metrics(self) -> dict[str, Any]:
-        return self.body.get("metrics", {})
+    def metrics(self) -> MetricsBody:
+        return self.body["metrics"]
 
     @property
-    def model(self) -> dict[str, Any]:
-        return self.body.get("model", {})
+    def model(self) -> ModelBody:
+        return self.body["model"]
 
     @property
-    def cold_start(self) -> bool | None:
-        return self.metrics.get("cold_start")
+    def host(self) -> HostBody:
+        return self.body["host"]
+
+    @property
+    def cold_start(self) -> bool:
+        return self.metrics["cold_start"]
 
     @property
     def server_ms(self) -> float:
         """Time spent inside the handler (JSON parse to response body)."""
-        return float(self.metrics.get("handler_ms", 0.0))
+        return float(self.metrics["handler_ms"])
 
     @property
     def overhead_ms(self) -> float:

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from lambda_onnx.classifier import TOP_K
+from lambda_onnx.contract import ResponseBody, Service
 from lambda_onnx.errors import ClassifierError
 from local.commands.options import RANDOM_WEIGHTS_BANNER, add_model_args, count, describe_canary, load_classifier
 
@@ -17,19 +19,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sample", action="append", default=[], metavar="NAME",
                         help="a sample photo shipped in an installed package, by name (e.g. chelsea, coffee; repeatable)")
     add_model_args(parser)
-    parser.add_argument("--top-k", type=count, default=5, help="how many classes to show (default: %(default)s)")
+    parser.add_argument("--top-k", type=count, default=TOP_K, help="how many classes to show (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(run=run)
 
 
-def _format(path: Path, result) -> str:
-    img, t = result.image, result.timings
-    lines = [f"{path}  ({img.width}x{img.height} {img.format}, {img.bytes / 1e3:.0f} kB"
-             f"{', fast path' if img.fast_path else ''})"]
-    for rank, p in enumerate(result.predictions, 1):
-        lines.append(f"  {rank}. {p.label:<28} {p.probability:7.2%}  (class {p.class_id})")
-    lines.append(f"  decode {t.decode_ms:.1f} ms, preprocess {t.preprocess_ms:.1f} ms, inference {t.inference_ms:.1f} ms, "
-                 f"postprocess {t.postprocess_ms:.2f} ms, total {t.total_ms:.1f} ms")
+def _format(path: Path, body: ResponseBody) -> str:
+    img, m = body["image"], body["metrics"]
+    lines = [f"{path}  ({img['width']}x{img['height']} {img['format']}, {img['bytes'] / 1e3:.0f} kB"
+             f"{', fast path' if img['fast_path'] else ''})"]
+    for rank, p in enumerate(body["predictions"], 1):
+        lines.append(f"  {rank}. {p['label']:<28} {p['probability']:7.2%}  (class {p['class_id']})")
+    lines.append(f"  decode {m['decode_ms']:.1f} ms, preprocess {m['preprocess_ms']:.1f} ms, inference {m['inference_ms']:.1f} ms, "
+                 f"postprocess {m['postprocess_ms']:.2f} ms, total {m['handler_ms']:.1f} ms")
     return "\n".join(lines)
 
 
@@ -58,26 +60,29 @@ def run(args: argparse.Namespace) -> int:
             print(f"WARNING: {warning}")
         if meta.random_weights:
             print(RANDOM_WEIGHTS_BANNER)
+    service = Service(classifier)  # the contract every server answers with: the same body, metrics and host
     failed = 0
     records = []
     for path in args.images:
         try:
-            result = classifier.predict(path.read_bytes(), k=args.top_k)
+            data = path.read_bytes()
         except OSError as exc:
             failed += 1
-            records.append({"file": str(path), "error": {"error": "io_error", "message": exc.strerror or str(exc), "status": 400}})
+            records.append({"file": str(path), "status": 400,
+                            "error": {"error": "io_error", "message": exc.strerror or str(exc), "status": 400}})
             if not args.json:
                 print(f"error: {path}: {exc.strerror or exc}", file=sys.stderr)
             continue
-        except ClassifierError as exc:
+        status, body = service.respond(data, k=args.top_k)
+        if status != 200:
             failed += 1
-            records.append({"file": str(path), "error": exc.to_dict()})
+            records.append({"file": str(path), "status": status, "error": body})
             if not args.json:
-                print(f"error: {path}: {exc.message} ({exc.status})", file=sys.stderr)
+                print(f"error: {path}: {body['message']} ({status})", file=sys.stderr)
             continue
-        records.append({"file": str(path), "result": result.to_dict()})
+        records.append({"file": str(path), "status": status, "result": body})
         if not args.json:
-            print(_format(path, result))
+            print(_format(path, body))  # type: ignore[arg-type]
     if args.json:
         print(json.dumps({"model": {"path": str(args.model), "label": meta.label, "random_weights": meta.random_weights},
                           "results": records}, indent=2))

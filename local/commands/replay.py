@@ -22,7 +22,7 @@ from local.defaults import DEFAULT_MODEL
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from local.measure.replay import DEFAULT_IDLE_TIMEOUT_S, DEFAULT_MAX_CONCURRENCY, DEFAULT_MEMORY_MB, DEFAULT_SEEDS, DEFAULT_SHAPE
-    from local.measure.scenario.report import DEFAULT_OUT
+    from local.report.scenario import DEFAULT_OUT
 
     parser = subparsers.add_parser(
         "replay", help="replay a scenario's arrivals for real (elastic emulator, local serve) and check the simulation",
@@ -52,8 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from local.measure.replay import arrivals_for, validate
-    from local.measure.scenario.report import write_validation
     from local.measure.scenario.traffic import ArrivalsFormatError, parse_duration
+    from local.report.scenario import write_validation
 
     say = _Progress(sys.stderr if args.json else sys.stdout)
     if not args.shape and not args.arrivals:

@@ -49,8 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from local.measure import cost
     from local.measure.scenario.calibrate import DEFAULT_BENCH_JSON, DEFAULT_CACHE, DEFAULT_TUNE_JSON, MEASURE_CHOICES
     from local.measure.scenario.params import DEFAULT_BOOT_S, DEFAULT_QUEUE_TIMEOUT_S
-    from local.measure.scenario.report import DEFAULT_OUT
     from local.measure.scenario.run import DEFAULT_REPRESENTATIVE_DAYS
+    from local.report.scenario import DEFAULT_OUT
 
     defaults = cost.CostInputs()
     parser = subparsers.add_parser(
@@ -158,10 +158,10 @@ def config_from_args(args: argparse.Namespace, traffic):
 
 def run(args: argparse.Namespace) -> int:
     from lambda_onnx.sidecar import int8_path
-    from local.measure.scenario import report
     from local.measure.scenario.calibrate import CalibrationError, calibrate
     from local.measure.scenario.run import compare_shapes, run_scenario
     from local.measure.scenario.traffic import ArrivalsFormatError
+    from local.report import scenario as report
 
     stream = sys.stderr if args.json else sys.stdout
     say = _Progress(stream)

@@ -19,6 +19,13 @@ HTTP_API_REQUEST_USD = 1.00 / 1e6  # first 300 million requests a month
 # An on-demand c7i.large (2 vCPU, 4 GiB), the size of the machine the benchmarks here ran on.
 # https://aws.amazon.com/ec2/pricing/on-demand/
 SERVER_HOURLY_USD = 0.08925
+# Provisioned concurrency, us-east-1, per GB-second: the configured environments for as long as
+# they are configured, and the duration of the requests they serve (instead of the on-demand
+# price). https://aws.amazon.com/lambda/pricing/ ("Provisioned Concurrency Pricing"), read 2025-11
+# with the prices above.
+PROVISIONED_USD_PER_GB_S = {"x86_64": 0.0000041667, "arm64": 0.0000033334}
+PROVISIONED_DURATION_USD_PER_GB_S = {"x86_64": 0.0000097222, "arm64": 0.0000077778}
+PROVISIONED_PRICES_DATE = "2025-11 (us-east-1)"
 HOURS_PER_MONTH = 730.0
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lambda_onnx.classifier import Classifier
+from lambda_onnx.classifier import TOP_K, Classifier
 from lambda_onnx.errors import ClassifierError
 from lambda_onnx.photos import Photo
 from lambda_onnx.preprocess import IMAGE_SUFFIXES, prepare
@@ -29,7 +29,6 @@ from local.measure.variants import Variant
 # Images are preprocessed and run through every variant this many at a time, so a folder of any
 # size needs memory for one chunk only.
 CHUNK = 16
-TOP_K = 5
 
 
 @dataclass(frozen=True)

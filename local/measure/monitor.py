@@ -22,6 +22,7 @@ from lambda_onnx.cpu import CpuInfo
 from lambda_onnx.errors import ClassifierError
 from lambda_onnx.sidecar import load_verified
 from local.clients.base import Backend
+from local.measure.load import LoadRun, split, start_workers
 from local.measure.stats import duration_summary
 
 NO_ANSWER_PAUSE_S = 0.5  # a worker's pause after a request that got no answer (status 0)
@@ -95,15 +96,13 @@ class Stats:
     mean_ms: float | None
 
 
-class MonitorRun:
+class MonitorRun(LoadRun[Sample]):
     """Samples of one run, appended from worker threads; read them at any time."""
 
     def __init__(self, backends: Sequence[str], planned: int | None) -> None:
+        super().__init__()
         self.backends = list(backends)
         self.planned = planned  # total requests planned, or None for a duration-bound run
-        self.started = time.monotonic()
-        self.stop = threading.Event()
-        self.finished = threading.Event()
         self._samples: list[Sample] = []
         self._lock = threading.Lock()
 
@@ -158,10 +157,10 @@ def _sample(backend: Backend, worker: int, seq: int, started: float, image: byte
     except ClassifierError as exc:
         return Sample(backend.name, backend.kind, worker, seq, round(sent - started, 3), stamp, False, exc.status,
                       None, None, None, None, None, None, f"{exc.code}: {exc.message}")
-    m, host, model = result.metrics, result.body.get("host") or {}, result.model
+    m, model = result.metrics, result.model
     return Sample(backend.name, backend.kind, worker, seq, round(sent - started, 3), stamp, True, result.status,
-                  round(result.round_trip_ms, 3), m.get("handler_ms"), m.get("inference_ms"), m.get("cold_start"),
-                  m.get("init_ms"), m.get("peak_rss_mb"), "", cpu_label(host), model.get("int8_kernel") or "",
+                  round(result.round_trip_ms, 3), m["handler_ms"], m["inference_ms"], m["cold_start"],
+                  m["init_ms"], m["peak_rss_mb"], "", cpu_label(result.host), model["int8_kernel"] or "",
                   (model.get("canary") or {}).get("status", ""))
 
 
@@ -180,40 +179,25 @@ def start_monitor(backends: Sequence[Backend], image: bytes, *, interval_s: floa
     """
     if interval_s < 0 or concurrency < 1:
         raise ValueError("interval must be >= 0 and concurrency >= 1")
-    per_worker = None if requests is None else [requests // concurrency + (w < requests % concurrency) for w in range(concurrency)]
+    workers = [(backend, w) for backend in backends for w in range(concurrency)]
+    per_worker = None if requests is None else split(requests, concurrency)
     run = MonitorRun([b.name for b in backends], None if requests is None else requests * len(backends))
 
-    def worker(backend: Backend, index: int) -> None:
-        limit = None if per_worker is None else per_worker[index]
-        seq = 0
-        while not run.stop.is_set() and (limit is None or seq < limit):
-            due = run.started + seq * interval_s
-            # The clock too, not only the schedule: with interval 0 every request is "due" at 0.
-            if duration_s is not None and max(due, time.monotonic()) - run.started >= duration_s:
-                break
-            if run.stop.wait(max(0.0, due - time.monotonic())):
-                break
-            sample = _sample(backend, index, seq, run.started, image)
-            run.add(sample)
-            if on_sample:
-                on_sample(sample)
-            seq += 1
-            # No answer at all (a killed emulator, a refused connection) comes back at once: asking
-            # again in a tight loop would only pile up error samples until the run ends.
-            if sample.status == 0 and run.stop.wait(NO_ANSWER_PAUSE_S):
-                break
+    def send(index: int, seq: int, started: float) -> Sample:
+        backend, worker = workers[index]
+        return _sample(backend, worker, seq, started, image)
 
-    threads = [threading.Thread(target=worker, args=(b, w), daemon=True, name=f"monitor-{b.name}-{w}")
-               for b in backends for w in range(concurrency)]
+    def record(sample: Sample) -> None:
+        run.add(sample)
+        if on_sample:
+            on_sample(sample)
 
-    def supervise() -> None:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        run.finished.set()
-
-    threading.Thread(target=supervise, daemon=True, name="monitor").start()
+    # No answer at all (a killed emulator, a refused connection) comes back at once: asking again in a
+    # tight loop would only pile up error samples until the run ends.
+    start_workers(len(workers), send, interval_s=interval_s, duration_s=duration_s,
+                  limits=None if per_worker is None else [per_worker[w] for _, w in workers],
+                  pause_after=lambda sample: NO_ANSWER_PAUSE_S if sample.status == 0 else 0.0, on_result=record, run=run,
+                  name="monitor")
     return run
 
 

@@ -29,12 +29,14 @@ import psutil
 from lambda_onnx.errors import ClassifierError
 from local.clients.base import Backend, BackendResult
 from local.clients.http import HttpBackend
+from local.measure.load import start_workers
 from local.measure.stats import duration_summary
 from local.serve.process import ServeProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_TIMEOUT_S = 30.0  # per request: a phase always ends, whatever the server does
 BUSY_BACKOFF_S = 0.1  # a client told 503/429 waits this long before asking again
+NO_ANSWER_BACKOFF_S = 1.0  # and this long after no answer at all (a refused connection, a dead server)
 RSS_INTERVAL_S = 0.25
 
 
@@ -204,35 +206,32 @@ def run_clients(backend_for: Callable[[int], Backend], image: bytes, *, clients:
         raise ValueError(f"need at least one client and a positive duration, got {clients} and {seconds}")
     outcomes: list[Outcome] = []
     lock = threading.Lock()
-    started = time.monotonic()
-    deadline = started + seconds
+    backends = [backend_for(i) for i in range(clients)]
 
-    def client(index: int) -> None:
-        backend = backend_for(index)
+    def send(index: int, seq: int, started: float) -> Outcome:
+        sent = time.monotonic()
+        result = error = None
         try:
-            while time.monotonic() < deadline:
-                sent = time.monotonic()
-                result = error = None
-                try:
-                    result = backend.classify(image)
-                except ClassifierError as exc:
-                    error = exc
-                outcome = _outcome(index, started, sent, result, error, expected)
-                with lock:
-                    outcomes.append(outcome)
-                if outcome.status in (429, 503):
-                    time.sleep(busy_backoff_s)
-                elif outcome.status == 0:
-                    time.sleep(1.0)
-        finally:
-            backend.close()
+            result = backends[index].classify(image)
+        except ClassifierError as exc:
+            error = exc
+        return _outcome(index, started, sent, result, error, expected)
 
-    threads = [threading.Thread(target=client, args=(i,), daemon=True, name=f"soak-client-{i}") for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(seconds + 2 * CLIENT_TIMEOUT_S + 10)
-    return sorted(outcomes, key=lambda o: o.t_s), time.monotonic() - started
+    def record(outcome: Outcome) -> None:
+        with lock:
+            outcomes.append(outcome)
+
+    def backoff(outcome: Outcome) -> float:
+        return busy_backoff_s if outcome.status in (429, 503) else NO_ANSWER_BACKOFF_S if outcome.status == 0 else 0.0
+
+    try:
+        run = start_workers(clients, send, duration_s=seconds, pause_after=backoff, on_result=record, name="soak-client")
+        run.wait(seconds + 2 * CLIENT_TIMEOUT_S + 10)
+    finally:
+        for backend in backends:
+            backend.close()
+    with lock:
+        return sorted(outcomes, key=lambda o: o.t_s), time.monotonic() - run.started
 
 
 def summarise(name: str, target: str, outcomes: Sequence[Outcome], *, clients: int, seconds: float, elapsed_s: float,

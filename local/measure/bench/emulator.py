@@ -43,13 +43,13 @@ def measure_emulator(fp32: Path, config: BenchConfig, on_step: Step = noop) -> d
             backend.close()
     except Exception as exc:  # no emulator binary, a port problem, …: say so, measure the rest
         return {"measured": False, "reason": f"the emulator could not run: {exc}"}
-    threads = int(warm[-1].model.get("threads") or 1)
+    threads = warm[-1].model["threads"]
     on_step(f"in-process round trips ×{rounds} with the emulated function's {threads} thread(s)")
     local_backend = InProcessBackend(Classifier(fp32, threads=threads))
     local_runs = [local_backend.classify(image) for _ in range(rounds + 1)][1:]
-    return {"measured": True, "model": str(fp32), "threads": threads, "memory_mb": warm[-1].metrics.get("memory_mb"),
+    return {"measured": True, "model": str(fp32), "threads": threads, "memory_mb": warm[-1].metrics["memory_mb"],
             "cold_start_end_to_end_ms": cold_ms, "first_round_trip_ms": first.round_trip_ms,
-            "first_was_cold": first.cold_start, "init_ms": first.metrics.get("init_ms"),
+            "first_was_cold": first.cold_start, "init_ms": first.metrics["init_ms"],
             "warm_round_trip_median_ms": float(np.median([r.round_trip_ms for r in warm])),
             "warm_handler_median_ms": float(np.median([r.server_ms for r in warm])),
             "in_process_median_ms": float(np.median([r.round_trip_ms for r in local_runs])),

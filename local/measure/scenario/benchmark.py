@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from local.defaults import SCENARIO_OUT
 from local.measure.scenario.fleet_sim import simulate_fleet
 from local.measure.scenario.lambda_sim import simulate_lambda
-from local.measure.scenario.params import SCENARIO_OUT, Distribution, FleetParams, LambdaParams
+from local.measure.scenario.params import Distribution, FleetParams, LambdaParams
 from local.measure.scenario.results import THROTTLED, summarise
 from local.measure.scenario.traffic import Shape
 

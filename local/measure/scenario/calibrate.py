@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from local.defaults import BENCH_OUT, TUNE_OUT
+from local.defaults import BENCH_OUT, SCENARIO_OUT, TUNE_OUT
 from local.measure import cost
-from local.measure.scenario.params import SCENARIO_OUT, Distribution, FleetParams, LambdaParams
+from local.measure.scenario.params import Distribution, FleetParams, LambdaParams
 
 DEFAULT_TUNE_JSON = TUNE_OUT / "tune.json"
 DEFAULT_BENCH_JSON = BENCH_OUT / "bench.json"

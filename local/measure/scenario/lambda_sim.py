@@ -21,8 +21,8 @@ from typing import cast
 import numpy as np
 import simpy
 
-from local.measure.cost import gb_second_price
-from local.measure.scenario.params import PROVISIONED_DURATION_USD_PER_GB_S, PROVISIONED_USD_PER_GB_S, LambdaParams
+from local.measure.cost import PROVISIONED_DURATION_USD_PER_GB_S, PROVISIONED_USD_PER_GB_S, gb_second_price
+from local.measure.scenario.params import LambdaParams
 from local.measure.scenario.results import OK, THROTTLED, TIMED_OUT, SideRun
 
 PROGRESS_EVERY = 1 << 16

@@ -1,8 +1,8 @@
 """What the two simulated sides are made of: latency distributions, Lambda's limits, a fleet's shape.
 
-Every AWS figure the simulation assumes is stated once here, with where it comes from. Lambda's
-on-demand and API Gateway prices are not: they live in :mod:`local.measure.cost` (``CostInputs``), which the
-simulation reuses.
+Every AWS figure the simulation assumes is stated once here, with where it comes from. Prices are
+not: they live in :mod:`local.measure.cost` (on-demand, API Gateway, provisioned concurrency), which
+the simulation reuses.
 """
 
 from __future__ import annotations
@@ -13,11 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from local.defaults import ARTIFACTS
 from local.lambda_env.elastic import DEFAULT_IDLE_TIMEOUT_S  # stated where the emulator applies it
 from local.measure import cost
-
-SCENARIO_OUT = ARTIFACTS / "scenario"  # where scenarios, comparisons, replays and the calibration are written
 
 # Lambda scales each function by 1,000 execution environments every 10 seconds (per function,
 # since 2023-11-26), refilled continuously, up to the concurrency limit.
@@ -34,13 +31,6 @@ ACCOUNT_CONCURRENCY = 1000
 API_GATEWAY_TIMEOUT_S = 30.0
 IDLE_TIMEOUT_SOURCE = ("not documented by AWS; 10 min measured by Shilkov (mikhail.io, 2019-08), also SimFaaS's default; "
                        "change it with --idle-timeout")
-# Provisioned concurrency, us-east-1, per GB-second: the configured environments for as long as
-# they are configured, and the duration of the requests they serve (instead of the on-demand
-# price). https://aws.amazon.com/lambda/pricing/ ("Provisioned Concurrency Pricing"), read 2025-11
-# with local.measure.cost's other prices.
-PROVISIONED_USD_PER_GB_S = {"x86_64": 0.0000041667, "arm64": 0.0000033334}
-PROVISIONED_DURATION_USD_PER_GB_S = {"x86_64": 0.0000097222, "arm64": 0.0000077778}
-PROVISIONED_PRICES_DATE = "2025-11 (us-east-1)"
 # A server instance that an autoscaler adds takes this long to take traffic: an EC2 launch plus
 # `local serve` loading its model. Measure your own; it is a parameter.
 DEFAULT_BOOT_S = 120.0

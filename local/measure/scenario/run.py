@@ -38,7 +38,6 @@ from local.measure.scenario.params import (
     DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_QUEUE_TIMEOUT_S,
     IDLE_TIMEOUT_SOURCE,
-    PROVISIONED_PRICES_DATE,
     SCALING_SOURCE,
     FleetParams,
     LambdaParams,
@@ -232,7 +231,7 @@ def run_scenario(config: ScenarioConfig, calibration: Calibration, *, on_progres
     assumptions = {"idle_timeout_s": config.idle_timeout_s, "idle_timeout_source": IDLE_TIMEOUT_SOURCE,
                    "concurrency_limit": lam.concurrency_limit, "scaling": SCALING_SOURCE,
                    "api_timeout_s": lam.api_timeout_s, "provisioned": config.provisioned,
-                   "provisioned_prices": PROVISIONED_PRICES_DATE, "prices": cost.PRICES_DATE,
+                   "provisioned_prices": cost.PROVISIONED_PRICES_DATE, "prices": cost.PRICES_DATE,
                    "server_hourly_usd": config.prices.server_hourly_usd}
     result = ScenarioResult(
         name=config.name or (config.traffic.name if isinstance(config.traffic, Shape) else Path(config.traffic.source).name),

@@ -37,7 +37,7 @@ def sweep_aws(function: str, region: str | None, sizes: Sequence[int], requests:
 
             def after_cold(cold: BackendResult, result: SizeResult = result) -> None:
                 record_cold(result, cold)
-                result.precision = str(cold.model.get("precision", "?"))
+                result.precision = cold.model["precision"]
                 tick(f"  AWS cold: round trip {cold.round_trip_ms:.0f} ms, Init Duration {_ms(result.init_phase_ms)}")
 
             series = cold_then_warm(lambda: lam.classify(image), requests, tick, on_cold=after_cold)

@@ -151,12 +151,12 @@ def cost_per_million(prices: cost.CostInputs, memory_mb: int, warm_duration_ms: 
 def record_cold(result: SizeResult, cold: BackendResult) -> None:
     result.cold_round_trip_ms = round(cold.round_trip_ms, 2)
     result.cold_duration_ms = cold.extra.get("duration_ms")
-    result.init_ms = _round(cold.metrics.get("init_ms"))
+    result.init_ms = _round(cold.metrics["init_ms"])
     result.init_phase_ms = cold.extra.get("emulator_init_ms", cold.extra.get("init_duration_ms"))
-    result.threads = cold.model.get("threads")
-    result.cpu = cpu_label(cold.body.get("host") or {})
-    result.int8_kernel = cold.model.get("int8_kernel")
-    result.canary = (cold.model.get("canary") or {}).get("status", "")
+    result.threads = cold.model["threads"]
+    result.cpu = cpu_label(cold.host)
+    result.int8_kernel = cold.model["int8_kernel"]
+    result.canary = cold.model["canary"].get("status", "")
     if result.canary == "failed":
         result.warnings.append("its canary failed on this CPU (served only because ALLOW_CANARY_FAILURE is set): "
                                "its answers may be wrong")
@@ -173,7 +173,7 @@ def record_warm(result: SizeResult, warm: list[BackendResult], prices: cost.Cost
     if len(values["duration"]) < len(warm):
         result.warnings.append(f"{len(warm) - len(values['duration'])} REPORT line(s) were not seen in time: the "
                                "duration percentiles use the others")
-    peaks = [r.metrics.get("peak_rss_mb") for r in warm if r.metrics.get("peak_rss_mb") is not None]
+    peaks = [r.metrics["peak_rss_mb"] for r in warm]
     result.peak_rss_mb = _round(max(peaks)) if peaks else None
     if result.outgrows_its_memory:
         result.warnings.append(f"peak RSS {result.peak_rss_mb:.0f} MB is above {result.memory_mb} MB: on Lambda, where "

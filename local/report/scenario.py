@@ -12,7 +12,7 @@ from typing import Any
 
 import matplotlib.ticker
 
-from local.measure.scenario.params import SCENARIO_OUT
+from local.defaults import SCENARIO_OUT
 from local.measure.scenario.results import ScenarioResult, SideResult, TimeSeries, failed
 from local.measure.scenario.traffic import format_duration
 from local.report.charts import to_png
