@@ -253,10 +253,12 @@ def test_cli_serves_one_url_that_takes_concurrent_requests_until_interrupted(lit
     process = subprocess.Popen([sys.executable, "-m", "local", "emulator", "--model", str(lite0), "--pool", "2"], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        urls = []
+        urls, arns = [], []
         for line in process.stdout:
             if "invoke URL" in line:
                 urls.append(line.split("invoke URL", 1)[1].split()[0])
+            if line.startswith("  function "):
+                arns.append(line.split(" = ", 1)[1].split()[0])
             if "Ctrl-C" in line:
                 break
         assert len(urls) == 1 and urls[0].startswith("http://127.0.0.1:")
@@ -274,11 +276,13 @@ def test_cli_serves_one_url_that_takes_concurrent_requests_until_interrupted(lit
                    for status, _, body in answers)
         assert {environment for _, environment, _ in answers} <= {"env-0", "env-1"}
         assert all(p.is_running() for p in emulators)  # no overlapping invoke reached an emulator
-        # boto3 reaches the same URL; the emulator's one function is named "function"
+        # boto3 reaches the same URL with the function's printed ARN, or with the RIE's own name "function"
         base = urls[0].split("/2015-03-31")[0]
-        invoke = LambdaInvokeBackend("function", region="us-east-1", endpoint_url=base, timeout=60)
-        assert invoke.classify(CHELSEA.read()).predictions[0].label in CHELSEA.expected
-        invoke.close()
+        assert arns == ["arn:aws:lambda:us-east-1:012345678912:function:resnet-serverless"]
+        for name in (arns[0], "function"):
+            invoke = LambdaInvokeBackend(name, region="us-east-1", endpoint_url=base, timeout=60)
+            assert invoke.classify(CHELSEA.read()).predictions[0].label in CHELSEA.expected
+            invoke.close()
         # refusals with a status and a reason, and the next request still works
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(urllib.request.Request(base + "/2015-03-31/functions/other/invocations", data=b"{}"), timeout=10)

@@ -12,6 +12,7 @@ from local.clients.base import CONNECT_TIMEOUT_S, DEFAULT_TIMEOUT_S, BackendResu
 from local.wire import Report, invoke_answer, json_request, last_report, refuse_oversized_invoke
 
 THROTTLE_CODES = frozenset({"TooManyRequestsException", "ThrottlingException"})
+INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
 
 
 @dataclass(frozen=True)
@@ -19,11 +20,12 @@ class InvokeAnswer:
     """What the Invoke API answered: the function's payload, its error flag, and the log tail's REPORT."""
 
     status: int  # the Invoke API's own HTTP status (200, 202 Event, 204 DryRun)
-    payload: bytes
+    payload: bytes  # the function's answer or error object; empty for Event and DryRun
     function_error: str | None  # "Unhandled" when the handler raised, timed out or the runtime crashed
     executed_version: str | None
     report: Report | None  # with log_tail: the invocation's REPORT line
     log_tail: str  # with log_tail: the last 4 KB of the invocation's log, decoded
+    request_id: str | None = None  # the Invoke API's x-amzn-RequestId (an Event's, to find it in the logs)
 
 
 class LambdaClient:
@@ -32,7 +34,8 @@ class LambdaClient:
     botocore's own retries are off: a throttle comes back as :class:`ThrottledError` for the caller
     (benchmarks count them), a read timeout as :class:`BackendTimeoutError`, and only a connection
     that never reached Lambda is retried here, so an invoke never runs twice. ``endpoint_url``
-    points it at the local emulator (function ``"function"``).
+    points it at the local emulator's Invoke API URL (``python -m local emulator``), which answers
+    to the function's name, ARN or partial ARN, and to ``"function"``.
     """
 
     def __init__(self, region: str | None = None, *, endpoint_url: str | None = None, timeout: float = DEFAULT_TIMEOUT_S,
@@ -84,18 +87,32 @@ class LambdaClient:
                 raise BackendError(f"{self.name}: {operation}: {type(exc).__name__}: {exc}", code="aws_error") from None
         raise AssertionError("unreachable")
 
-    def invoke(self, function: str, payload: bytes, *, log_tail: bool = False,
-               invocation_type: str = "RequestResponse") -> InvokeAnswer:
-        """Invoke ``function`` (a name, an ARN, or ``function`` on the emulator); with ``log_tail``,
-        Lambda returns the last 4 KB of the invocation's log and its REPORT line is parsed."""
+    def invoke(self, function: str, payload: bytes, *, log_tail: bool = False, invocation_type: str = "RequestResponse",
+               qualifier: str | None = None) -> InvokeAnswer:
+        """Invoke ``function`` (a name, ``name:$LATEST``, an ARN or a partial ARN; on the emulator also
+        ``function``), at ``qualifier`` (a version or alias) if given.
+
+        ``invocation_type``: ``RequestResponse`` waits for the function (200, its answer);
+        ``Event`` queues the payload and returns at once (202, an empty payload: the function runs
+        later and its result goes nowhere); ``DryRun`` only checks the call (204, nothing runs).
+        With ``log_tail`` a synchronous invoke also returns the last 4 KB of its log, whose REPORT
+        line is parsed (Lambda returns no log for the other types).
+        """
+        if invocation_type not in INVOCATION_TYPES:
+            raise ValueError(f"invocation_type must be one of {INVOCATION_TYPES}, got {invocation_type!r}")
         refuse_oversized_invoke(payload, self.name)
         kwargs: dict[str, Any] = {"FunctionName": function, "InvocationType": invocation_type, "Payload": payload}
-        if log_tail:
+        if qualifier:
+            kwargs["Qualifier"] = qualifier
+        tailed = log_tail and invocation_type == "RequestResponse"
+        if tailed:
             kwargs["LogType"] = "Tail"
         response = self.call("invoke", **kwargs)
-        tail = base64.b64decode(response.get("LogResult") or b"").decode("utf-8", "replace") if log_tail else ""
-        return InvokeAnswer(int(response.get("StatusCode", 200)), response["Payload"].read(), response.get("FunctionError"),
-                            response.get("ExecutedVersion"), last_report(tail) if tail else None, tail)
+        body = response.get("Payload")
+        tail = base64.b64decode(response.get("LogResult") or b"").decode("utf-8", "replace") if tailed else ""
+        return InvokeAnswer(int(response.get("StatusCode", 200)), body.read() if body is not None else b"",
+                            response.get("FunctionError"), response.get("ExecutedVersion"), last_report(tail) if tail else None,
+                            tail, response.get("ResponseMetadata", {}).get("RequestId"))
 
     def memory_mb(self, function: str) -> int:
         return int(self.call("get_function_configuration", FunctionName=function)["MemorySize"])
@@ -118,8 +135,8 @@ class LambdaClient:
 class LambdaInvokeBackend:
     """boto3 ``lambda.invoke`` (RequestResponse) with the ``{"image": "<base64>"}`` payload.
 
-    ``function`` is a name or an ARN; ``endpoint_url`` points the same client at the local emulator
-    (function ``"function"``). ``log_tail`` asks Lambda for each invocation's log tail, whose REPORT
+    ``function`` is a name or an ARN; ``endpoint_url`` points the same client at the local emulator's
+    Invoke API URL (the same name or ARN, or ``"function"``). ``log_tail`` asks Lambda for each invocation's log tail, whose REPORT
     line (duration, billed duration, memory; on AWS all real) lands in the result's ``extra``.
     """
 

@@ -38,6 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--idle-timeout", type=float, default=None, metavar="S",
                         help="with --elastic: seconds an idle environment is kept (default: 600; AWS does not document "
                              "Lambda's)")
+    parser.add_argument("--async-queue", type=count, default=None, metavar="N",
+                        help="asynchronous invokes (InvocationType=Event) that may wait for an environment; past it the "
+                             "Invoke API answers 429 (default: 100)")
     parser.add_argument("--invoke", nargs="+", type=Path, metavar="IMAGE", help="classify these images through the emulator, then exit")
     parser.add_argument("--send", choices=("json", "binary"), default="json",
                         help="request body the HTTP API event carries: JSON base64 or raw binary (default: %(default)s)")
@@ -59,6 +62,9 @@ def _print_result(path: Path, result) -> None:
 def run(args: argparse.Namespace) -> int:
     from lambda_onnx.sidecar import load_verified
     from local.clients.emulator import EmulatorBackend
+    from local.lambda_env import DEFAULT_MAX_CONCURRENCY, ElasticPool
+    from local.lambda_env.async_queue import DEFAULT_ASYNC_QUEUE
+    from local.lambda_env.elastic import DEFAULT_IDLE_TIMEOUT_S
     from local.lambda_env.front import InvokeFront
     from local.lambda_env.pool import EmulatorPool
 
@@ -71,10 +77,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.elastic and (args.max_concurrency is not None or args.idle_timeout is not None):
         print("error: --max-concurrency and --idle-timeout go with --elastic", file=sys.stderr)
         return 2
+    pool: ElasticPool | EmulatorPool
     if args.elastic:
-        from local.lambda_env import DEFAULT_MAX_CONCURRENCY, ElasticPool
-        from local.lambda_env.elastic import DEFAULT_IDLE_TIMEOUT_S
-
         try:
             idle = DEFAULT_IDLE_TIMEOUT_S if args.idle_timeout is None else args.idle_timeout
             pool = ElasticPool(args.model, max_concurrency=args.max_concurrency or DEFAULT_MAX_CONCURRENCY,
@@ -83,34 +87,40 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        shape = (f"elastic: environments on demand, up to {pool.max_concurrency}, each stopped after "
+                 f"{pool.idle_timeout_s:g} s idle")
     else:
         pool = EmulatorPool(args.model, size=args.pool, memory_mb=args.memory, timeout_s=args.timeout, on_line=on_line,
                             env=function_env(args))
+        shape = f"{args.pool} environment(s)"
     try:
         pool.start()
     except ClassifierError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     try:
-        shape = (f"elastic: environments on demand, up to {pool.max_concurrency}, each stopped after "
-                 f"{pool.idle_timeout_s:g} s idle" if args.elastic else f"{args.pool} environment(s)")
         print(f"Lambda emulator (AWS RIE) running {meta.label}: {args.memory} MB, timeout {args.timeout} s, {shape}",
               flush=True)
         if meta.random_weights:
             print(RANDOM_WEIGHTS_BANNER, flush=True)
         if args.invoke:
             return _invoke(EmulatorBackend(pool, send=args.send, stop_on_close=False), args.invoke)
+        queue = args.async_queue or DEFAULT_ASYNC_QUEUE
         try:
-            front = InvokeFront(pool, port=args.port or 0)
+            front = InvokeFront(pool, port=args.port or 0, async_queue=queue)
         except OSError as exc:
             print(f"error: cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}", file=sys.stderr)
             return 1
         with front:
             print(f"  invoke URL {front.invoke_url}  ({shape}; concurrent requests are safe: each "
                   f"environment takes one at a time, as on Lambda)", flush=True)
+            print(f"  function {front.function.name} = {front.function.arn} ('function' works too); Lambda's Invoke API: "
+                  f"Event (202, runs in the background, at most {queue} waiting), DryRun (204), LogType Tail", flush=True)
             print(f"Try: curl -s {front.invoke_url} -d '{{\"image\": \"'$(base64 -w0 IMAGE.jpg)'\"}}'\n"
-                  f"or boto3 with endpoint_url={front.url} and FunctionName='function'. Ctrl-C stops.", flush=True)
-            return _wait(pool)
+                  f"or boto3 with endpoint_url={front.url}, or the AWS CLI: aws lambda invoke --endpoint-url {front.url} "
+                  f"--function-name {front.function.name} --log-type Tail --payload fileb://event.json out.json. "
+                  f"Ctrl-C stops.", flush=True)
+            return _wait(pool)  # asynchronous invokes still queued then are dropped, with a warning
     finally:
         pool.stop()
 

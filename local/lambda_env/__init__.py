@@ -5,7 +5,9 @@
 - :mod:`local.lambda_env.pool`: a fixed pool of environments (``EmulatorPool``);
 - :mod:`local.lambda_env.elastic`: environments started on demand, reused and reclaimed as Lambda
   does, throttled past a concurrency limit (``ElasticPool``);
-- :mod:`local.lambda_env.front`: one Invoke API URL in front of a pool (``InvokeFront``);
+- :mod:`local.lambda_env.front`: one Invoke API URL in front of a pool, answering as Lambda's Invoke
+  API does (``InvokeFront``);
+- :mod:`local.lambda_env.async_queue`: Lambda's asynchronous invocation queue, bounded (``AsyncQueue``);
 - :mod:`local.lambda_env.cgroups`: CPU and memory confined the way Lambda sizes a function.
 """
 

@@ -136,7 +136,7 @@ class CgroupCounters:
 
     def since(self, earlier: CgroupCounters) -> CgroupCounters:
         """Counts between ``earlier`` and this reading; levels (current, peak) stay as read now."""
-        def delta(now: float | None, then: float | None) -> float | None:
+        def delta(now: int | None, then: int | None) -> int | None:
             return None if now is None or then is None else now - then
 
         return CgroupCounters(

@@ -13,7 +13,8 @@ https://docs.aws.amazon.com/lambda/latest/dg/scaling-behavior.html), done with r
   throttled at once with 429 and Lambda's reason, not queued.
 
 It offers the surface :class:`local.lambda_env.pool.EmulatorPool` offers (``invoke``, ``start``, ``stop``,
-``restart``, ``alive``, ``size``, ``emulators``, a context manager), so ``InvokeFront`` and
+``restart``, ``alive``, ``size``, ``concurrency``, ``function_name``, ``region``, ``emulators``, a context
+manager), so ``InvokeFront`` and
 ``EmulatorBackend`` work on it unchanged.
 """
 
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from lambda_onnx.errors import BackendError, BackendUnavailableError, ThrottledError
-from local.lambda_env.rie import Emulator, Invocation
+from local.lambda_env.rie import DEFAULT_FUNCTION_NAME, DEFAULT_REGION, Emulator, Invocation
 
 # How long Lambda keeps an idle execution environment is not documented by AWS ("for some time").
 # Published measurements: every idle instance reclaimed 10 minutes after its last request
@@ -78,6 +79,19 @@ class ElasticPool:
         """Environments that exist now (idle, busy or starting)."""
         with self._changed:
             return len(self._idle) + len(self._busy) + self._starting
+
+    @property
+    def concurrency(self) -> int:
+        """Invokes that can run at once: the concurrency limit."""
+        return self.max_concurrency
+
+    @property
+    def function_name(self) -> str:
+        return str(self.emulator_args.get("function_name", DEFAULT_FUNCTION_NAME))
+
+    @property
+    def region(self) -> str:
+        return str(self.emulator_args.get("region", DEFAULT_REGION))
 
     @property
     def emulators(self) -> list[Emulator]:

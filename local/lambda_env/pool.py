@@ -35,6 +35,19 @@ class EmulatorPool:
     def size(self) -> int:
         return len(self.emulators)
 
+    @property
+    def concurrency(self) -> int:
+        """Invokes that can run at once: one per environment."""
+        return len(self.emulators)
+
+    @property
+    def function_name(self) -> str:
+        return self.emulators[0].function_name
+
+    @property
+    def region(self) -> str:
+        return self.emulators[0].region
+
     def start(self) -> EmulatorPool:
         started: list[Emulator] = []
         try:

@@ -30,6 +30,7 @@ import atexit
 import collections
 import http.client
 import ipaddress
+import itertools
 import json
 import logging
 import os
@@ -112,6 +113,8 @@ class Invocation:
     request_bytes: int = 0
     initialised: bool = False  # this invoke ran the environment's init phase (a cold start)
     report: dict[str, Any] = field(default_factory=dict)  # the real facts of the REPORT/INIT REPORT lines
+    request_id: str | None = None  # the invocation's request id (its START line's)
+    log: tuple[str, ...] = ()  # this invocation's log: its START line to its REPORT line, the function's own lines between
 
     def json(self) -> Any:
         return json.loads(self.payload)
@@ -129,6 +132,8 @@ class Emulator:
     emulator's process before it starts: hooks for confining the function (CPU quota, memory cap
     in a cgroup) the way Lambda confines it, without changing this class.
     """
+
+    concurrency = 1  # an execution environment runs one request at a time
 
     def __init__(self, model: str | Path | None = None, *, memory_mb: int = DEFAULT_MEMORY_MB,
                  timeout_s: int = DEFAULT_TIMEOUT_S, function_name: str = DEFAULT_FUNCTION_NAME,
@@ -155,6 +160,7 @@ class Emulator:
         self._proc: subprocess.Popen[bytes] | None = None
         self._readers: list[threading.Thread] = []
         self._lines: dict[str, collections.deque[str]] = {}
+        self._stdout_count = 0  # stdout lines ever read: where one invoke's lines begin
         self._reports: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._init_reports: list[float] = []
         self._seen = threading.Condition()
@@ -236,6 +242,7 @@ class Emulator:
     def _spawn(self) -> None:
         self._lines = {"stdout": collections.deque(maxlen=LOG_LINES_KEPT), "stderr": collections.deque(maxlen=LOG_LINES_KEPT)}
         self._reports, self._init_reports, self._initialised = collections.OrderedDict(), [], False
+        self._stdout_count = 0
         self._proc = subprocess.Popen(self.command(), cwd=self.cwd, env=self.function_env(), stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                                       preexec_fn=self.preexec_fn)
@@ -250,6 +257,8 @@ class Emulator:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             with self._seen:
                 self._lines[stream].append(line)
+                if stream == "stdout":
+                    self._stdout_count += 1
                 if line.startswith("REPORT ") and (report := parse_report(line)) is not None and report.request_id:
                     self._reports[report.request_id] = report.facts(exclude=EMULATOR_PLACEHOLDERS)
                     while len(self._reports) > LOG_LINES_KEPT:  # invokes by other clients are never collected
@@ -282,9 +291,11 @@ class Emulator:
                                       f"{self.stderr_tail()}")
 
     def _listening(self) -> bool:
+        if self._proc is None:
+            return False
         try:
             connections = psutil.Process(self._proc.pid).net_connections(kind="tcp")
-        except (psutil.Error, AttributeError):
+        except psutil.Error:
             return False
         return any(c.status == psutil.CONN_LISTEN and c.laddr.port == self.port for c in connections)
 
@@ -342,7 +353,7 @@ class Emulator:
                 raise self._unavailable("is not running")
             initialising = not self._initialised
             with self._seen:
-                init_reports = len(self._init_reports)
+                init_reports, first_line = len(self._init_reports), self._stdout_count
             start = time.perf_counter()
             connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
             try:
@@ -371,31 +382,39 @@ class Emulator:
                 connection.close()
             elapsed = (time.perf_counter() - start) * 1e3
             self._initialised = True
-            report = self._report_for(body, initialising, init_reports)
+            # The RIE answers a runtime crash with 502 and prints no END or REPORT line for it.
+            request_id, log_lines, report = self._settle(first_line, body, initialising, init_reports,
+                                                         wait_s=0.5 if response.status == 200 else 0.0)
         return Invocation(self.name, response.status, body, elapsed, request_bytes=len(data), initialised=initialising,
-                          report=report)
+                          report=report, request_id=request_id, log=log_lines)
 
-    def _report_for(self, body: bytes, initialising: bool, init_reports: int, wait_s: float = 0.5) -> dict[str, Any]:
-        """The REPORT line of this invoke (printed before the response, read by another thread)."""
-        try:
-            parsed = json.loads(body)
-            inner = json.loads(parsed["body"]) if isinstance(parsed, dict) and isinstance(parsed.get("body"), str) else parsed
-            request_id = (inner.get("request_id") or inner.get("requestId")) if isinstance(inner, dict) else None
-        except (ValueError, TypeError):
-            request_id = None
-        if not request_id:
-            return {}
+    def _settle(self, first_line: int, body: bytes, initialising: bool, init_reports: int,
+                wait_s: float) -> tuple[str | None, tuple[str, ...], dict[str, Any]]:
+        """This invoke's request id, log lines and REPORT facts. The RIE prints its START, END and
+        REPORT lines (and passes on the function's stdout and stderr) before it answers, but another
+        thread reads them: wait up to ``wait_s`` for the REPORT line. One invoke at a time runs here,
+        so every line from this invoke's START to its REPORT is its own."""
         deadline = time.monotonic() + wait_s
         with self._seen:
-            while request_id not in self._reports or (initialising and len(self._init_reports) <= init_reports):
+            while True:
+                lines = self._stdout_since(first_line)
+                request_id = _start_request_id(lines) or _body_request_id(body)
+                settled = (request_id is not None and request_id in self._reports
+                           and (not initialising or len(self._init_reports) > init_reports))
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if settled or remaining <= 0:
                     break
                 self._seen.wait(remaining)
-            report = dict(self._reports.pop(request_id, {}))
+            report = dict(self._reports.pop(request_id, {})) if request_id else {}
             if initialising and len(self._init_reports) > init_reports:
                 report["emulator_init_ms"] = self._init_reports[-1]
-        return report
+        return request_id, _invocation_lines(lines, request_id), report
+
+    def _stdout_since(self, first_line: int) -> list[str]:
+        """The stdout lines read since line number ``first_line`` (as many as are still kept)."""
+        kept = self._lines.get("stdout", collections.deque())
+        count = min(self._stdout_count - first_line, len(kept))
+        return list(itertools.islice(kept, len(kept) - count, None)) if count > 0 else []
 
     def _unavailable(self, what: str) -> BackendUnavailableError:
         if self.port is None:
@@ -416,6 +435,34 @@ class Emulator:
 
     def stderr_tail(self, lines: int = 20) -> str:
         return "\n".join(self.log_lines("stderr")[-lines:]) or "(no output)"
+
+
+_START = re.compile(r"^START RequestId: (?P<id>\S+)")
+
+
+def _start_request_id(lines: Sequence[str]) -> str | None:
+    """The request id of the first ``START RequestId: ...`` line."""
+    return next((m["id"] for line in lines if (m := _START.match(line)) is not None), None)
+
+
+def _body_request_id(body: bytes) -> str | None:
+    """The request id the handler put in its answer (ours, or a runtime error object's ``requestId``)."""
+    try:
+        parsed = json.loads(body)
+        inner = json.loads(parsed["body"]) if isinstance(parsed, dict) and isinstance(parsed.get("body"), str) else parsed
+        found = (inner.get("request_id") or inner.get("requestId")) if isinstance(inner, dict) else None
+    except (ValueError, TypeError):
+        return None
+    return found if isinstance(found, str) and found else None
+
+
+def _invocation_lines(lines: list[str], request_id: str | None) -> tuple[str, ...]:
+    """From the invocation's START line to its REPORT line (to the last line read, when no REPORT came)."""
+    if request_id is None:
+        return tuple(lines)
+    begin = next((i for i, line in enumerate(lines) if line.startswith(f"START RequestId: {request_id}")), 0)
+    end = next((i + 1 for i, line in enumerate(lines) if line.startswith(f"REPORT RequestId: {request_id}")), len(lines))
+    return tuple(lines[begin:end])
 
 
 def _signal(pid: int, sig: int) -> None:
