@@ -9,7 +9,7 @@ from typing import Any
 
 from lambda_onnx.errors import BackendError, BackendTimeoutError, BackendUnavailableError, ThrottledError
 from local.clients.base import CONNECT_TIMEOUT_S, DEFAULT_TIMEOUT_S, BackendResult
-from local.wire import Report, invoke_answer, json_request, last_report, refuse_oversized_invoke
+from local.wire import EMULATOR_PLACEHOLDERS, Report, invoke_answer, json_request, last_report, refuse_oversized_invoke
 
 THROTTLE_CODES = frozenset({"TooManyRequestsException", "ThrottlingException"})
 INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
@@ -146,6 +146,8 @@ class LambdaInvokeBackend:
                  timeout: float = DEFAULT_TIMEOUT_S, connect_timeout: float = CONNECT_TIMEOUT_S,
                  connect_retries: int = 2, session: Any = None, name: str | None = None, log_tail: bool = False) -> None:
         self.function, self.log_tail = function, log_tail
+        # Pointed at the local emulator, the REPORT line's Max Memory Used and Init Duration are placeholders.
+        self.placeholders = EMULATOR_PLACEHOLDERS if endpoint_url else ()
         self.name = name or f"lambda invoke {function}" + (f" @ {endpoint_url}" if endpoint_url else "")
         self.client = LambdaClient(region, endpoint_url=endpoint_url, timeout=timeout, connect_timeout=connect_timeout,
                                    connect_retries=connect_retries, session=session, name=self.name)
@@ -158,7 +160,7 @@ class LambdaInvokeBackend:
         status, body = invoke_answer(answer.payload, answer.function_error, self.name)
         extra: dict[str, Any] = {"executed_version": answer.executed_version}
         if answer.report is not None:
-            extra.update(answer.report.facts())
+            extra.update(answer.report.facts(exclude=self.placeholders))
         return BackendResult(self.name, self.kind, status, body, elapsed, len(payload), len(answer.payload), extra=extra)
 
     def close(self) -> None:
