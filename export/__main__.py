@@ -24,7 +24,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     source.add_argument("--weights", type=Path, metavar="FILE", help="a local state dict instead of the pretrained download")
     source.add_argument("--random-weights", action="store_true",
                         help="random weights, for offline demos and tests: predictions are meaningless")
-    parser.add_argument("--pretrained", default="DEFAULT", help="which torchvision weights, e.g. IMAGENET1K_V1 (default: the arch's DEFAULT)")
+    parser.add_argument("--pretrained", default="DEFAULT",
+                        help="which torchvision weights, e.g. IMAGENET1K_V1 (default: the arch's DEFAULT)")
     parser.add_argument("--seed", type=int, default=0, help="seed for --random-weights (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="output .onnx path (default: models/<arch>.onnx)")
     parser.add_argument("--opset", type=int, default=OPSET, help="ONNX opset (default: %(default)s)")
@@ -39,7 +40,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     int8.add_argument("--calibration-dir", type=Path, metavar="DIR",
                       help="calibrate on the images under DIR (default: the calibration photos shipped in installed packages)")
     int8.add_argument("--reduce-range", action="store_true",
-                      help="7-bit weights (avoids U8S8 saturation on CPUs without VNNI for runtimes without an exact INT8 kernel, e.g. OpenVINO; ONNX Runtime picks its exact kernel there by itself; costs precision)")
+                      help="7-bit weights (avoids U8S8 saturation on CPUs without VNNI for runtimes without an exact "
+                           "INT8 kernel, e.g. OpenVINO; ONNX Runtime picks its exact kernel there by itself; costs precision)")
     return parser
 
 

@@ -38,6 +38,8 @@ def export_onnx(module: torch.nn.Module, path: Path, crop_size: int, *, opset: i
             dynamo=True,
             verbose=False,
         )
+    # Only the legacy (dynamo=False) exporter returns None; torch's signature covers both.
+    assert program is not None, "torch.onnx.export(dynamo=True) returned no ONNXProgram"
     program.save(str(path), external_data=False)
     stray = path.with_name(path.name + ".data")
     if stray.exists():  # a self-contained file is the contract: never ship a split one

@@ -27,6 +27,7 @@ from PIL import Image
 from lambda_onnx.canary import Canary, canary_path
 from lambda_onnx.classifier import TOP_K, Classifier
 from lambda_onnx.cpu import cpu_info
+from lambda_onnx.engines import OpenVinoEngine
 from lambda_onnx.errors import ModelLoadError, ParityError
 from lambda_onnx.photos import PHONE_MEGAPIXELS, Photo, upscaled_jpeg
 from lambda_onnx.preprocess import prepare
@@ -166,10 +167,11 @@ def _topk_agrees(ref: np.ndarray, got: np.ndarray, k: int, tie: float) -> bool:
     return all(abs(ref[c] - boundary) <= tie for c in ref_top ^ got_top)
 
 
-def compare_logits(name: str, ref: np.ndarray, got: np.ndarray, *, logit_atol: float = LOGIT_ATOL,
-                   prob_atol: float = PROB_ATOL, require_topk: bool = True,
+def compare_logits(name: str, ref: np.ndarray, got: np.ndarray, *, logit_atol: float | None = LOGIT_ATOL,
+                   prob_atol: float | None = PROB_ATOL, require_topk: bool = True,
                    categories: Sequence[str] | None = None) -> Check:
-    """Compare two (N, C) logit arrays: shapes, then values, then top-1/top-5 agreement."""
+    """Compare two (N, C) logit arrays: shapes, then values, then top-1/top-5 agreement (a tolerance
+    of None reports the difference without gating on it)."""
     if ref.shape != got.shape:
         return Check(name, len(ref), False, failures=[f"expected shape {ref.shape} but received {got.shape}"])
     failures = []
@@ -309,6 +311,7 @@ def check_openvino(model_path, reference: np.ndarray, batch: np.ndarray, categor
         if classifier is None:
             return [Check(f"openvino {precision}", 0, True, informational=True, note="openvino is not installed: not checked")]
         engine = classifier.engine
+        assert isinstance(engine, OpenVinoEngine), f"expected an OpenVINO engine but received {type(engine).__name__}"
         got = np.concatenate([classifier.infer(x[None]) for x in batch])
         name = f"openvino {precision}, hint {hint} → computes in {engine.precision}, vs {reference_name} on {len(batch)} photos"
         if hint == "f32" and gated:

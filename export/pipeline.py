@@ -69,7 +69,7 @@ def export_module(built: BuiltModel, out_path: Path, *, opset: int = OPSET,
             onnx_bytes=partial.stat().st_size,
             sha256=file_sha256(partial),
             versions=versions(),
-            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             extra={"weights_path": built.weights_path} if built.weights_path else {},
         )
         meta.save(sidecar_path(partial))

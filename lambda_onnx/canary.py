@@ -153,11 +153,12 @@ def check(canary: Canary, logits: np.ndarray, computes_in: str, categories: list
     """
     got = np.asarray(logits, dtype=np.float32).reshape(-1)
     reference = canary.reference_logits
-    common = {"photo": canary.photo, "computes_in": computes_in}
     if got.shape != reference.shape:
-        return CanaryResult("failed", **common, reason=f"expected {reference.shape[0]} logits but the model gave {got.shape[0]}")
+        return CanaryResult("failed", photo=canary.photo, computes_in=computes_in,
+                            reason=f"expected {reference.shape[0]} logits but the model gave {got.shape[0]}")
     if not np.all(np.isfinite(got)):
-        return CanaryResult("failed", **common, reason="the model's logits are not all finite")
+        return CanaryResult("failed", photo=canary.photo, computes_in=computes_in,
+                            reason="the model's logits are not all finite")
     max_abs = float(np.max(np.abs(got.astype(np.float64) - reference)))
     relative = rel_rms(reference, got)
     order = np.argsort(-reference)
@@ -174,7 +175,10 @@ def check(canary: Canary, logits: np.ndarray, computes_in: str, categories: list
         if relative > bound:
             failures.append(f"relative logit error {relative:.3f} exceeds {bound:.3g} ({computes_in})")
     if not top1_same and not tie:
-        name = (lambda i: categories[i] if categories and i < len(categories) else f"class {i}")
+        def name(i: int) -> str:
+            return categories[i] if categories and i < len(categories) else f"class {i}"
+
         failures.append(f"top-1 is {name(int(np.argmax(got)))}, PyTorch says {name(int(order[0]))}")
-    return CanaryResult("failed" if failures else "passed", **common, max_abs_logit=max_abs, rel_rms=relative,
-                        limit=limit, top1_same=top1_same, reason="; ".join(failures))
+    return CanaryResult("failed" if failures else "passed", photo=canary.photo, computes_in=computes_in,
+                        max_abs_logit=max_abs, rel_rms=relative, limit=limit, top1_same=top1_same,
+                        reason="; ".join(failures))

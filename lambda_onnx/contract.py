@@ -35,10 +35,10 @@ import logging
 import threading
 import time
 from dataclasses import asdict
-from typing import Any, TypedDict
+from typing import Any, TypedDict, final
 
 from lambda_onnx.classifier import TOP_K, Classification, Classifier
-from lambda_onnx.cpu import CpuInfo, cpu_info
+from lambda_onnx.cpu import CpuInfo, HostBody, cpu_info
 from lambda_onnx.errors import BadRequestError, ClassifierError, PayloadTooLargeError, UnsupportedMediaTypeError
 from lambda_onnx.limits import MAX_REQUEST_BYTES
 from lambda_onnx.resources import configured_memory_mb, peak_rss_mb
@@ -91,13 +91,6 @@ class ModelBody(TypedDict):
     canary: CanaryBody
 
 
-class HostBody(TypedDict):
-    cpu: str
-    machine: str
-    isa: list[str]
-    vnni: bool | None
-
-
 class MetricsBody(TypedDict):
     json_parse_ms: float
     decode_ms: float
@@ -113,6 +106,8 @@ class MetricsBody(TypedDict):
     memory_utilisation_pct: float | None
 
 
+# Final, so that ``"error" in body`` tells a ResponseBody from an ErrorBody to the type checker too.
+@final
 class ResponseBody(TypedDict):
     """The body of every successful answer, wherever it was computed: what servers send and clients read."""
 
@@ -127,6 +122,7 @@ class ResponseBody(TypedDict):
     warnings: list[str]
 
 
+@final
 class ErrorBody(TypedDict):
     """The body of every refusal: a stable code, a reason, the HTTP status, and the ids to quote."""
 
@@ -252,7 +248,7 @@ class Service:
                             warnings=self.classifier.warnings)
 
 
-def host_section(info: CpuInfo | None = None) -> dict[str, Any]:
+def host_section(info: CpuInfo | None = None) -> HostBody:
     """The ``host`` section of every answer: the CPU it was computed on."""
     return (info or cpu_info()).section()
 

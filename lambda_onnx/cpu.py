@@ -17,10 +17,11 @@ from __future__ import annotations
 import os
 import platform
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 # The instruction sets that decide speed and correctness here, in the order they are shown.
 X86_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
@@ -36,6 +37,15 @@ INT8_KERNEL_CHOICES = ("auto", "precise", "fast")
 INT8_KERNEL_ENV = "INT8_KERNEL"
 
 _PROC_CPUINFO = Path("/proc/cpuinfo")
+
+
+class HostBody(TypedDict):
+    """The ``host`` section of every answer (:mod:`lambda_onnx.contract` re-exports it with the other bodies)."""
+
+    cpu: str
+    machine: str
+    isa: list[str]
+    vnni: bool | None
 
 
 @dataclass(frozen=True)
@@ -65,12 +75,12 @@ class CpuInfo:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def section(self) -> dict[str, Any]:
+    def section(self) -> HostBody:
         """The ``host`` section of every answer (see :mod:`lambda_onnx.contract`)."""
         return {"cpu": self.model, "machine": self.machine, "isa": list(self.flags), "vnni": self.vnni}
 
     @classmethod
-    def from_section(cls, host: dict[str, Any]) -> CpuInfo:
+    def from_section(cls, host: Mapping[str, Any]) -> CpuInfo:
         """Back from an answer's ``host`` section (what a client reads)."""
         return cls(str(host.get("cpu") or "unknown CPU"), str(host.get("machine") or "?"), tuple(host.get("isa") or ()),
                    host.get("vnni"))

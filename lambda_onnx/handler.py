@@ -27,14 +27,23 @@ from aws_lambda_powertools import Logger, Metrics  # noqa: E402
 from aws_lambda_powertools.metrics import MetricUnit  # noqa: E402
 
 from lambda_onnx.classifier import Classifier  # noqa: E402
-from lambda_onnx.contract import Service, check_request_size, error_body, internal_error_body, quoted  # noqa: E402
+from lambda_onnx.contract import (  # noqa: E402
+    ErrorBody,
+    ResponseBody,
+    Service,
+    check_request_size,
+    error_body,
+    internal_error_body,
+    quoted,
+)
 from lambda_onnx.cpu import cpu_info  # noqa: E402
 from lambda_onnx.decoder_log import DecoderLog, collecting  # noqa: E402
 from lambda_onnx.errors import BadRequestError, ClassifierError, MethodNotAllowedError, ModelLoadError  # noqa: E402
 
 SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "resnet-serverless")
 # The image bakes the model in here (see Dockerfile); MODEL_PATH overrides it for local runs.
-MODEL_PATH = Path(os.environ.get("MODEL_PATH", Path(os.environ.get("LAMBDA_TASK_ROOT", Path(__file__).parent.parent)) / "model" / "model.onnx"))
+TASK_ROOT = Path(os.environ.get("LAMBDA_TASK_ROOT", Path(__file__).parent.parent))
+MODEL_PATH = Path(os.environ.get("MODEL_PATH", TASK_ROOT / "model" / "model.onnx"))
 # The precision the stack was deployed for (template.yaml sets it). SAM bakes the model into the
 # image at `sam build` time, so a stack deployed with another ModelPrecision than it was built
 # with would serve the wrong model under the wrong name: refuse it at start-up instead.
@@ -51,24 +60,24 @@ metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Resn
 
 
 def _load() -> Service:
-    """The model behind the contract, or a ModelLoadError with a one-line reason."""
+    """The model behind the contract (logged as ready), or a ModelLoadError with a one-line reason."""
     classifier = Classifier(MODEL_PATH, verify_sha256=VERIFY_SHA256)
     if EXPECTED_PRECISION and classifier.sidecar.precision != EXPECTED_PRECISION:
         raise ModelLoadError(
             f"the image holds the {classifier.sidecar.precision} model but the function is configured for "
             f"{EXPECTED_PRECISION}: give `sam build` and `sam deploy` the same ModelPrecision"
         )
-    return Service(classifier, init_started=_INIT_STARTED, function_name=FUNCTION_NAME)
+    service = Service(classifier, init_started=_INIT_STARTED, function_name=FUNCTION_NAME)
+    logger.info("model ready", extra={"model": classifier.sidecar.label, "init_ms": round(service.init_ms, 1),
+                                      "threads": classifier.threads, "sha256": classifier.sidecar.sha256,
+                                      "cpu": CPU, "int8_kernel": classifier.engine.int8_kernel,
+                                      "canary": classifier.canary.summary(), "canary_ms": round(classifier.canary.ms, 1)})
+    return service
 
 
 try:
     SERVICE: Service | None = _load()
     LOAD_ERROR: ModelLoadError | None = None
-    logger.info("model ready", extra={"model": SERVICE.classifier.sidecar.label, "init_ms": round(SERVICE.init_ms, 1),
-                                      "threads": SERVICE.classifier.threads, "sha256": SERVICE.classifier.sidecar.sha256,
-                                      "cpu": CPU, "int8_kernel": SERVICE.classifier.engine.int8_kernel,
-                                      "canary": SERVICE.classifier.canary.summary(),
-                                      "canary_ms": round(SERVICE.classifier.canary.ms, 1)})
 except ModelLoadError as exc:  # a clear error at start-up; every request then gets it as a 500 body
     SERVICE, LOAD_ERROR = None, exc
     logger.error("model failed to load", extra={"reason": exc.message, "model_path": str(MODEL_PATH), "cpu": CPU})
@@ -123,7 +132,7 @@ def trace_id_of(event: Any) -> str | None:
     return os.environ.get("_X_AMZN_TRACE_ID") or (_headers(event).get("x-amzn-trace-id") if _is_http_event(event) else None)
 
 
-def classify(event: Any, request_id: str, trace_id: str | None) -> tuple[int, dict[str, Any]]:
+def classify(event: Any, request_id: str, trace_id: str | None) -> tuple[int, ResponseBody | ErrorBody]:
     """A Lambda event -> (status, JSON body). Pure apart from the model: testable without Lambda."""
     if SERVICE is None:
         assert LOAD_ERROR is not None
@@ -152,7 +161,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         logger.exception("internal error while handling the event")
         trace_id = os.environ.get("_X_AMZN_TRACE_ID")
         status, body = internal_error_body(request_id, trace_id, FUNCTION_NAME)
-    if status == 200:
+    if "error" not in body:  # status 200: every refusal, and only a refusal, carries an error code
         m = body["metrics"]
         metrics.add_metric(name="HandlerDuration", unit=MetricUnit.Milliseconds, value=m["handler_ms"])
         metrics.add_metric(name="InferenceDuration", unit=MetricUnit.Milliseconds, value=m["inference_ms"])

@@ -19,26 +19,31 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from lambda_onnx.errors import BackendError, BackendTimeoutError, ThrottledError
 from lambda_onnx.limits import LAMBDA_PAYLOAD_BYTES, MAX_IMAGE_BYTES
 from lambda_onnx.preprocess import sniff
 
+if TYPE_CHECKING:  # the type only: the wire formats need no model code loaded
+    from lambda_onnx.contract import ResponseBody
+
 Send = Literal["json", "binary"]
 SENDS = ("json", "binary")
 
 
-def raise_for_body(status: int, body: dict[str, Any], backend: str) -> None:
+def raise_for_body(status: int, body: Mapping[str, Any], backend: str) -> ResponseBody:
     """Turn a non-200 answer into the typed error every client raises: 429 is :class:`ThrottledError`,
-    anything else a :class:`BackendError` with the server's status, code and message.
+    anything else a :class:`BackendError` with the server's status, code and message. A 200 answer
+    is the contract's :class:`ResponseBody`: it comes back as one.
 
     Our contract says ``{"error", "message"}``; API Gateway and Function URLs answer their own
     errors with ``{"message"}`` or ``{"Message"}``.
     """
     if status == 200:
-        return
+        return cast("ResponseBody", body)  # JSON read back: the server built it as a ResponseBody
     message = body.get("message") or body.get("Message") or f"HTTP {status}"
     if status == 429:
         raise ThrottledError(f"{backend}: throttled (429): {message}", status=status, code=body.get("error"))
@@ -88,7 +93,7 @@ def function_error(error: Any, backend: str) -> BackendError:
     return BackendError(message, status=502, code="function_error")
 
 
-def invoke_answer(data: bytes, function_error_flag: str | None, backend: str) -> tuple[int, dict[str, Any]]:
+def invoke_answer(data: bytes, function_error_flag: str | None, backend: str) -> tuple[int, ResponseBody]:
     """A boto3 ``invoke`` answer (its payload and ``FunctionError``) -> (status, JSON body), with
     the function's failures and error statuses raised as typed errors."""
     if function_error_flag:  # the handler raised, timed out or the runtime crashed
@@ -98,8 +103,7 @@ def invoke_answer(data: bytes, function_error_flag: str | None, backend: str) ->
             error = data[:200].decode(errors="replace")
         raise function_error(error, backend)
     status, body = lambda_response(data, backend)
-    raise_for_body(status, body, backend)
-    return status, body
+    return status, raise_for_body(status, body, backend)
 
 
 def refuse_oversized_invoke(payload: bytes, backend: str) -> None:

@@ -73,8 +73,10 @@ def test_missing_trace_retries_a_bounded_number_of_times(aws):
 
 
 @pytest.mark.parametrize("line", [
-    "REPORT RequestId: 3f1c\tDuration: 45.12 ms\tBilled Duration: 46 ms\tMemory Size: 3008 MB\tMax Memory Used: 180 MB\tInit Duration: 812.50 ms\t",
-    "REPORT RequestId: 3f1c\tInit Duration: 812.50 ms\tMax Memory Used: 180 MB\tMemory Size: 3008 MB\tBilled Duration: 46 ms\tDuration: 45.12 ms",
+    "REPORT RequestId: 3f1c\tDuration: 45.12 ms\tBilled Duration: 46 ms\tMemory Size: 3008 MB\tMax Memory Used: 180 MB\t"
+    "Init Duration: 812.50 ms\t",
+    "REPORT RequestId: 3f1c\tInit Duration: 812.50 ms\tMax Memory Used: 180 MB\tMemory Size: 3008 MB\tBilled Duration: 46 ms\t"
+    "Duration: 45.12 ms",
 ])
 def test_report_line_parsed_whatever_the_field_order(line):
     report = parse_report(line)
@@ -88,8 +90,10 @@ def test_fetches_the_report_line_of_the_exact_request(aws):
     logs.create_log_group(logGroupName=group)
     logs.create_log_stream(logGroupName=group, logStreamName="s")
     now = int(time.time() * 1000)
-    lines = ["START RequestId: req-a Version: $LATEST", "REPORT RequestId: req-a\tDuration: 10.00 ms\tBilled Duration: 10 ms\tMemory Size: 3008 MB\tMax Memory Used: 170 MB",
-             "REPORT RequestId: req-b\tDuration: 20.00 ms\tBilled Duration: 20 ms\tMemory Size: 3008 MB\tMax Memory Used: 171 MB\tInit Duration: 900.00 ms"]
+    lines = ["START RequestId: req-a Version: $LATEST",
+             "REPORT RequestId: req-a\tDuration: 10.00 ms\tBilled Duration: 10 ms\tMemory Size: 3008 MB\tMax Memory Used: 170 MB",
+             "REPORT RequestId: req-b\tDuration: 20.00 ms\tBilled Duration: 20 ms\tMemory Size: 3008 MB\tMax Memory Used: 171 MB\t"
+             "Init Duration: 900.00 ms"]
     logs.put_log_events(logGroupName=group, logStreamName="s",
                         logEvents=[{"timestamp": now + i, "message": line} for i, line in enumerate(lines)])
     report = fetch_report(logs, "classify", "req-b", start_time_ms=now - 1000, attempts=1)

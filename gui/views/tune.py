@@ -110,11 +110,11 @@ def table(report: TuneReport) -> pd.DataFrame:
     for r in report.results:
         w = r.warm.get(metric, {})
         warm = r.throttling.get("warm", {})
+        throttled = f"{warm.get('nr_throttled', 0):.0f}/{warm.get('nr_periods', 0):.0f}" if warm else None
         row = {"precision": r.precision, "memory MB": r.memory_mb, "vCPU here": r.cpus, "CPU capped": r.cpu_capped,
                "threads": r.threads, "cold round trip ms": r.cold_round_trip_ms, "init phase ms": r.init_phase_ms,
                "p50 ms": w.get("p50"), f"{p} ms" if p != "p50" else "p50 ms": w.get(p), "peak MB (cgroup)": r.memory_peak_mb,
-               "peak RSS MB": r.peak_rss_mb, "throttled periods (warm)": f"{warm.get('nr_throttled', 0):.0f}/{warm.get('nr_periods', 0):.0f}"
-               if warm else None, "USD per 1M": r.cost_per_million_usd,
+               "peak RSS MB": r.peak_rss_mb, "throttled periods (warm)": throttled, "USD per 1M": r.cost_per_million_usd,
                "status": r.status if r.status == "ok" else f"{r.status.upper()}: {r.message}"}
         if aws:
             real = aws.get((r.precision, r.memory_mb))

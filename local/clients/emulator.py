@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+from typing import Protocol
 
 from local.clients.base import BackendResult
 from local.lambda_env.rie import Invocation
@@ -13,7 +13,7 @@ from local.wire import SENDS, Send, http_api_event, lambda_response, raise_for_b
 class InvokeTarget(Protocol):
     """What answers an invoke: one emulator, a fixed pool or an elastic pool (:mod:`local.lambda_env`)."""
 
-    def invoke(self, payload: bytes, **kwargs: Any) -> Invocation: ...
+    def invoke(self, payload: bytes) -> Invocation: ...
 
     def stop(self) -> None: ...
 
@@ -37,8 +37,8 @@ class EmulatorBackend:
         event = http_api_event(image, self.send)
         payload = json.dumps(event).encode()
         invocation = self.target.invoke(payload)
-        status, body = lambda_response(invocation.payload, self.name)
-        raise_for_body(status, body, self.name)
+        status, answer = lambda_response(invocation.payload, self.name)
+        body = raise_for_body(status, answer, self.name)
         extra = {"environment": invocation.environment, "queue_ms": invocation.queue_ms,
                  "http_body_bytes": len(event["body"]), **invocation.report}
         return BackendResult(self.name, self.kind, status, body, invocation.round_trip_ms, len(payload),

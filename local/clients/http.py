@@ -75,8 +75,8 @@ class HttpBackend:
             if response.status_code == 200:
                 raise BackendError(f"{self.name}: HTTP 200 but the body is not a JSON object: {parsed['message']}",
                                    status=200, code="bad_response")
-        raise_for_body(response.status_code, parsed, self.name)
-        return BackendResult(self.name, self.kind, response.status_code, parsed, elapsed, len(body), len(response.content),
+        answer = raise_for_body(response.status_code, parsed, self.name)
+        return BackendResult(self.name, self.kind, response.status_code, answer, elapsed, len(body), len(response.content),
                              extra={"http_version": response.http_version})
 
     def close(self) -> None:

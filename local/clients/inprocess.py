@@ -24,9 +24,9 @@ class InProcessBackend:
 
     def classify(self, image: bytes) -> BackendResult:
         start = time.perf_counter()
-        status, body = self.service.respond(image)
+        status, answer = self.service.respond(image)
         elapsed = (time.perf_counter() - start) * 1e3
-        raise_for_body(status, body, self.name)
+        body = raise_for_body(status, answer, self.name)
         return BackendResult(self.name, self.kind, status, body, elapsed, len(image), len(json.dumps(body)))
 
     def close(self) -> None:

@@ -78,7 +78,9 @@ def describe_canary(classifier) -> str:
     text = f"int8 kernel {classifier.engine.int8_kernel}, " if classifier.engine.int8_kernel else ""
     if result.status == "absent":
         return text + f"canary absent ({result.reason})"
-    text += f"canary {result.photo} {result.status}" + (f" (rel. error {result.rel_rms:.3f}, {result.limit})" if result.rel_rms is not None else "")
+    text += f"canary {result.photo} {result.status}"
+    if result.rel_rms is not None:
+        text += f" (rel. error {result.rel_rms:.3f}, {result.limit})"
     if result.kernel_fallback:
         text += f"; {result.kernel_fallback}"
     return text

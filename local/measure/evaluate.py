@@ -24,6 +24,7 @@ from lambda_onnx.classifier import TOP_K, Classifier
 from lambda_onnx.errors import ClassifierError
 from lambda_onnx.photos import Photo
 from lambda_onnx.preprocess import IMAGE_SUFFIXES, prepare
+from lambda_onnx.sidecar import Preprocessing
 from local.measure.variants import Variant
 
 # Images are preprocessed and run through every variant this many at a time, so a folder of any
@@ -169,10 +170,12 @@ def evaluate(root: Path | Sequence[LabelledImage], variants: Sequence[Variant], 
                                      key=variant.key))
     evaluation = Evaluation(where, len({i.class_id for i in images}), 0, first.random_weights, fast_preprocess, results)
     for start in range(0, len(images), CHUNK):
-        chunk, kept, inputs = images[start:start + CHUNK], [], {}
+        chunk = images[start:start + CHUNK]
+        kept: list[LabelledImage] = []
+        inputs: dict[Preprocessing, list[np.ndarray]] = {}  # each model's preprocessing -> the chunk's tensors
         for image in chunk:
             try:
-                tensors = {}
+                tensors: dict[Preprocessing, np.ndarray] = {}
                 for _, classifier in classifiers:  # fp32 and INT8 share preprocessing: computed once
                     params = classifier.sidecar.preprocessing
                     if params not in tensors:

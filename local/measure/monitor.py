@@ -14,9 +14,10 @@ import datetime as dt
 import io
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from lambda_onnx.cpu import CpuInfo
 from lambda_onnx.errors import ClassifierError
@@ -151,7 +152,7 @@ def summarise(samples: Sequence[Sample], backends: Sequence[str] | None = None) 
 
 def _sample(backend: Backend, worker: int, seq: int, started: float, image: bytes) -> Sample:
     sent = time.monotonic()
-    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
     try:
         result = backend.classify(image)
     except ClassifierError as exc:
@@ -164,7 +165,7 @@ def _sample(backend: Backend, worker: int, seq: int, started: float, image: byte
                   (model.get("canary") or {}).get("status", ""))
 
 
-def cpu_label(host: dict) -> str:
+def cpu_label(host: Mapping[str, Any]) -> str:
     """``AMD EPYC, x86_64 (avx2, fma; no VNNI)`` from an answer's host section ("" when it has none)."""
     return CpuInfo.from_section(host).describe() if host.get("cpu") else ""
 

@@ -380,8 +380,7 @@ def validate(arrivals: np.ndarray, *, model: Path, scenario: str, memory_mb: int
                                        on_progress=lambda m, f=None: say("  " + m, f))
     say(f"replaying {arrivals.size} arrivals to the elastic emulator ({end_s:.0f} s)", 0.0)
     with ElasticPool(model, max_concurrency=max_concurrency, idle_timeout_s=idle_timeout_s, memory_mb=memory_mb) as pool:
-        # EmulatorBackend's annotation names the fixed pool; the elastic one offers the same surface.
-        emulated = EmulatorBackend(pool, name="elastic emulator", stop_on_close=False)  # type: ignore[arg-type]
+        emulated = EmulatorBackend(pool, name="elastic emulator", stop_on_close=False)
         with load["lambda"]:
             runs["lambda"] = open_loop(arrivals, lambda i: timed_request(emulated, image), stop=stop, target="lambda",
                                        on_progress=lambda done, total: say(f"lambda: {done} of {total} answered",

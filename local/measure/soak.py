@@ -32,6 +32,7 @@ from local.clients.http import HttpBackend
 from local.measure.load import start_workers
 from local.measure.stats import duration_summary
 from local.serve.process import ServeProcess
+from local.wire import Send
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_TIMEOUT_S = 30.0  # per request: a phase always ends, whatever the server does
@@ -281,7 +282,7 @@ class SoakReport:
 
 def soak_serve(image: bytes, *, url: str | None = None, model: str | Path | None = None, clients: int = 8,
                seconds: float = 60.0, overload_clients: int | None = None, overload_seconds: float | None = None,
-               expected: Sequence[str] = (), serve_args: Sequence[str] = (), send: str = "binary",
+               expected: Sequence[str] = (), serve_args: Sequence[str] = (), send: Send = "binary",
                on_phase: Callable[[str], None] | None = None) -> SoakReport:
     """Soak ``local serve``: ``clients`` for ``seconds`` (after a short warm-up), then, unless
     ``overload_clients`` is 0, more clients than the server admits (default: its capacity plus
@@ -292,11 +293,14 @@ def soak_serve(image: bytes, *, url: str | None = None, model: str | Path | None
     """
     import httpx
 
-    if (url is None) == (model is None):
+    server: ServeProcess | None = None
+    if url is None and model is not None:
+        server = ServeProcess(model, *serve_args).start()
+        url = server.url
+    elif url is None or model is not None:  # neither, or both
         raise ValueError("give either url (an existing server) or model (to start one)")
-    server = ServeProcess(model, *serve_args).start() if url is None else None
     try:
-        base = (url or server.url).rstrip("/").removesuffix("/classify")
+        base = url.rstrip("/").removesuffix("/classify")
         health = httpx.get(base + "/health", timeout=10).json()
         described = httpx.get(base + "/model", timeout=10).json()
         capacity = int(health.get("capacity", 0)) or None
@@ -369,7 +373,7 @@ def soak_emulator(image: bytes, model: str | Path, *, clients: int = 4, seconds:
         if on_phase:
             on_phase(f"one environment: {clients} clients for {seconds:g} s")
         phase = run_phase("one environment", "emulator", lambda _: backend, image, clients=clients, seconds=seconds,
-                          expected=expected, pids=[pid])
+                          expected=expected, pids=[pid] if pid is not None else [])
         phase.notes.append(f"emulator pid {pid} before, {single.pid} after; alive: {single.alive()}")
         report.facts.update(single_pid_before=pid, single_pid_after=single.pid, single_alive=single.alive())
         report.phases.append(phase)
@@ -386,7 +390,7 @@ def soak_emulator(image: bytes, model: str | Path, *, clients: int = 4, seconds:
                 on_phase(f"pool of {size}: {clients} clients for {seconds:g} s")
             pids = [e.pid for e in environments.emulators]
             phase = run_phase(f"pool of {size}", "emulator pool", lambda _: backend, image, clients=clients,
-                              seconds=seconds, expected=expected, pids=pids)
+                              seconds=seconds, expected=expected, pids=[p for p in pids if p is not None])
             alive = environments.alive()
             phase.notes.append(f"{size} environments (each cold-started before the figures), all alive at the end: {alive}")
             report.facts.update(pool_alive=alive, pool_pids_unchanged=pids == [e.pid for e in environments.emulators])

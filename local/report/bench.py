@@ -38,25 +38,27 @@ def markdown(report: BenchReport) -> str:
               f"{f['threads']} threads) = **{f['fp32_floor_ms']:.1f} ms** fp32, **{f['int8_floor_ms']:.1f} ms** INT8 "
               f"({f['int8_floor_rule']}).", "", f"Fastest runtime × precision here: **{report.fastest}**.", "",
               "## Threads (ONNX Runtime, batch 1)", "", "| precision | threads | median ms | p90 ms |", "|---|---:|---:|---:|"]
-    for row in report.threads:
-        lines.append(f"| {row['precision']} | {row['threads']}{' (chosen)' if row['chosen'] else ''} | {row['median_ms']:.1f} | {row['p90_ms']:.1f} |")
+    for thread_row in report.threads:
+        chosen = " (chosen)" if thread_row["chosen"] else ""
+        lines.append(f"| {thread_row['precision']} | {thread_row['threads']}{chosen} | {thread_row['median_ms']:.1f} | "
+                     f"{thread_row['p90_ms']:.1f} |")
     lines += ["", "## Cold start (fresh process → first prediction) and memory", "",
               "| handler | build | median ms | import ms (canary ms) | first invoke ms | peak RSS MB |", "|---|---|---:|---:|---:|---:|"]
-    for row in report.cold_start:
-        canary = f" ({row['canary_ms']:.0f}, {row['canary']})" if row.get("canary_ms") is not None else ""
-        lines.append(f"| {row['handler']} (`{row['module']}`) | {row['build']} | {row['median_ms']:.0f} | {row['import_ms']:.0f}{canary} | "
-                     f"{row['first_invoke_ms']:.0f} | {row['peak_rss_mb']:.0f} |")
+    for cold in report.cold_start:
+        canary = f" ({cold['canary_ms']:.0f}, {cold['canary']})" if cold.get("canary_ms") is not None else ""
+        lines.append(f"| {cold['handler']} (`{cold['module']}`) | {cold['build']} | {cold['median_ms']:.0f} | "
+                     f"{cold['import_ms']:.0f}{canary} | {cold['first_invoke_ms']:.0f} | {cold['peak_rss_mb']:.0f} |")
     lines += ["", "## Preprocessing (decode + resize + crop + normalise)", "",
               "| image | size | path | median ms | p90 ms |", "|---|---|---|---:|---:|"]
-    for row in report.preprocess:
-        path = "fast" if row["fast_path"] else ("reference (too small for the fast path)" if row["fast_allowed"] else "reference")
-        lines.append(f"| {row['image']} | {row['width']}×{row['height']}, {row['bytes'] / 1e6:.2f} MB | {path} | "
-                     f"{row['median_ms']:.1f} | {row['p90_ms']:.1f} |")
+    for pre in report.preprocess:
+        path = "fast" if pre["fast_path"] else ("reference (too small for the fast path)" if pre["fast_allowed"] else "reference")
+        lines.append(f"| {pre['image']} | {pre['width']}×{pre['height']}, {pre['bytes'] / 1e6:.2f} MB | {path} | "
+                     f"{pre['median_ms']:.1f} | {pre['p90_ms']:.1f} |")
     lines += ["", "## Runtime payload (installed runtime packages + `lambda_onnx/` + model)", "",
               "| runtime | precision | packages MB | code MB | model MB | total MB |", "|---|---|---:|---:|---:|---:|"]
-    for row in report.payload:
-        lines.append(f"| {row['runtime']} | {row['precision']} | {row['packages_mb']:.0f} | {row['code_mb']:.2f} | "
-                     f"{row['model_mb']:.1f} | {row['total_mb']:.0f} |")
+    for payload in report.payload:
+        lines.append(f"| {payload['runtime']} | {payload['precision']} | {payload['packages_mb']:.0f} | {payload['code_mb']:.2f} | "
+                     f"{payload['model_mb']:.1f} | {payload['total_mb']:.0f} |")
     e = report.emulator
     lines += ["", "## Emulator vs in-process (same image)", ""]
     if e.get("measured"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 import matplotlib.ticker
@@ -34,13 +34,19 @@ def to_data_uri(figure: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(to_png(figure)).decode()
 
 
-def timing_breakdown(rows: Sequence[tuple[str, dict[str, float]]]) -> Figure:
+def _step_ms(parts: Mapping[str, object], key: str) -> float:
+    """One step's milliseconds from an answer's metrics (which hold counts and flags too); 0 when absent or null."""
+    value = parts.get(key)
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
+def timing_breakdown(rows: Sequence[tuple[str, Mapping[str, object]]]) -> Figure:
     """One horizontal stacked bar per backend: where the client's round trip went."""
     figure, axes = plt.subplots(figsize=(8, 1.2 + 0.7 * len(rows)))
-    for y, (name, parts) in enumerate(rows):
+    for y, (_name, parts) in enumerate(rows):
         left = 0.0
         for (key, label), colour in zip(STEPS, COLOURS):
-            width = float(parts.get(key) or 0.0)
+            width = _step_ms(parts, key)
             axes.barh(y, width, left=left, color=colour, label=label if y == 0 else None, edgecolor="white")
             if width >= 3:
                 axes.text(left + width / 2, y, f"{width:.0f}", ha="center", va="center", fontsize=8, color="white")
@@ -51,8 +57,14 @@ def timing_breakdown(rows: Sequence[tuple[str, dict[str, float]]]) -> Figure:
     axes.set_xlabel("milliseconds (client round trip)")
     axes.legend(ncol=3, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(rows) < 3 else -0.2), frameon=False)
     axes.spines[["top", "right"]].set_visible(False)
-    axes.set_xlim(0, max((sum(float(p.get(k) or 0) for k, _ in STEPS) for _, p in rows), default=1) * 1.18)
+    axes.set_xlim(0, max((sum(_step_ms(p, k) for k, _ in STEPS) for _, p in rows), default=1) * 1.18)
     return figure
+
+
+def _round_trips(samples: Sequence[Sample]) -> tuple[list[float], list[float]]:
+    """(seconds since the start, round trip ms) of the samples that have a round trip."""
+    points = [(s.t_s, s.round_trip_ms) for s in samples if s.round_trip_ms is not None]
+    return [t for t, _ in points], [ms for _, ms in points]
 
 
 def latency_over_time(samples: Sequence[Sample], backends: Sequence[str]) -> Figure:
@@ -62,10 +74,10 @@ def latency_over_time(samples: Sequence[Sample], backends: Sequence[str]) -> Fig
         mine = [s for s in samples if s.backend == name]
         ok = [s for s in mine if s.ok and s.round_trip_ms is not None]
         colour = f"C{index}"
-        axes.plot([s.t_s for s in ok], [s.round_trip_ms for s in ok], ".-", color=colour, label=name, lw=1, ms=4)
+        axes.plot(*_round_trips(ok), ".-", color=colour, label=name, lw=1, ms=4)
         cold = [s for s in ok if s.cold_start]
         if cold:
-            axes.scatter([s.t_s for s in cold], [s.round_trip_ms for s in cold], s=90, facecolors="none", edgecolors="red",
+            axes.scatter(*_round_trips(cold), s=90, facecolors="none", edgecolors="red",
                          linewidths=1.5, label="cold start" if index == 0 else None, zorder=3)
         errors = [s for s in mine if not s.ok]
         if errors:

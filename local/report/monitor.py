@@ -77,7 +77,7 @@ def monitor_html(run: MonitorRun, title: str = "Monitor run", settings: MonitorS
     over_time, histogram = (charts.to_data_uri(f) for f in (figures or monitor_figures(run)))
     csv_text = run.csv_text() if csv_text is None else csv_text
     csv_uri = "data:text/csv;base64," + base64.b64encode(csv_text.encode()).decode()
-    made = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    made = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     random_weights = isinstance(settings, MonitorSettings) and settings.random_weights
     warning = f'<p class="random-weights">⚠️ {RANDOM_WEIGHTS_NOTE}</p>' if random_weights else ""
     rows = settings_rows(settings)

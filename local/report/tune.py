@@ -27,8 +27,9 @@ def markdown(report: TuneReport) -> str:
         "- models: " + ", ".join(f"{k} `{v}`" for k, v in report.models.items()),
         f"- image: `{config['image']}` ({config['image_bytes'] / 1e3:,.0f} kB); 1 cold + {config['requests']} warm "
         f"invokes per configuration; latency = {config['metric_means']}",
-        f"- prices: {prices['architecture']}, ${prices['gb_second_usd']:.10f}".rstrip("0") + f" per GB-s, ${prices['request_usd'] * 1e6:.2f} per "
-        f"million requests" + (f", API Gateway ${prices['api_request_usd'] * 1e6:.2f} per million" if prices["api_gateway"] else "")
+        f"- prices: {prices['architecture']}, ${prices['gb_second_usd']:.10f}".rstrip("0")
+        + f" per GB-s, ${prices['request_usd'] * 1e6:.2f} per million requests"
+        + (f", API Gateway ${prices['api_request_usd'] * 1e6:.2f} per million" if prices["api_gateway"] else "")
         + f"; {prices['cold_start_fraction']:.1%} of requests cold (billed init phase); {prices['prices_date']}",
         f"- run {report.created}", "",
     ]
@@ -104,7 +105,7 @@ def chart_rows(report: TuneReport) -> list[dict[str, Any]]:
 def write_outputs(report: TuneReport, out: Path, chart: Any = None) -> dict[str, Path]:
     """``tune.json``, ``tune.md`` and ``tune.png`` in ``out`` (``chart``: the report's
     :func:`figure` if the caller already drew it)."""
-    from local import charts
+    from local.report import charts
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,11 +118,11 @@ def write_outputs(report: TuneReport, out: Path, chart: Any = None) -> dict[str,
 
 def figure(report: TuneReport) -> Any:
     """The report's chart (a matplotlib Figure): latency and cost against memory size."""
-    from local import charts
+    from local.report import charts
 
     rec = report.recommendation
     return charts.power_tuning(chart_rows(report), percentile=report.config["percentile"], budget_ms=report.config["budget_ms"],
-                               recommended=(rec.precision, rec.memory_mb) if rec and rec.choice else None,
+                               recommended=rec.chosen if rec else None,
                                title=f"EMULATED power tuning — {', '.join(Path(m).name for m in report.models.values())}")
 
 

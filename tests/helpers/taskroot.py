@@ -3,8 +3,9 @@
 :func:`assemble_task_root` reads the ``Dockerfile`` (its ``ARG``, ``COPY``, ``RUN pip install`` and
 ``RUN python -m ...``, ``ENV`` and ``WORKDIR`` lines, in order), honours ``.dockerignore``, and builds ``/var/task`` in a
 directory: the files the image would hold, the runtime requirements installed for the image's
-Python (3.12) and platform with ``pip install --target``, byte-compiled by that Python. :func:`install_runtime_client` puts ``awslambdaric`` in a second
-directory, standing in for the base image's ``/var/runtime``. Run the handler from those two
+Python (3.12) and platform with ``pip install --target``, byte-compiled by that Python.
+:func:`install_runtime_client` puts ``awslambdaric`` in a second directory, standing in for the base image's
+``/var/runtime``. Run the handler from those two
 directories alone (``tests/test_image.py`` does, under Python 3.12 and the emulator) and a file or
 module the Dockerfile forgets is a failure here, not in AWS.
 """
@@ -333,8 +334,8 @@ def install_runtime_client(target: Path, version: str | None = None, python: Pat
 
 def find_python(version: str = IMAGE_PYTHON) -> Path:
     """An interpreter of ``version`` on this machine (PATH, then pyenv's versions), or a clear error."""
-    candidates = [shutil.which(f"python{version}"), *sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python{version}"))),
-                  f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"]
+    pyenv = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python{version}")))
+    candidates = [shutil.which(f"python{version}"), *pyenv, f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"]
     for candidate in candidates:
         if not candidate or not Path(candidate).is_file():
             continue

@@ -1,4 +1,5 @@
-"""``python -m local bench`` as a library (rendered by :mod:`local.report.bench`): PyTorch, ONNX Runtime and OpenVINO side by side, one machine, one run.
+"""``python -m local bench`` as a library (rendered by :mod:`local.report.bench`): PyTorch, ONNX Runtime and
+OpenVINO side by side, one machine, one run.
 
 What it measures (issue 5): batch-1 latency (median, p90) and batch-8 throughput of every runtime ×
 precision against PyTorch eager fp32; the thread count the core picks against the alternatives;

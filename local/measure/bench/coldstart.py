@@ -106,7 +106,7 @@ def measure_cold_starts(fp32: Path, int8: Path, config: BenchConfig, on_step: St
         handlers.append((f"onnx handler {precision}", "lambda_onnx.handler",
                          {"MODEL_PATH": str(Path(path).resolve()), "MODEL_VERIFY": "size"},
                          f"onnxruntime {importlib.metadata.version('onnxruntime')}"))
-    rows = []
+    rows: list[ColdStartRow] = []
     for name, module, env, build in handlers:
         runs = []
         for i in range(config.cold_runs):

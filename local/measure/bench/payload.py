@@ -47,7 +47,7 @@ def installed_size(names: Sequence[str]) -> tuple[int, dict[str, int]]:
         total = 0
         for file in dist.files or []:
             try:
-                total += file.locate().stat().st_size
+                total += Path(file.locate()).stat().st_size
             except OSError:
                 continue
         seen[key] = total
@@ -65,7 +65,7 @@ def measure_payload(fp32: Path, int8: Path) -> list[PayloadRow]:
     ort_bytes, ort_packages = installed_size(requirements)
     with_openvino = ["openvino" if name == "onnxruntime" else name for name in requirements]
     ov_bytes, ov_packages = installed_size(with_openvino)
-    rows = []
+    rows: list[PayloadRow] = []
     for runtime, packages_bytes, packages in (("onnxruntime", ort_bytes, ort_packages), ("openvino", ov_bytes, ov_packages)):
         for path in (fp32, int8):
             model = Path(path).stat().st_size + sidecar_path(path).stat().st_size

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict
 from pathlib import Path
+from typing import Literal
 
 from lambda_onnx.resources import default_threads
 from lambda_onnx.sidecar import Sidecar, sidecar_path
@@ -22,6 +23,7 @@ from local.measure.bench.config import (
     TARGET_RSS_INT8_MB,
     BenchConfig,
     BenchReport,
+    Latency,
     Step,
     Target,
     noop,
@@ -51,27 +53,36 @@ def evaluate_targets(report: BenchReport) -> list[Target]:
     def ratio(a: float | None, b: float | None) -> float | None:
         return a / b if a is not None and b else None
 
+    def median(row: Latency | None) -> float | None:
+        return row.median_ms if row is not None else None
+
     cold = {row["handler"]: row for row in report.cold_start}
-    torch_cold = cold.get("pytorch handler fp32", {}).get("median_ms")
+
+    def cold_start(handler: str, key: Literal["median_ms", "peak_rss_mb"]) -> float | None:
+        row = cold.get(handler)
+        return row[key] if row is not None else None
+
+    torch_cold = cold_start("pytorch handler fp32", "median_ms")
     pre = next((row for row in report.preprocess if row["fast_allowed"] and row["image"].startswith("12")), None)
     payload8 = next((row for row in report.payload if row["runtime"] == "onnxruntime" and row["precision"] == "int8"), None)
     agreement = next((row for row in report.accuracy.get("variants", []) if row["name"] == "onnxruntime int8"), None)
     targets = [
-        _target("ONNX Runtime fp32 latency / PyTorch eager", ratio(ort32 and ort32.median_ms, torch_ms), TARGET_ORT_FP32_VS_TORCH),
-        _target("ONNX Runtime INT8 latency / PyTorch eager", ratio(ort8 and ort8.median_ms, torch_ms), TARGET_INT8_VS_TORCH),
+        _target("ONNX Runtime fp32 latency / PyTorch eager", ratio(median(ort32), torch_ms), TARGET_ORT_FP32_VS_TORCH),
+        _target("ONNX Runtime INT8 latency / PyTorch eager", ratio(median(ort8), torch_ms), TARGET_INT8_VS_TORCH),
         _target(f"fastest INT8 ({best8.name if best8 else '-'}) latency / PyTorch eager",
-                ratio(best8 and best8.median_ms, torch_ms), TARGET_INT8_VS_TORCH),
-        _target("ONNX Runtime INT8 latency / INT8 compute floor", ratio(ort8 and ort8.median_ms, report.floor.get("int8_floor_ms")),
+                ratio(median(best8), torch_ms), TARGET_INT8_VS_TORCH),
+        _target("ONNX Runtime INT8 latency / INT8 compute floor", ratio(median(ort8), report.floor.get("int8_floor_ms")),
                 TARGET_INT8_VS_FLOOR),
-        _target("ONNX handler fp32 cold start / PyTorch handler", ratio(cold.get("onnx handler fp32", {}).get("median_ms"), torch_cold),
+        _target("ONNX handler fp32 cold start / PyTorch handler", ratio(cold_start("onnx handler fp32", "median_ms"), torch_cold),
                 TARGET_COLD_START_VS_TORCH),
-        _target("ONNX handler INT8 cold start / PyTorch handler", ratio(cold.get("onnx handler int8", {}).get("median_ms"), torch_cold),
+        _target("ONNX handler INT8 cold start / PyTorch handler", ratio(cold_start("onnx handler int8", "median_ms"), torch_cold),
                 TARGET_COLD_START_VS_TORCH),
         _target("12 MP JPEG decode + preprocess / ONNX Runtime INT8 inference",
-                ratio(pre and pre["median_ms"], ort8 and ort8.median_ms), TARGET_PREPROCESS_VS_INT8),
-        _target("ONNX handler fp32 peak RSS", cold.get("onnx handler fp32", {}).get("peak_rss_mb"), TARGET_RSS_FP32_MB, "MB"),
-        _target("ONNX handler INT8 peak RSS", cold.get("onnx handler int8", {}).get("peak_rss_mb"), TARGET_RSS_INT8_MB, "MB"),
-        _target("INT8 runtime payload (ONNX Runtime)", payload8 and payload8["total_mb"], TARGET_PAYLOAD_INT8_MB, "MB"),
+                ratio(pre["median_ms"] if pre is not None else None, median(ort8)), TARGET_PREPROCESS_VS_INT8),
+        _target("ONNX handler fp32 peak RSS", cold_start("onnx handler fp32", "peak_rss_mb"), TARGET_RSS_FP32_MB, "MB"),
+        _target("ONNX handler INT8 peak RSS", cold_start("onnx handler int8", "peak_rss_mb"), TARGET_RSS_INT8_MB, "MB"),
+        _target("INT8 runtime payload (ONNX Runtime)", payload8["total_mb"] if payload8 is not None else None,
+                TARGET_PAYLOAD_INT8_MB, "MB"),
     ]
     differing = None if agreement is None else agreement["photos"] - agreement["top1_same_as_fp32"]
     targets.append({"target": f"INT8 top-1 identical to fp32 on every real photo ({report.accuracy.get('model', '-')})",
@@ -89,7 +100,7 @@ def run_bench(config: BenchConfig, on_step: Step = noop) -> BenchReport:
     meta, meta8 = Sidecar.load(sidecar_path(fp32)), Sidecar.load(sidecar_path(int8))
     settings = {k: v for k, v in asdict(config).items() if k not in ("model", "int8", "accuracy_model", "out")}
     report = BenchReport(
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         machine=machine(),
         config={**settings, "threads": threads, "batch": BATCH},
         models={"fp32": {"path": str(fp32), "label": meta.label, "bytes": meta.onnx_bytes},

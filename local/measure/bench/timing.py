@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -64,10 +65,10 @@ def _measure_in_rounds(variants: list[_Variant], batch: np.ndarray, config: Benc
     for index, (count, batch_count) in enumerate(zip(per_round, per_round_batch)):
         for variant in variants:
             on_step(f"round {index + 1}/{rounds}: {variant.name}, {variant.threads} thread(s)")
-            variant.samples += _times(lambda run=variant.run: run(one), count, config.warmup)
+            variant.samples += _times(partial(variant.run, one), count, config.warmup)
             if batch_count:
                 warm = 0 if variant.batch_samples else 1  # the batch shape's first run, once
-                variant.batch_samples += _times(lambda run=variant.run: run(batch), batch_count, warm)
+                variant.batch_samples += _times(partial(variant.run, batch), batch_count, warm)
     return [Latency(v.name, v.runtime, v.precision, v.computes_in, v.threads, float(np.median(v.samples)),
                     float(np.percentile(v.samples, 90)),
                     len(batch) / (float(np.median(v.batch_samples)) / 1e3) if v.batch_samples else None,

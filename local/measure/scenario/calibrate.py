@@ -283,8 +283,7 @@ def measure_lambda(model: Path, memory_mb: int, image: bytes, *, warm: int = WAR
     pairs: list[float] = []
     contended: list[float] = []
     with OtherLoad() as load, ElasticPool(model, max_concurrency=2, idle_timeout_s=3600, memory_mb=memory_mb, name="calibrate") as pool:
-        # EmulatorBackend's annotation names the fixed pool; the elastic one offers the same surface.
-        backend = EmulatorBackend(pool, name="emulator", stop_on_close=False)  # type: ignore[arg-type]
+        backend = EmulatorBackend(pool, name="emulator", stop_on_close=False)
         for i in range(cold):
             pool.restart()
             outcome = _ok(timed_request(backend, image), "a cold start on the emulator")
@@ -304,7 +303,7 @@ def measure_lambda(model: Path, memory_mb: int, image: bytes, *, warm: int = WAR
         if overlapping_pairs:
             with ElasticPool(model, max_concurrency=1, idle_timeout_s=3600, memory_mb=memory_mb, name="other") as other, \
                     ThreadPoolExecutor(2) as threads:
-                other_backend = EmulatorBackend(other, name="emulator", stop_on_close=False)  # type: ignore[arg-type]
+                other_backend = EmulatorBackend(other, name="emulator", stop_on_close=False)
                 for i in range(overlapping_pairs):
                     pool.restart()
                     both = list(threads.map(lambda _: timed_request(backend, image), range(2)))

@@ -81,6 +81,13 @@ class Recommendation:
     within_budget: tuple[str, ...] = ()
     excluded: dict[str, str] = field(default_factory=dict)  # key -> why it cannot be recommended
 
+    @property
+    def chosen(self) -> tuple[str, int] | None:
+        """(precision, memory MB) of the choice; None when nothing could be recommended."""
+        if not self.choice or self.precision is None or self.memory_mb is None:
+            return None
+        return self.precision, self.memory_mb
+
 
 @dataclass
 class TuneReport:

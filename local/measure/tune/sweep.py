@@ -93,7 +93,7 @@ def run_tune(config: TuneConfig, on_progress: Progress | None = None) -> TuneRep
     total = len(models) * len(config.sizes) * per_config + (len(config.sizes) * per_config if config.function else 0)
     tick = _Ticker(total, on_progress)
     report = TuneReport(
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         emulation_note=EMULATION_NOTE.format(cpu=info.get("cpu", "unknown")), machine=info,
         config=_config_dict(config, image_path), models={p: str(m) for p, m in models.items()}, notes=notes)
     for precision, model in models.items():
