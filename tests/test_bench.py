@@ -40,7 +40,7 @@ def test_json_has_every_measurement(bench, lite0_int8):
     names = [r["name"] for r in data["inference"]]
     assert names[:3] == ["pytorch eager fp32", "onnxruntime fp32", "onnxruntime int8"]
     assert {"openvino fp32", "openvino int8"} <= {" ".join(n.split()[:2]) for n in names}
-    assert any("default hint" in n for n in names) and any("f32 hint" in n for n in names)
+    assert any("(hint auto →" in n for n in names) and any("(hint f32 →" in n for n in names)  # named as evaluate names them
     for r in data["inference"]:
         assert 0 < r["median_ms"] <= r["p90_ms"] and r["batch_images_per_s"] > 0 and r["vs_pytorch"] > 0
         assert r["floor_fraction"] > 0 and r["threads"] >= 1

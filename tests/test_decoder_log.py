@@ -137,7 +137,7 @@ def test_hostile_tiffs_decoded_in_threads_each_report_their_own():
 
 
 def test_with_fd_2_closed_the_decode_still_runs():
-    code = ("import os, sys; sys.path.insert(0, 'tests'); os.close(2); import corpus; "
+    code = ("import os, sys; os.close(2); from tests.helpers import corpus; "
             "from lambda_onnx.decoder_log import collecting; from lambda_onnx.preprocess import decode; "
             "d = decode(corpus.encode(corpus.chelsea(), 'PNG')); print('OK', d.width)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

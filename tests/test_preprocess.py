@@ -146,7 +146,7 @@ def test_pixels_over_the_limit_are_refused_before_decoding():
 def test_extreme_aspect_ratio_allocates_no_huge_intermediate():
     """10000x1 resized naively would be 2,320,000x232 RGB (1.6 GB); measure a fresh process."""
     code = (
-        "import json, resource, sys; sys.path.insert(0, 'tests'); import corpus; "
+        "import json, resource, sys; from tests.helpers import corpus; "
         "from lambda_onnx.preprocess import prepare; from export.registry import LITE0_PREPROCESSING as P; "
         "cases = {c.name: c.data for c in corpus.valid_cases()}; "
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "

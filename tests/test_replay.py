@@ -78,6 +78,7 @@ def test_a_short_real_validation_accounts_for_every_request(lite0):
 
     # 12 requests in 12 s: a cold start, warm ones, a 4 s gap over the 2 s idle timeout (cold again), a pair at once
     arrivals = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 6.5, 7.0, 7.5, 8.0, 10.0, 10.0, 11.0])
+    before = {p.pid for p in psutil.Process().children(recursive=True)}  # e.g. a session fixture's emulator
     validation = validate(arrivals, model=lite0, scenario="test", idle_timeout_s=2.0, max_concurrency=2, seeds=3,
                           calibration_requests=10, cold_starts=2, overlapping_pairs=1, again_after=False)
     for side in ("lambda", "server"):
@@ -86,6 +87,6 @@ def test_a_short_real_validation_accounts_for_every_request(lite0):
     assert validation.measured["lambda"].cold_starts >= 2  # the first request and the one after the long gap
     assert {c.metric for c in validation.checks} >= {"cold_starts", "throttled", "p50_ms", "p99_ms"}
     assert validation.calibration["sources"]["lambda_cold_ms"]
-    leftovers = [p for p in psutil.Process().children(recursive=True)
-                 if "aws-lambda-rie" in " ".join(p.cmdline()) or "-m local serve" in " ".join(p.cmdline())]
+    leftovers = [p for p in psutil.Process().children(recursive=True) if p.pid not in before
+                 and ("aws-lambda-rie" in " ".join(p.cmdline()) or "-m local serve" in " ".join(p.cmdline()))]
     assert not leftovers  # every emulator and server it started is stopped

@@ -250,7 +250,7 @@ def test_bombs_are_refused_before_any_pixel_is_allocated():
     """Every bomb of the corpus, decoded in a fresh process: refused, and the peak memory barely moves
     (the PNG bomb alone would take 112 MB as 1-bit pixels, the others gigabytes)."""
     code = (
-        "import json, sys; sys.path.insert(0, 'tests'); import corpus; "
+        "import json, sys; from tests.helpers import corpus; "
         "from lambda_onnx.preprocess import decode; from lambda_onnx.resources import peak_rss_mb; "
         "from lambda_onnx.errors import PayloadTooLargeError; "
         "bombs = [c for c in corpus.invalid_cases() if 'megapixels' in c.reason]; before = peak_rss_mb(); refused = []\n"

@@ -46,17 +46,22 @@ class Variant:
 
 
 def variants_for(models: Iterable[Path], runtimes: Sequence[str] = ("onnxruntime", "openvino"),
-                 openvino_hints: Sequence[str] = ("f32", "auto"), *, forced_kernels: bool = False) -> list[Variant]:
-    """Each model on each runtime (OpenVINO once per precision hint). With ``forced_kernels``, where ONNX
+                 openvino_hints: Sequence[str] = ("f32", "auto"), *, forced_kernels: bool = False,
+                 by: str = "model") -> list[Variant]:
+    """Each model on each runtime (OpenVINO once per precision hint), listed model by model (``by="model"``,
+    as ``evaluate`` shows them) or runtime by runtime (``by="runtime"``, as the bench does). The first
+    is the reference the others' agreement is counted against. With ``forced_kernels``, where ONNX
     Runtime's default INT8 kernel saturates (x86-64 without VNNI) a quantised model is measured with
     it forced too, to show what the exact kernel costs (it is never chosen)."""
-    out = []
+    if by not in ("model", "runtime"):
+        raise ValueError(f"by must be 'model' or 'runtime', got {by!r}")
     models = [Path(model) for model in models]
-    for runtime in runtimes:  # runtime first: ONNX Runtime fp32 (the reference others agree with) leads
-        for model in models:
-            hints = openvino_hints if runtime == "openvino" else (None,)
-            out += [Variant(model, runtime, hint) for hint in hints]
-            quantised = Sidecar.load(sidecar_path(model)).precision == "int8"
-            if forced_kernels and runtime == "onnxruntime" and quantised and cpu_info().int8_saturates:
-                out.append(Variant(model, runtime, int8_kernel="fast"))
+    pairs = [(m, r) for m in models for r in runtimes] if by == "model" else [(m, r) for r in runtimes for m in models]
+    out = []
+    for model, runtime in pairs:
+        hints = openvino_hints if runtime == "openvino" else (None,)
+        out += [Variant(model, runtime, hint) for hint in hints]
+        quantised = Sidecar.load(sidecar_path(model)).precision == "int8"
+        if forced_kernels and runtime == "onnxruntime" and quantised and cpu_info().int8_saturates:
+            out.append(Variant(model, runtime, int8_kernel="fast"))
     return out

@@ -22,7 +22,7 @@ def measure_agreement(fp32: Path | None, int8: Path | None, threads: int, on_ste
         return {"measured": False, "reason": f"{fp32} has random weights: agreement would prove nothing"}
     on_step(f"top-1 agreement on real photos with {meta.label}")
     photos = sample_photos.available()
-    result = evaluate(photo_images(photos, meta.categories), variants_for([fp32, int8], forced_kernels=True),
+    result = evaluate(photo_images(photos, meta.categories), variants_for([fp32, int8], forced_kernels=True, by="runtime"),
                       threads=threads, fast_preprocess=True)
     rows: list[AgreementRow] = [
         {"name": r.name, "key": r.key, "int8_kernel": r.int8_kernel, "canary": r.canary,

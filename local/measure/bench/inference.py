@@ -40,7 +40,7 @@ def measure_inference(fp32: Path, int8: Path, threads: int, config: BenchConfig,
         variants.append(_Variant("pytorch eager fp32", "pytorch", "fp32", "fp32", threads, run_torch))
     except ImportError:
         on_step("PyTorch is not installed: the reference is not measured")
-    for spec in variants_for([fp32, int8], forced_kernels=True):
+    for spec in variants_for([fp32, int8], forced_kernels=True, by="runtime"):
         try:
             classifier = spec.load(threads)
         except Exception as exc:  # e.g. OpenVINO missing: measure the others
