@@ -17,8 +17,15 @@ from tests.helpers.process import ROOT
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", ROOT / "artifacts"))
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: takes more than a few seconds (still runs in CI)")
+# Session fixtures that cost tens of seconds the first time (an export of ResNet-50): a test using one
+# belongs to the slow tier whatever its own duration, so `pytest -m "not slow"` never pays for them.
+HEAVY_FIXTURES = frozenset({"resnet_random", "resnet_int8"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 # --- no leaked processes ------------------------------------------------------------------------

@@ -307,6 +307,7 @@ def test_raise_for_body_maps_statuses():
     assert (raised.value.status, raised.value.code) == (415, "unsupported_media_type") and "SVG" in raised.value.message
 
 
+@pytest.mark.slow
 def test_in_process_backend_raises_the_same_typed_errors(lite0_classifier):
     backend = InProcessBackend(lite0_classifier)
     with pytest.raises(BackendError) as raised:

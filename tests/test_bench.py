@@ -26,6 +26,7 @@ def bench(tmp_path_factory, lite0, lite0_int8):
     return out, result.stdout
 
 
+@pytest.mark.slow
 def test_cli_prints_progress_ratios_targets_and_the_fastest(bench):
     _, stdout = bench
     assert "[ 1]" in stdout and "cold start 1/1: pytorch handler fp32" in stdout  # progress lines

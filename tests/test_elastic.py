@@ -158,6 +158,7 @@ def test_refuses_a_nonsense_configuration(lite0):
         ElasticPool(lite0, idle_timeout_s=0)
 
 
+@pytest.mark.slow
 def test_cli_elastic_emulator_serves_then_stops_cleanly(lite0):
     process = subprocess.Popen([sys.executable, "-m", "local", "emulator", "--elastic", "--model", str(lite0),
                                 "--max-concurrency", "2", "--idle-timeout", "30", "--memory", "1769"], cwd=ROOT,

@@ -247,6 +247,7 @@ def test_cli_invokes_a_photo_and_exits(lite0):
     assert "COLD start" in out.stdout and "warm" in out.stdout
 
 
+@pytest.mark.slow
 def test_cli_serves_one_url_that_takes_concurrent_requests_until_interrupted(lite0, fake_aws):
     """The printed URL is the front, not an emulator: the RIE crashes on overlapping invokes, and
     a user's curl, load tool or threaded boto3 client will overlap them."""
@@ -306,6 +307,7 @@ def test_cli_serves_one_url_that_takes_concurrent_requests_until_interrupted(lit
             stop_cli(process)
 
 
+@pytest.mark.slow
 def test_cli_brings_back_an_environment_that_died(lite0):
     process = subprocess.Popen([sys.executable, "-m", "local", "emulator", "--model", str(lite0)], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

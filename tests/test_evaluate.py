@@ -29,6 +29,7 @@ def labelled(tmp_path_factory, lite0):
     return root, photos
 
 
+@pytest.mark.slow
 def test_accuracy_of_each_runtime_and_precision(labelled, lite0, lite0_int8):
     root, photos = labelled
     result = evaluate(root, variants_for([lite0, lite0_int8]), fast_preprocess=True)
@@ -47,6 +48,7 @@ def test_accuracy_of_each_runtime_and_precision(labelled, lite0, lite0_int8):
     assert all(0 <= r.top1 <= r.top5 <= 1 for r in result.results)
 
 
+@pytest.mark.slow
 def test_cli_evaluate_json_finds_the_int8_sibling(labelled, lite0, lite0_int8, tmp_path):
     root, photos = labelled
     for model in (lite0, lite0_int8):
@@ -59,6 +61,7 @@ def test_cli_evaluate_json_finds_the_int8_sibling(labelled, lite0, lite0_int8, t
     assert all(r["images"] == len(photos) and r["top5"] == 1.0 for r in data["results"])
 
 
+@pytest.mark.slow
 def test_cli_evaluate_table(labelled, lite0):
     root, _ = labelled
     out = run_module("local", "evaluate", str(root), "--model", str(lite0), "--no-int8", "--openvino-hints", "f32")
@@ -77,6 +80,7 @@ def test_folder_names_are_indices_or_labels():
         class_of("n01440764", categories)
 
 
+@pytest.mark.slow
 def test_unknown_folder_is_a_clear_error(tmp_path, lite0):
     (tmp_path / "not a class").mkdir()
     out = run_module("local", "evaluate", str(tmp_path), "--model", str(lite0), "--no-int8")

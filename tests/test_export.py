@@ -25,6 +25,7 @@ def session(path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+@pytest.mark.slow
 def test_export_writes_one_self_contained_checked_file(resnet_random):
     assert sorted(p.name for p in resnet_random.parent.iterdir()) == ["resnet50.canary.json", "resnet50.json", "resnet50.onnx"]
     onnx.checker.check_model(str(resnet_random), full_check=True)
@@ -85,6 +86,7 @@ def perturb(src, dst, initializer: str, delta: float) -> None:
     meta.save(sidecar_path(dst))
 
 
+@pytest.mark.slow
 def test_check_passes_on_the_export_and_fails_on_a_perturbed_weight(resnet_random, tmp_path):
     good = run_module("export", "--check", str(resnet_random))
     assert good.returncode == 0, good.stdout + good.stderr
@@ -99,6 +101,7 @@ def test_check_passes_on_the_export_and_fails_on_a_perturbed_weight(resnet_rando
     assert "max abs logit difference" in out.stderr
 
 
+@pytest.mark.slow
 def test_default_weights_load_from_torch_cache_offline(tmp_path):
     """The real default path: torchvision finds IMAGENET1K_V2 in its cache under the expected name."""
     torch.manual_seed(123)
@@ -119,6 +122,7 @@ def test_default_weights_load_from_torch_cache_offline(tmp_path):
     assert np.abs(got - expected).max() < 1e-3  # it is the planted state dict, not random weights
 
 
+@pytest.mark.slow
 def test_failed_download_names_both_alternatives_and_writes_nothing(tmp_path):
     env = {"TORCH_HOME": str(tmp_path / "empty"), "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
     out = run_module("export", "--out", str(tmp_path / "m.onnx"), env=env)
@@ -129,17 +133,20 @@ def test_failed_download_names_both_alternatives_and_writes_nothing(tmp_path):
     assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.json").exists()
 
 
+@pytest.mark.slow
 def test_model_over_two_gigabytes_is_refused():
     out = run_module("export", "--arch", "vit_h_14", "--random-weights", timeout=120)
     assert out.returncode == 1
     assert "2 GiB" in out.stderr and "vit_h_14" in out.stderr
 
 
+@pytest.mark.slow
 def test_unknown_arch_is_a_clear_error():
     out = run_module("export", "--arch", "resnet51", "--random-weights")
     assert out.returncode == 2 and "unknown model 'resnet51'" in out.stderr
 
 
+@pytest.mark.slow
 def test_any_torchvision_classifier_with_a_weights_file(tmp_path):
     torch.manual_seed(7)
     weights = tmp_path / "mine.pth"
@@ -154,6 +161,7 @@ def test_any_torchvision_classifier_with_a_weights_file(tmp_path):
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+@pytest.mark.slow
 def test_weights_file_for_another_arch_is_refused(tmp_path):
     weights = tmp_path / "r18.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)

@@ -118,6 +118,7 @@ def test_emulator_killed_under_a_stream_of_boto3_invokes(lite0, fake_aws):
         emulator.stop()
 
 
+@pytest.mark.slow
 def test_gui_cold_start_button_brings_back_a_killed_emulator(lite0):
     from gui.launch import LaunchOptions, launch
     from local.clients.targets import Targets
@@ -176,6 +177,7 @@ def one_line_error(out, reason: str) -> None:
 
 
 @pytest.mark.parametrize("damage", list(DAMAGES))
+@pytest.mark.slow
 def test_damaged_model_is_a_one_line_error_at_start_up_everywhere(lite0, tmp_path, damage):
     model, reason = damaged(lite0, tmp_path, damage), DAMAGES[damage]
     (port,) = free_ports(1)
@@ -189,6 +191,7 @@ def test_damaged_model_is_a_one_line_error_at_start_up_everywhere(lite0, tmp_pat
         ServeProcess(model, "--runtime", "onnxruntime").start()
 
 
+@pytest.mark.slow
 def test_damaged_model_stops_the_gui_at_launch(lite0, tmp_path):
     from gui.launch import LaunchOptions, launch
     from local.clients.targets import Targets
@@ -324,6 +327,7 @@ def test_every_network_call_in_the_code_has_a_timeout():
 
 # --- stalled and idle clients against local serve ---------------------------------------------------------------
 
+@pytest.mark.slow
 def test_stalled_and_idle_clients_do_not_keep_others_from_serve(lite0_serve):
     """More stalled bodies than the server admits to inference (1 running + 16 waiting), and idle
     connections that never send a byte: a complete request is still answered at once."""
@@ -359,6 +363,7 @@ def alive(processes: list[psutil.Process]) -> list[int]:
     return out
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_emulators_a_command_started(lite0, tmp_path):
     """Killed with SIGTERM (kill, docker stop, systemd), a command used to die without its finally
     blocks and atexit handlers, orphaning the emulator it had started (each runs in a session of its own)."""

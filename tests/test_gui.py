@@ -48,6 +48,7 @@ def compare(client: Client, path) -> dict:
     return outputs[-1]
 
 
+@pytest.mark.slow
 def test_compare_returns_both_backends_predictions_and_timings(client):
     photo = by_name("chelsea")
     summary = compare(client, photo.path)
@@ -90,6 +91,7 @@ def test_agreement_and_facts_are_shown(client):
     assert "3008 MB configured" in serverless_facts
 
 
+@pytest.mark.slow
 def test_too_large_image_is_refused_with_the_reason_then_downscaled(client, tmp_path):
     big = tmp_path / "big.png"
     rng_image = Image.effect_noise((1600, 1400), 64).convert("RGB")
@@ -139,6 +141,7 @@ def test_cost_figures_follow_from_their_inputs(client):
     assert f"${expected.serverless_per_million_usd:,.2f} per million" in outputs[0]
 
 
+@pytest.mark.slow
 def test_share_needs_auth_or_an_explicit_no_auth():
     with pytest.raises(UsageError, match="--auth"):
         parse_auth(LaunchOptions(share=True))
@@ -181,6 +184,7 @@ def classify_in_page(page, url: str, photo_path: Path) -> None:
     page.locator("#classify").click()
 
 
+@pytest.mark.slow
 def test_browser_uploads_classifies_and_sees_both_top5_and_the_chart(app, browser, artifacts):
     page = browser.new_page(viewport={"width": 1400, "height": 1300})
     photo = by_name("chelsea")
@@ -194,6 +198,7 @@ def test_browser_uploads_classifies_and_sees_both_top5_and_the_chart(app, browse
     page.close()
 
 
+@pytest.mark.slow
 def test_browser_sessions_each_get_their_own_results(app, browser):
     photos = [by_name("coffee"), by_name("china"), by_name("lion")]
     pages = [browser.new_page() for _ in photos]
@@ -209,6 +214,7 @@ def test_browser_sessions_each_get_their_own_results(app, browser):
         page.close()
 
 
+@pytest.mark.slow
 def test_browser_shows_the_random_weights_banner(resnet_random, browser, artifacts):
     running = launch(Targets(model=resnet_random), LaunchOptions(port=free_port()), quiet=True)
     try:
@@ -224,6 +230,7 @@ def test_browser_shows_the_random_weights_banner(resnet_random, browser, artifac
         running.close()
 
 
+@pytest.mark.slow
 def test_first_run_exports_a_model_and_offers_explicit_fallbacks(tmp_path, browser, artifacts):
     """No model yet and no network: the app says why and exports EfficientNet-Lite0 when asked."""
     port = free_port()
@@ -251,6 +258,7 @@ def test_first_run_exports_a_model_and_offers_explicit_fallbacks(tmp_path, brows
         proc.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_either_precision_is_served_on_both_sides(lite0, lite0_int8, tmp_path):
     """The model switch serves the INT8 file on both sides (same sha256 each side, INT8 named)."""
     import shutil

@@ -104,6 +104,7 @@ def cli_json(lite0, case_files) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("case", IMAGES, ids=ids(IMAGES))
+@pytest.mark.slow
 def test_cli_predict(cli_json, case_files, case):
     record = cli_json[case_files[case.name].name]
     if "error" in record:
@@ -127,6 +128,7 @@ def test_cli_predict_says_one_line_per_bad_file_and_exits_non_zero(lite0, case_f
     assert "espresso" in out.stdout  # the valid file after them was still classified
 
 
+@pytest.mark.slow
 def test_cli_emulator_invoke_says_one_line_per_bad_file(lite0, case_files):
     bad = [case_files[case.name] for case in INVALID]
     out = run_module("local", "emulator", "--model", str(lite0), "--send", "binary", "--invoke", *map(str, bad),
@@ -319,6 +321,7 @@ def probe_gui(client: Client) -> None:
 
 
 @pytest.mark.parametrize("case", IMAGES, ids=ids(IMAGES))
+@pytest.mark.slow
 def test_gui_describe_and_compare(gui_client, case_files, case):
     preview, note = gui_call(gui_client, case_files[case.name], "/describe")[:2]
     if case.name == "over_the_byte_limit":  # shown, with the offer to downscale it, and refused by compare
@@ -344,6 +347,7 @@ def test_gui_describe_and_compare(gui_client, case_files, case):
         probe_gui(gui_client)
 
 
+@pytest.mark.slow
 def test_browser_shows_a_bad_upload_as_an_error(gui, case_files, artifacts):
     playwright = pytest.importorskip("playwright.sync_api")
     from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS

@@ -73,6 +73,7 @@ def test_a_quantised_model_names_the_kernel_it_runs_with_here(lite0_int8, lite0)
     assert fp32.engine.int8_kernel is None and fp32.engine.computes_in == "fp32"
 
 
+@pytest.mark.slow
 def test_the_export_writes_a_canary_from_the_evaluation_photos(lite0, lite0_int8):
     from export.pipeline import rebuild
 

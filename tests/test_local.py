@@ -52,6 +52,7 @@ def test_cli_predict_end_to_end(lite0):
     assert "inference" in out.stdout and "RANDOM" not in out.stdout
 
 
+@pytest.mark.slow
 def test_cli_predict_sample_photos_by_name(lite0):
     out = run_module("local", "predict", "--sample", "coffee", "--sample", "lion", "--model", str(lite0), "--json")
     assert out.returncode == 0, out.stderr
@@ -71,6 +72,7 @@ def test_cli_predict_json(lite0):
     assert results[0]["status"] == 200 and results[0]["result"]["metrics"]["handler_ms"] > 0
 
 
+@pytest.mark.slow
 def test_cli_random_weights_are_labelled(resnet_random):
     out = run_module("local", "predict", str(by_name("coffee").path), "--model", str(resnet_random))
     assert out.returncode == 0 and "RANDOM WEIGHTS" in out.stdout
@@ -140,6 +142,7 @@ def test_cgroup_quota_is_read_for_v1_and_v2(tmp_path, layout, expected):
                                      ("predict", "--top-k"), ("predict", "--threads"), ("serve", "--workers"),
                                      ("serve", "--max-concurrency"), ("serve", "--max-receiving"),
                                      ("emulator", "--pool"), ("emulator", "--memory")])
+@pytest.mark.slow
 def test_counts_below_one_are_refused_with_the_reason(command):
     """A zero would hang (no inference slot), answer everything with 503, or turn top-k upside down."""
     name, option = command

@@ -90,6 +90,7 @@ def test_int8_is_a_smaller_qdq_model(lite0, lite0_int8):
     assert lite0_int8.stat().st_size < lite0.stat().st_size / 3
 
 
+@pytest.mark.slow
 def test_random_weights_int8_reports_agreement_without_requiring_it(resnet_int8):
     meta = Sidecar.load(sidecar_path(resnet_int8))
     assert meta.random_weights and meta.precision == "int8" and meta.parity["passed"] is True
@@ -100,6 +101,7 @@ def test_random_weights_int8_reports_agreement_without_requiring_it(resnet_int8)
     assert Classifier(resnet_int8).infer(x).shape == (2, 1000)  # dynamic batch survived quantisation
 
 
+@pytest.mark.slow
 def test_check_reruns_the_int8_report(lite0_int8):
     out = run_module("export", "--check", str(lite0_int8))
     assert out.returncode == 0, out.stdout + out.stderr
@@ -107,6 +109,7 @@ def test_check_reruns_the_int8_report(lite0_int8):
     assert "✓ int8 vs pytorch fp32" in out.stdout and "parity passed" in out.stdout
 
 
+@pytest.mark.slow
 def test_cli_int8_with_a_calibration_dir(lite0, tmp_path):
     """Quantise an existing fp32 export with the user's images; the sidecar says where they came from."""
     for suffix in (".onnx", ".json"):
@@ -141,6 +144,7 @@ def test_calibration_dir_containing_an_evaluation_photo_is_refused(tmp_path):
         calibration_images(tmp_path / "missing")
 
 
+@pytest.mark.slow
 def test_int8_refuses_an_existing_fp32_that_is_another_model(lite0, tmp_path):
     for suffix in (".onnx", ".json"):
         shutil.copy(lite0.with_suffix(suffix), tmp_path / f"m{suffix}")

@@ -347,6 +347,7 @@ def saved_calibration(tmp_path, model):
     return save_cache(fake_calibration(str(model), 3008), tmp_path / "calibration.json")
 
 
+@pytest.mark.slow
 def test_cli_prints_json_with_the_issues_keys(saved_calibration, model, tmp_path):
     out = run_module("local", "scenario", "spikes", "--rate", "0.5", "--duration", "2h", "--model", str(model),
                      "--calibration", str(saved_calibration), "--calibrate", "never", "--json", "--out", str(tmp_path))
@@ -358,6 +359,7 @@ def test_cli_prints_json_with_the_issues_keys(saved_calibration, model, tmp_path
     assert (tmp_path / "scenario-spikes.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_cli_simulates_a_users_arrivals_file_through_both_sides(saved_calibration, model, tmp_path):
     log = tmp_path / "access.log"
     log.write_text("\n".join(f'{{"requestTimeEpoch": {1700000000000 + 1000 * i * i}}}' for i in range(40)))
@@ -367,6 +369,7 @@ def test_cli_simulates_a_users_arrivals_file_through_both_sides(saved_calibratio
     assert "Verdict" in out.stdout and "40" in out.stdout
 
 
+@pytest.mark.slow
 def test_cli_says_what_is_missing():
     out = run_module("local", "scenario")
     assert out.returncode == 2 and "give a traffic shape" in out.stderr

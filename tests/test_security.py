@@ -157,6 +157,7 @@ def test_handler_logs_under_the_emulator_hold_no_payload_event_or_credential(lit
     assert_clean(logs, "the handler under the emulator")
 
 
+@pytest.mark.slow
 def test_serve_and_a_sigv4_client_log_no_payload_signature_or_credential(lite0, monkeypatch, caplog):
     for name, value in FAKE_AWS.items():
         monkeypatch.setenv(name, value)
@@ -177,6 +178,7 @@ def test_serve_and_a_sigv4_client_log_no_payload_signature_or_credential(lite0, 
     assert_clean(caplog.text, "HttpBackend with SigV4")
 
 
+@pytest.mark.slow
 def test_gui_logs_hold_no_payload_or_credential(lite0, tmp_path):
     port = free_ports(1)[0]
     log = tmp_path / "gui.log"

@@ -37,11 +37,13 @@ def lint(path: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(CFN_LINT), str(path)], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_cfn_lint_passes():
     out = lint(TEMPLATE)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+@pytest.mark.slow
 def test_cfn_lint_catches_a_broken_copy(tmp_path):
     broken = tmp_path / "template.yaml"
     text = TEMPLATE.read_text().replace("      Tracing: Active\n", "      Tracing: Active\n      MemorySizee: 1024\n")
@@ -179,6 +181,7 @@ def sam_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.slow
 def test_the_sam_cli_resolves_the_image_build_for_each_precision(precision, tmp_path):
     """What `sam build --parameter-overrides ModelPrecision=...` hands to `docker build`, resolved by
     the SAM CLI's own template provider: the Dockerfile, this directory, and that precision's model."""
@@ -195,6 +198,7 @@ def test_the_sam_cli_resolves_the_image_build_for_each_precision(precision, tmp_
     assert (ROOT / meta["DockerContext"] / meta["Dockerfile"]).is_file()
 
 
+@pytest.mark.slow
 def test_sam_build_gets_as_far_as_docker(tmp_path):
     """The real `sam build` with the INT8 override: the template and its build arguments are
     accepted, and the only thing missing is the container runtime."""

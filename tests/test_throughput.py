@@ -24,6 +24,7 @@ def test_counts_answers_per_second(lite0_classifier):
         measure_throughput(backend, b"", clients=0)
 
 
+@pytest.mark.slow
 def test_cli_prints_the_same_figure_as_json(lite0):
     out = run_module("local", "throughput", "--model", str(lite0), "--requests", "4", "--clients", "2", "--json", timeout=120)
     assert out.returncode == 0, out.stderr

@@ -88,6 +88,7 @@ def sweep(lite0, lite0_int8, tmp_path_factory):
 
 
 @needs_root
+@pytest.mark.slow
 def test_sweep_applies_the_cpu_quota_and_the_threads_follow_memory(sweep, monkeypatch):
     report, _, steps = sweep
     assert [(r.precision, r.memory_mb) for r in report.results] == [("fp32", SMALL), ("fp32", LARGE), ("int8", SMALL),
@@ -138,6 +139,7 @@ def test_outputs_are_complete_and_labelled_emulated(sweep):
 
 
 @needs_root
+@pytest.mark.slow
 def test_a_size_below_the_models_need_ends_out_of_memory(resnet_random, lite0):
     """ResNet-50 fp32 (100 MB of weights) cannot load in Lambda's smallest size. (Lite0 would fit
     128 MB in a cgroup's accounting, so no legal size is below its need: see local/lambda_env/cgroups.py.)"""
@@ -165,6 +167,7 @@ def test_ctrl_c_mid_sweep_stops_the_emulator_and_removes_the_cgroups(lite0):
 
 
 @needs_root
+@pytest.mark.slow
 def test_cli_sweeps_and_prints_json(lite0, tmp_path):
     out = run_module("local", "tune", "--model", str(lite0), "--precisions", "fp32,int8", "--sizes", "1769",
                      "--requests", "2", "--budget-ms", "5000", "--json", "--out", str(tmp_path), timeout=300)
@@ -180,6 +183,7 @@ def test_cli_sweeps_and_prints_json(lite0, tmp_path):
 
 
 @needs_root
+@pytest.mark.slow
 def test_gui_tune_event_with_the_cost_views_prices(lite0):
     from gradio_client import Client
 
