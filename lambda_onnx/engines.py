@@ -12,7 +12,7 @@ import numpy as np
 
 from lambda_onnx.cpu import cpu_info, int8_kernel_name, use_precise_int8
 from lambda_onnx.errors import ModelLoadError
-from lambda_onnx.resources import available_cpus
+from lambda_onnx.resources import intra_op_spinning
 
 RUNTIMES = ("onnxruntime", "openvino")
 # OpenVINO's INFERENCE_PRECISION_HINT values offered; "auto" leaves the choice to OpenVINO.
@@ -50,9 +50,7 @@ class OnnxRuntimeEngine:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        if available_cpus() % 1:
-            # Under a fractional CPU quota (Lambda below 1,769 MB per vCPU) spinning workers burn
-            # the quota the computing threads need.
+        if not intra_op_spinning():  # off under a fractional CPU quota, and in a server (see its docstring)
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.int8_kernel: str | None = None
         self.computes_in = "int8" if quantised else "fp32"
@@ -138,7 +136,8 @@ def make_engine(runtime: str, model_path: Path, input_name: str, output_name: st
     ``int8_kernel`` to ONNX Runtime only (see :class:`OnnxRuntimeEngine`)."""
     if runtime == "onnxruntime":
         if precision_hint not in (None, "f32"):
-            raise ValueError(f"a precision hint ({precision_hint!r}) applies to openvino only; onnxruntime computes in the model's precision")
+            raise ValueError(f"a precision hint ({precision_hint!r}) applies to openvino only; "
+                             "onnxruntime computes in the model's precision")
         return OnnxRuntimeEngine(model_path, input_name, output_name, threads, quantised=quantised, int8_kernel=int8_kernel)
     if runtime == "openvino":
         return OpenVinoEngine(model_path, input_name, output_name, threads, precision_hint, quantised=quantised)

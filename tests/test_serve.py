@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import socket
 import subprocess
@@ -14,11 +15,11 @@ import httpx
 import numpy as np
 import pytest
 
-import corpus
-from conftest import ROOT, run_module, wait_until_answers
 from lambda_onnx.limits import MAX_REQUEST_BYTES
+from lambda_onnx.photos import by_name
 from lambda_onnx.sidecar import Sidecar, sidecar_path
-from local.photos import by_name
+from tests.helpers import corpus
+from tests.helpers.process import ROOT, run_module, wait_until_answers
 
 PROB_ATOL = 1e-6  # same model, same runtime, same preprocessing: only thread scheduling may differ
 
@@ -169,10 +170,15 @@ def test_slow_body_times_out_with_408(lite0):
         assert_still_serves(url)
 
 
-def test_connections_whose_headers_never_complete_are_closed(lite0):
+HTTP_PARSERS = [pytest.param("httptools", marks=pytest.mark.skipif(importlib.util.find_spec("httptools") is None,
+                                                                   reason="httptools is not installed")), "h11"]
+
+
+@pytest.mark.parametrize("http", HTTP_PARSERS)
+def test_connections_whose_headers_never_complete_are_closed(lite0, http):
     """Silent connections and headers sent a line at a time, then stalled: without a deadline for
     the request head each would stay open for ever, and enough of them exhaust the descriptors."""
-    with serving(lite0, "--header-timeout", "1") as url:
+    with serving(lite0, "--header-timeout", "1", "--http", http) as url:
         host, port = url.removeprefix("http://").split(":")
         silent = socket.create_connection((host, int(port)))
         partial = socket.create_connection((host, int(port)))
@@ -229,3 +235,261 @@ def test_binds_to_loopback_only_by_default(server):
 def test_bad_model_is_a_one_line_error_before_binding(tmp_path):
     out = run_module("local", "serve", "--model", str(tmp_path / "missing.onnx"), "--port", str(free_port()), timeout=60)
     assert out.returncode == 1 and out.stderr.startswith("error: model not found")
+
+
+# --- at the machine's limit: refusals from the head, lanes, workers, cheap bookkeeping ----------------------
+
+PIPELINE_ATOL = 1e-5  # lanes infer with one thread each, in-process with the default threads: summation order only
+
+
+def connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=60)
+    return sock
+
+
+def post_head(size: int, content_type: str = "image/png") -> bytes:
+    return (f"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {size}\r\n\r\n").encode()
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 answer from a raw socket: status, headers (lower-case), body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    size = int(headers.get("content-length", "0"))
+    while len(body) < size:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection mid-body"
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize("http", HTTP_PARSERS)
+def test_a_refusal_is_answered_from_the_head_and_the_connection_stays_usable(lite0, http):
+    """The 503 comes before the body is sent; the rest of the refused body is drained and the same
+    connection then gets a right answer."""
+    photo = by_name("coffee").read()
+    with serving(lite0, "--max-concurrency", "1", "--max-queue", "0", "--max-receiving", "1", "--http", http) as url:
+        stalled = half_open(url)  # holds the only receiving place
+        time.sleep(0.5)
+        sock = connect(url)
+        try:
+            sock.sendall(post_head(len(photo)) + photo[:1000])  # the head and a little of the body
+            status, headers, body = read_answer(sock)  # answered although the body is not complete
+            assert status == 503 and headers["retry-after"] == "1"
+            assert json.loads(body)["error"] == "overloaded" and headers["x-request-id"]
+            stalled.close()
+            time.sleep(0.5)
+            sock.sendall(photo[1000:])  # the rest of the refused request, then the next one
+            sock.sendall(post_head(len(photo)) + photo)
+            status, _, body = read_answer(sock)
+            assert status == 200 and json.loads(body)["predictions"][0]["label"] == "espresso"
+        finally:
+            sock.close()
+            stalled.close()
+        health = httpx.get(f"{url}/health", timeout=10).json()
+        assert health["refused"] == {"503 overloaded": 1} and health["in_flight"] == 0
+
+
+@pytest.mark.parametrize("http", HTTP_PARSERS)
+def test_a_refused_client_that_stops_mid_body_is_closed(lite0, http):
+    """After a 503 from the head, the rest of the body and the next head are due within the head
+    deadline: a client that stops sending does not keep its connection for ever."""
+    with serving(lite0, "--max-concurrency", "1", "--max-queue", "0", "--max-receiving", "1", "--header-timeout", "1",
+                 "--http", http) as url:
+        stalled = half_open(url)
+        time.sleep(0.5)
+        sock = connect(url)
+        try:
+            sock.sendall(post_head(100_000) + b"\x89PNG")
+            status, _, _ = read_answer(sock)
+            assert status == 503
+            sock.settimeout(30)
+            assert sock.recv(4096) == b""  # closed by the server, the body never finished
+        finally:
+            sock.close()
+            stalled.close()
+        time.sleep(0.5)
+        assert_still_serves(url)
+
+
+def test_a_burst_larger_than_the_queue_gets_503s_with_retry_after_and_only_right_answers(lite0, lite0_classifier):
+    photo = by_name("chelsea").read()
+    expected = lite0_classifier.predict(photo).predictions
+    with serving(lite0, "--max-concurrency", "1", "--max-queue", "1") as url:  # 2 places for 16 requests at once
+        sockets = [connect(url) for _ in range(16)]
+        try:
+            for sock in sockets:
+                sock.sendall(post_head(len(photo)) + photo)
+            answers = [read_answer(sock) for sock in sockets]
+        finally:
+            for sock in sockets:
+                sock.close()
+        statuses = [status for status, _, _ in answers]
+        assert set(statuses) == {200, 503}, statuses
+        for status, headers, body in answers:
+            payload = json.loads(body)
+            if status == 503:
+                assert headers["retry-after"] == "1" and payload["error"] == "overloaded"
+                assert "server at capacity" in payload["message"]
+            else:  # every accepted request is answered, and right
+                assert [p["class_id"] for p in payload["predictions"]] == [p.class_id for p in expected]
+                assert np.allclose([p["probability"] for p in payload["predictions"]], [p.probability for p in expected],
+                                   atol=PIPELINE_ATOL)
+        health = httpx.get(f"{url}/health", timeout=10).json()
+        assert health["refused"] == {"503 overloaded": statuses.count(503)}  # every refusal counted
+        assert_still_serves(url)  # alive, and it answers the next request
+
+
+def test_requests_whose_client_left_are_dropped_not_classified(lite0):
+    photo = by_name("chelsea").read()
+    with serving(lite0, "--max-concurrency", "1", "--max-queue", "8") as url:
+        first = connect(url)
+        first.sendall(post_head(len(photo)) + photo)  # takes the only lane
+        leaving = [connect(url) for _ in range(6)]
+        for sock in leaving:
+            sock.sendall(post_head(len(photo)) + photo)
+        time.sleep(0.05)
+        for sock in leaving:  # gone while their requests wait for the lane
+            sock.close()
+        assert read_answer(first)[0] == 200
+        first.close()
+        health = httpx.get(f"{url}/health", timeout=10).json()
+        for _ in range(100):
+            if health["in_flight"] == 0:
+                break
+            time.sleep(0.1)
+            health = httpx.get(f"{url}/health", timeout=10).json()
+        assert health["in_flight"] == 0 and health["abandoned"] >= 1, health  # their places were freed
+        assert_still_serves(url)
+
+
+def test_concurrent_requests_in_lanes_answer_exactly_as_in_process(server, lite0_classifier):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lambda_onnx.photos import available
+
+    photos = available()
+    expected = {p.name: lite0_classifier.predict(p.read()).predictions for p in photos}
+    health = httpx.get(f"{server}/health", timeout=10).json()
+    assert health["lanes"] >= 1 and health["threads_per_lane"] >= 1
+
+    def ask(photo):
+        return photo, httpx.post(f"{server}/classify", content=photo.read(), timeout=120,
+                                 headers={"content-type": "application/octet-stream"})
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, photos * 2))
+    for photo, response in answers:
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert [p["class_id"] for p in body["predictions"]] == [p.class_id for p in expected[photo.name]], photo.name
+        assert np.allclose([p["probability"] for p in body["predictions"]],
+                           [p.probability for p in expected[photo.name]], atol=PIPELINE_ATOL), photo.name
+        assert set(body["metrics"]) == {"json_parse_ms", "decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms",
+                                        "handler_ms", "request_bytes", "cold_start", "init_ms", "peak_rss_mb", "memory_mb",
+                                        "memory_utilisation_pct"}
+
+
+def test_workers_listen_on_sockets_of_their_own_and_share_the_connections(lite0):
+    with serving(lite0, "--workers", "2") as url:
+        clients = [httpx.Client(timeout=30) for _ in range(16)]  # 16 connections: all on one worker has odds of 1 in 32768
+        try:
+            pids = {client.get(f"{url}/health").json()["pid"] for client in clients}
+        finally:
+            for client in clients:
+                client.close()
+        assert len(pids) == 2
+        assert_still_serves(url)
+        port = url.rsplit(":", 1)[1]
+        taken = run_module("local", "serve", "--model", str(lite0), "--runtime", "onnxruntime", "--workers", "2",
+                           "--port", port, timeout=120)  # no second reuse-port group joins this one
+        assert taken.returncode == 1 and "cannot listen" in taken.stderr
+
+
+def test_the_cpu_split_for_a_server_and_for_one_request_at_a_time():
+    from lambda_onnx.resources import ServerSplit, default_threads, server_split
+
+    assert server_split(2.0) == ServerSplit(workers=2, lanes=1, threads=1)  # a process per CPU, one lane, one thread
+    assert server_split(1.7) == ServerSplit(workers=2, lanes=1, threads=1)  # rounded as default_threads rounds
+    assert server_split(0.5) == ServerSplit(workers=1, lanes=1, threads=1)
+    assert server_split(4.0, workers=2) == ServerSplit(workers=2, lanes=2, threads=1)  # the CPUs shared by the workers
+    assert server_split(2.0, workers=1) == ServerSplit(workers=1, lanes=2, threads=1)  # lanes as threads of one process
+    assert server_split(2.0, workers=4) == ServerSplit(workers=4, lanes=1, threads=1)
+    assert server_split(8.0, lanes=2) == ServerSplit(workers=1, lanes=2, threads=4)  # given lanes share the CPUs as threads
+    assert server_split(2.0, threads=2) == ServerSplit(workers=1, lanes=1, threads=2)  # given threads: as many lanes as fit
+    assert server_split(2.0, lanes=3, threads=1) == ServerSplit(workers=1, lanes=3, threads=1)
+    assert default_threads(2.0) == 2  # the Lambda handler, one request at a time, keeps every CPU
+
+
+def test_the_queue_is_shared_by_the_workers_unless_given_per_worker():
+    from local.serve.config import QUEUE, ServeConfig
+
+    assert ServeConfig(workers=1).queue() == QUEUE
+    assert ServeConfig(workers=2).queue() == -(-QUEUE // 2)
+    assert ServeConfig(workers=3).queue() == -(-QUEUE // 3)  # rounded up: never fewer places than QUEUE in all
+    assert ServeConfig(workers=2, max_queue=5).queue() == 5  # --max-queue is per worker
+
+
+def test_onnx_runtime_threads_spin_only_when_one_request_owns_every_cpu(monkeypatch):
+    from lambda_onnx.resources import SPINNING_ENV, intra_op_spinning
+
+    monkeypatch.delenv(SPINNING_ENV, raising=False)
+    assert intra_op_spinning(2.0) and not intra_op_spinning(1.7)  # a fractional quota: no spinning
+    monkeypatch.setenv(SPINNING_ENV, "0")  # what local serve sets for itself
+    assert not intra_op_spinning(2.0)
+    monkeypatch.setenv(SPINNING_ENV, "1")
+    assert intra_op_spinning(1.7)
+
+
+def test_peak_rss_is_the_process_own_peak_although_read_cheaply():
+    """A child of this (large) test process inherits its ru_maxrss across exec; the cheap reading must
+    still give the child's own VmHWM, before and after its own peak passes the inherited one."""
+    code = ("import json, resource; from lambda_onnx.resources import peak_rss_mb, _vmhwm_kb\n"
+            "first = [peak_rss_mb(), peak_rss_mb(), _vmhwm_kb() / 1024]\n"
+            "block = b'x' * (512 * 2**20)\n"
+            "second = [peak_rss_mb(), _vmhwm_kb() / 1024]\n"
+            "print(json.dumps({'first': first, 'second': second,"
+            " 'maxrss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    figures = json.loads(out.stdout)
+    (a, b, own), (c, own_after) = figures["first"], figures["second"]
+    assert abs(a - own) < 2 and abs(b - own) < 2, figures  # not the inherited ru_maxrss
+    assert abs(c - own_after) < 2 and own_after > own + 400, figures
+
+
+def test_refusals_to_one_client_are_paced_by_retry_after_windows():
+    from local.serve.refusal import Refusals
+
+    refusals = Refusals(retry_after_s=1)
+    assert refusals.hold("10.0.0.1", 100.0) == 0  # the first refusal opens the window and goes out at once
+    assert refusals.hold("10.0.0.1", 100.25) == pytest.approx(0.75)  # asked again too soon: held to the window's end
+    assert refusals.hold("10.0.0.1", 100.5) == pytest.approx(0.5)  # on another connection too
+    assert refusals.hold("10.0.0.2", 100.5) == 0  # another client has its own window
+    assert refusals.hold("10.0.0.1", 101.0) == 0  # a client that waited Retry-After is answered at once
+    assert Refusals(pace=False).hold("10.0.0.1", 0.0) == Refusals(pace=False).hold("10.0.0.1", 0.1) == 0
+    for _ in range(3):
+        refusals.count(503, "overloaded")
+    assert refusals.total == {"503 overloaded": 3}
+    line = refusals.summary(10.0)
+    assert line is not None and "3 x 503 overloaded" in line and "2 held" in line and refusals.summary(10.0) is None
+
+
+def test_uvicorn_access_lines_of_refusals_are_dropped_and_others_kept():
+    import logging
+
+    from local.serve.refusal import DropRefusalLines
+
+    def line(status: int) -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                                 ("127.0.0.1:5", "POST", "/classify", "1.1", status), None)
+
+    drop = DropRefusalLines()
+    assert not drop.filter(line(503)) and drop.filter(line(200)) and drop.filter(line(413))

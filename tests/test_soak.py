@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import run_module
-from local.photos import by_name
-from local.soak import soak_emulator, soak_serve
+from lambda_onnx.photos import by_name
+from local.measure.soak import soak_emulator, soak_serve
+from tests.helpers.process import run_module
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -27,8 +27,8 @@ def test_serve_soak_has_no_errors_and_past_capacity_answers_503_with_a_reason(li
     # Capacity 3 (1 classifying + 2 waiting): 3 clients, one request each at a time, always fit;
     # 12 clients cannot.
     report = soak_serve(CHELSEA.read(), model=lite0, clients=3, seconds=3, overload_clients=12, overload_seconds=2,
-                        expected=CHELSEA.expected, serve_args=["--runtime", "onnxruntime", "--max-queue", "2",
-                                                               "--log-level", "warning"])
+                        expected=CHELSEA.expected, serve_args=["--runtime", "onnxruntime", "--max-concurrency", "1",
+                                                               "--max-queue", "2", "--log-level", "warning"])
     steady, overload = report.phases
     for phase in report.phases:
         show(phase)

@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from lambda_onnx.errors import ClassifierError
-from local.commands import RANDOM_WEIGHTS_BANNER, add_model_args, count, describe_canary
+from local.commands.options import RANDOM_WEIGHTS_BANNER, add_model_args, count, describe_canary
+from local.serve.config import QUEUE
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -14,10 +15,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(parser, auto_runtime=True)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
-    parser.add_argument("--workers", type=count, default=1, help="worker processes, each with its own model (default: %(default)s)")
-    parser.add_argument("--max-concurrency", type=count, default=1, help="inferences at once per worker (default: %(default)s)")
-    parser.add_argument("--max-queue", type=int, default=16,
-                        help="requests that may wait per worker before the server answers 503 (default: %(default)s)")
+    parser.add_argument("--workers", type=count, default=None,
+                        help="worker processes, each with its own model and listening socket (default: one per CPU, "
+                             "with one lane of one thread each; one if --max-concurrency or --threads is given)")
+    parser.add_argument("--max-concurrency", type=count, default=None, metavar="LANES",
+                        help="requests classified at once per worker, each on a thread of its own that decodes, "
+                             "preprocesses and infers it; each lane gets its share of the worker's CPUs as inference "
+                             "threads unless --threads says otherwise (default: one per CPU of the worker's share; "
+                             "with --threads alone, as many lanes as the CPUs hold)")
+    parser.add_argument("--max-queue", type=int, default=None,
+                        help=f"requests that may wait per worker before the server answers 503 (default: {QUEUE} in all, "
+                             "shared by the workers)")
+    parser.add_argument("--retry-after", type=count, default=1, metavar="SECONDS",
+                        help="the Retry-After of a 503; within that time only a client address's first refusal is "
+                             "answered at once, the others when it has passed (default: %(default)s)")
+    parser.add_argument("--pace-refusals", action=argparse.BooleanOptionalAction, default=True,
+                        help="hold refusals to a client that asks again within Retry-After (default: on)")
+    parser.add_argument("--refused-body", choices=("drain", "close"), default="drain",
+                        help="a refused request's unread body: drain it and keep the connection, or close the "
+                             "connection after the 503 (default: %(default)s)")
+    parser.add_argument("--http", choices=("auto", "httptools", "h11"), default="auto",
+                        help="HTTP parser: httptools (C), h11 (pure Python); auto: httptools if installed "
+                             "(default: %(default)s)")
+    parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+                        help="event loop: uvloop (C), asyncio; auto: uvloop if installed (default: %(default)s)")
+    parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
+                        help="uvicorn's line per answer at --log-level info; 503s are never logged one by one, they "
+                             "are counted (GET /health) and summarised every 10 s (default: on)")
     parser.add_argument("--max-receiving", type=count, default=64,
                         help="requests that may be sending their bodies at once before the server answers 503 "
                              "(default: %(default)s)")
@@ -33,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from local.commands import DEFAULT_MODEL
+    from local.defaults import DEFAULT_MODEL
     from local.serve import ServeConfig, create_app, resolve_auto
     from local.serve import run as serve
 
@@ -45,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
                          max_queue=args.max_queue, max_receiving=args.max_receiving, cors_origins=args.cors_origin,
                          workers=args.workers,
                          body_timeout_s=args.body_timeout, header_timeout_s=args.header_timeout,
-                         int8_kernel=args.int8_kernel, allow_canary_failure=args.allow_canary_failure)
+                         int8_kernel=args.int8_kernel, allow_canary_failure=args.allow_canary_failure,
+                         retry_after_s=args.retry_after, pace_refusals=args.pace_refusals, refused_body=args.refused_body,
+                         access_log=args.access_log, http=args.http, loop=args.loop)
     try:  # load now, so a bad model is a one-line error before anything binds
         app = create_app(config)
         service = app.state.service
@@ -53,8 +79,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     meta = service.classifier.sidecar
-    print(f"serving {meta.label} ({service.classifier.engine.runtime}, {service.classifier.threads} thread(s)) "
-          f"on http://{args.host}:{args.port}/classify", flush=True)
+    split = app.state.split
+    print(f"serving {meta.label} ({service.classifier.engine.runtime}, {split.workers} worker(s) x {split.lanes} lane(s) x "
+          f"{split.threads} thread(s), queue {config.queue()} per worker) on http://{args.host}:{args.port}/classify",
+          flush=True)
     print(f"host: {service.classifier.host.describe()}; {describe_canary(service.classifier)}", flush=True)
     for warning in service.classifier.warnings:
         print(f"WARNING: {warning}", flush=True)
@@ -62,7 +90,14 @@ def run(args: argparse.Namespace) -> int:
         print(RANDOM_WEIGHTS_BANNER, flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"note: listening on {args.host}, reachable from other machines", flush=True)
-    if args.workers > 1:
-        app = service = None  # each worker loads its own model: the parent keeps no copy while serving
-    serve(config, host=args.host, port=args.port, log_level=args.log_level, app=app)
+    if split.workers > 1:  # each worker loads its own model: the parent keeps no copy while serving
+        del app, service
+        serving = None
+    else:
+        serving = app
+    try:
+        serve(config, host=args.host, port=args.port, log_level=args.log_level, app=serving)
+    except OSError as exc:  # the workers' sockets (uvicorn reports its own bind errors)
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0

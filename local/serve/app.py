@@ -1,26 +1,45 @@
 """The server approach over HTTP: ``POST /classify`` with the same contract as the Lambda function.
 
-An ASGI app (Starlette on uvicorn) over the shared :class:`Service`. Inference runs in worker
-threads limited to ``max_concurrency`` at a time; at most ``max_queue`` more may wait, and past
-that the server answers 503 with a reason instead of queueing without bound. Bodies are read
-first, with a size limit and a timeout, and only a complete request takes an inference slot: a
-slow or half-open client holds only its own connection (at most ``max_receiving`` bodies are
-read at once, which bounds the memory they hold). A connection whose request head (line and
-headers) is not complete within ``header_timeout_s`` of connecting is closed
-(:mod:`local.serve.protocol`): uvicorn alone keeps such a connection open for ever, and enough of
-them use up the server's file descriptors.
+An ASGI app (Starlette on uvicorn) over the shared :class:`Service`. Each worker process classifies
+``lanes`` requests at once, each on a thread of its own that decodes, preprocesses and infers it
+(the core's :func:`~lambda_onnx.resources.server_split`: one lane per CPU, as a worker process of
+its own, with one intra-op thread, ONNX Runtime's threads never spinning), so one request's decoding
+overlaps another's inference. At most ``max_queue`` more wait for a lane in each worker; past that
+the server answers 503.
+
+``POST /classify`` is a plain ASGI endpoint (:class:`ClassifyEndpoint`), the one path every
+request takes, and it decides from the request head, before reading a byte of the body:
+
+- 413 for a declared ``Content-Length`` over the limit;
+- 503 with ``Retry-After`` when every lane and queue place is taken, or too many bodies are being
+  read: paced and counted as :mod:`local.serve.refusal` says. The unread body is left to uvicorn,
+  which discards it as it arrives and keeps the connection: measured, that costs less than closing
+  the connection, after which every client reconnects and sends again;
+- otherwise the body is read (a size limit, a timeout), and only a complete request takes a lane
+  or queue place: a slow or half-open client holds only its own connection (at most
+  ``max_receiving`` bodies are read at once, which bounds the memory they hold). A request whose
+  client disconnects while it waits for a lane is dropped: no lane classifies for nobody.
+
+A connection whose request head is not complete within ``header_timeout_s`` of connecting is
+closed (:mod:`local.serve.protocol`): uvicorn alone keeps such a connection open for ever, and
+enough of them use up the server's file descriptors. With several workers, each has a listening
+socket of its own (:mod:`local.serve.workers`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
+import time
 import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
-import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -33,12 +52,15 @@ from lambda_onnx.classifier import Classifier
 from lambda_onnx.contract import Service, check_request_size, error_body, host_section
 from lambda_onnx.errors import ClassifierError, PayloadTooLargeError
 from lambda_onnx.limits import MAX_REQUEST_BYTES
-from lambda_onnx.resources import available_cpus, default_threads
+from lambda_onnx.resources import SPINNING_ENV, available_cpus
 from local.serve.config import _ENV, ServeConfig
 from local.serve.gate import Gate
-from local.serve.protocol import HeadTimeoutProtocol
+from local.serve.protocol import protocol_class
+from local.serve.refusal import SUMMARY_INTERVAL_S, DropRefusalLines, Refusals
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("uvicorn.error")  # the server's own log, formatted and levelled as uvicorn's
+
+_HEADERS_READ = (b"content-length", b"content-type", b"x-request-id")
 
 
 class RequestTimeoutError(ClassifierError):
@@ -46,76 +68,175 @@ class RequestTimeoutError(ClassifierError):
     code = "request_timeout"
 
 
-async def _read_body(request: Request, timeout_s: float) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit():
-        check_request_size(int(declared))
+class _ClientGone(Exception):
+    """The client disconnected before its body was complete: nobody is left to answer."""
+
+
+def json_bytes(payload: Mapping[str, Any]) -> bytes:
+    """A body exactly as Starlette's ``JSONResponse`` renders it."""
+    return json.dumps(payload, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode("utf-8")
+
+
+async def read_body(receive: Any, timeout_s: float) -> bytes:
+    """The request body through ASGI ``receive``: 413 past the limit, 408 after ``timeout_s``."""
     chunks: list[bytes] = []
     size = 0
-
-    async def collect() -> None:
-        nonlocal size
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_REQUEST_BYTES:
-                raise PayloadTooLargeError(f"request body exceeds the limit of {MAX_REQUEST_BYTES:,} bytes")
-            chunks.append(chunk)
-
     try:
-        await asyncio.wait_for(collect(), timeout_s)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _ClientGone
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > MAX_REQUEST_BYTES:
+                    raise PayloadTooLargeError(f"request body exceeds the limit of {MAX_REQUEST_BYTES:,} bytes")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+    except TimeoutError:
         raise RequestTimeoutError(f"the request body did not arrive within {timeout_s:.0f} s") from None
     return b"".join(chunks)
+
+
+async def _disconnected(receive: Any) -> None:
+    """Returns when the client has gone (its body was read whole: ASGI ``receive`` now only reports that)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class ClassifyEndpoint:
+    """``POST /classify`` as a plain ASGI app: refusals from the head, then the body, then a lane."""
+
+    def __init__(self, service: Service, gate: Gate, lanes: ThreadPoolExecutor, refusals: Refusals,
+                 body_timeout_s: float, close_refused: bool = False) -> None:
+        self.service, self.gate, self.lanes, self.refusals = service, gate, lanes, refusals
+        self.body_timeout_s = body_timeout_s
+        self.close_refused = close_refused
+        self.abandoned = 0  # requests dropped because their client left before the answer
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        head: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:  # the first of each, as Starlette's Request.headers.get
+            if name in _HEADERS_READ and name not in head:
+                head[name] = value
+        request_id = head.get(b"x-request-id", b"").decode("latin-1") or str(uuid.uuid4())
+        content_type = head[b"content-type"].decode("latin-1") if b"content-type" in head else None
+        declared = head.get(b"content-length", b"")
+        try:
+            if declared.isdigit():
+                check_request_size(int(declared))
+            refusal = self.gate.refusal()
+        except ClassifierError as exc:
+            await self.answer_error(send, exc, request_id)
+            return
+        if refusal is not None:
+            await self.refuse(scope, send, refusal, request_id)
+            return
+        self.gate.start_receiving()
+        try:
+            body = await read_body(receive, self.body_timeout_s)
+        except _ClientGone:
+            return
+        except ClassifierError as exc:
+            await self.answer_error(send, exc, request_id)
+            return
+        finally:
+            self.gate.done_receiving()
+        try:
+            self.gate.admit()
+        except ClassifierError as exc:  # the places filled while the body arrived
+            await self.refuse(scope, send, exc, request_id)
+            return
+        work = self.lanes.submit(self.respond, body, content_type, request_id)
+        answered = asyncio.wrap_future(work)
+        gone = asyncio.ensure_future(_disconnected(receive))
+        await asyncio.wait((answered, gone), return_when=asyncio.FIRST_COMPLETED)
+        if not answered.done():  # the client left while its request waited or ran: nobody to answer
+            self.abandoned += 1
+            if work.cancel():  # still waiting for a lane: it never runs, and its place is free now
+                self.gate.release()
+            else:  # running: its place is free when it ends
+                loop = asyncio.get_running_loop()
+                work.add_done_callback(lambda _: loop.call_soon_threadsafe(self.gate.release))
+            answered.cancel()
+            return
+        gone.cancel()
+        self.gate.release()
+        status, payload = answered.result()
+        await answer(send, status, payload, request_id)
+
+    def respond(self, body: bytes, content_type: str | None, request_id: str) -> tuple[int, bytes]:
+        """In a lane: the contract's answer, rendered (so the event loop only sends it)."""
+        status, payload = self.service.respond(body=body, content_type=content_type, request_id=request_id)
+        return status, json_bytes(payload)
+
+    async def refuse(self, scope: dict[str, Any], send: Any, error: ClassifierError, request_id: str) -> None:
+        """503 with Retry-After, held to the end of the client's refusal window (:mod:`local.serve.refusal`)."""
+        self.refusals.count(error.status, error.code)
+        client = scope.get("client")
+        hold = self.refusals.hold(client[0] if client else None, time.monotonic())
+        if hold > 0:
+            await asyncio.sleep(hold)
+        await answer(send, error.status, json_bytes(error_body(error, request_id)), request_id,
+                     retry_after=self.refusals.retry_after_s, close=self.close_refused)
+
+    async def answer_error(self, send: Any, error: ClassifierError, request_id: str) -> None:
+        await answer(send, error.status, json_bytes(error_body(error, request_id)), request_id)
+
+
+async def answer(send: Any, status: int, body: bytes, request_id: str, retry_after: int | None = None,
+                 close: bool = False) -> None:
+    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json"),
+               (b"x-request-id", request_id.encode("latin-1"))]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    if close:  # uvicorn closes the connection once this answer is sent
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@contextlib.contextmanager
+def _no_spinning() -> Iterator[None]:
+    """ONNX Runtime's idle threads must not spin in a server (lambda_onnx.resources.intra_op_spinning),
+    unless ``$ORT_INTRA_OP_SPINNING`` says otherwise; the setting is read when the session is made."""
+    before = os.environ.get(SPINNING_ENV)
+    if before is None:
+        os.environ[SPINNING_ENV] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(SPINNING_ENV, None)
 
 
 def create_app(config: ServeConfig | None = None) -> Starlette:
     """The ASGI app. Loads the model now, so a bad model fails at start-up, not on a request."""
     config = config or ServeConfig.from_env()
-    threads = config.threads or max(1, default_threads() // max(1, config.workers))
-    classifier = Classifier(config.model, threads=threads, runtime=config.runtime, fast_preprocess=config.fast_preprocess,
-                            int8_kernel=config.int8_kernel, allow_canary_failure=config.allow_canary_failure)
+    split = config.split()
+    with _no_spinning():
+        classifier = Classifier(config.model, threads=split.threads, runtime=config.runtime,
+                                fast_preprocess=config.fast_preprocess, int8_kernel=config.int8_kernel,
+                                allow_canary_failure=config.allow_canary_failure)
     service = Service(classifier)
-    gate = Gate(config.max_concurrency, config.max_queue, config.max_receiving)
+    gate = Gate(split.lanes, config.queue(), config.max_receiving)
+    refusals = Refusals(config.retry_after_s, pace=config.pace_refusals)
+    lanes = ThreadPoolExecutor(max_workers=split.lanes, thread_name_prefix="lane")
     meta = service.classifier.sidecar
-
-    def answer(status: int, body: dict[str, Any], request_id: str) -> JSONResponse:
-        headers = {"x-request-id": request_id}
-        if status == 503:
-            headers["retry-after"] = "1"
-        return JSONResponse(body, status_code=status, headers=headers)
-
-    async def classify(request: Request) -> JSONResponse:
-        request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
-        try:
-            gate.start_receiving()
-            try:
-                body = await _read_body(request, config.body_timeout_s)
-            finally:
-                gate.done_receiving()
-            gate.admit()
-        except ClassifierError as exc:
-            return answer(exc.status, error_body(exc, request_id), request_id)
-        try:
-            status, payload = await anyio.to_thread.run_sync(
-                lambda: service.respond(body=body, content_type=request.headers.get("content-type"),
-                                        request_id=request_id),
-                limiter=gate.limiter,
-            )
-        except ClassifierError as exc:
-            status, payload = exc.status, error_body(exc, request_id)
-        finally:
-            gate.release()
-        return answer(status, payload, request_id)
 
     async def health(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "in_flight": gate.in_flight, "capacity": gate.capacity,
-                             "receiving": gate.receiving, "max_receiving": gate.max_receiving})
+                             "receiving": gate.receiving, "max_receiving": gate.max_receiving, "workers": split.workers,
+                             "lanes": split.lanes, "threads_per_lane": split.threads, "refused": dict(refusals.total),
+                             "abandoned": endpoint.abandoned, "pid": os.getpid()})
 
     async def model(_: Request) -> JSONResponse:
         return JSONResponse({
             **asdict(service.classifier.model), "opset": meta.opset, "num_classes": meta.num_classes,
             "preprocessing": asdict(meta.preprocessing), "init_ms": round(service.init_ms, 1),
-            "cpus": available_cpus(), "host": host_section(), "warnings": service.classifier.warnings,
+            "cpus": available_cpus(), "workers": split.workers, "lanes": split.lanes, "host": host_section(),
+            "warnings": service.classifier.warnings,
         })
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -124,30 +245,61 @@ def create_app(config: ServeConfig | None = None) -> Starlette:
         error.status, error.code = exc.status_code, {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(error), status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        access = logging.getLogger("uvicorn.access")
+        drop = DropRefusalLines()
+        access.addFilter(drop)
+
+        async def summarise() -> None:
+            while True:
+                await asyncio.sleep(SUMMARY_INTERVAL_S)
+                line = refusals.summary(SUMMARY_INTERVAL_S)
+                if line:
+                    log.warning(line)
+
+        task = asyncio.create_task(summarise())
+        try:
+            yield
+        finally:
+            task.cancel()
+            access.removeFilter(drop)
+            lanes.shutdown(wait=False, cancel_futures=True)
+
     middleware = []
     if config.cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["POST", "GET"],
                                      allow_headers=["content-type", "authorization", "x-request-id"]))
+    endpoint = ClassifyEndpoint(service, gate, lanes, refusals, config.body_timeout_s,
+                                close_refused=config.refused_body == "close")
     app = Starlette(
-        routes=[Route("/classify", classify, methods=["POST"]), Route("/health", health, methods=["GET"]),
+        routes=[Route("/classify", endpoint, methods=["POST"]), Route("/health", health, methods=["GET"]),
                 Route("/model", model, methods=["GET"])],
         middleware=middleware,
         exception_handlers={HTTPException: http_error},
+        lifespan=lifespan,
     )
-    app.state.service, app.state.gate = service, gate
+    app.state.service, app.state.gate, app.state.refusals, app.state.split = service, gate, refusals, split
     return app
+
+
+def uvicorn_options(config: ServeConfig, log_level: str) -> dict[str, Any]:
+    """What every worker's uvicorn is given, whichever way it is started."""
+    return {"log_level": log_level, "timeout_keep_alive": 5, "http": protocol_class(config.http), "loop": config.loop,
+            "access_log": config.access_log}
 
 
 def run(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
         app: Starlette | None = None) -> None:
-    """Serve until interrupted. With several workers, each process loads its own copy of the model;
-    with one, an ``app`` already built (model loaded) is served as it is."""
+    """Serve until interrupted. With several workers, each process loads its own copy of the model
+    and listens on a socket of its own (:mod:`local.serve.workers`); with one, an ``app`` already
+    built (model loaded) is served as it is."""
     import uvicorn
 
     os.environ[_ENV] = config.to_env()
-    if config.workers > 1:
-        uvicorn.run("local.serve.app:create_app", factory=True, host=host, port=port, workers=config.workers,
-                    log_level=log_level, timeout_keep_alive=5, http=HeadTimeoutProtocol)
+    if config.split().workers > 1:
+        from local.serve.workers import serve_workers
+
+        serve_workers(config, host=host, port=port, log_level=log_level)
     else:
-        uvicorn.run(app or create_app(config), host=host, port=port, log_level=log_level, timeout_keep_alive=5,
-                    http=HeadTimeoutProtocol)
+        uvicorn.run(app or create_app(config), host=host, port=port, **uvicorn_options(config, log_level))

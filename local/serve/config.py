@@ -6,29 +6,49 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
+from lambda_onnx.resources import ServerSplit, server_split
 from local.defaults import DEFAULT_MODEL
+from local.serve.refusal import RETRY_AFTER_S
 
-# Environment variables carry the configuration into each uvicorn worker process.
+# Environment variables carry the configuration into each worker process.
 _ENV = "LOCAL_SERVE_CONFIG"
+# Requests that may wait for a lane, in all the workers together, unless --max-queue says how many per worker.
+QUEUE = 16
 
 
 @dataclass
 class ServeConfig:
-    """Everything ``create_app`` needs; serialisable so uvicorn workers can rebuild it."""
+    """Everything ``create_app`` needs; serialisable so workers can rebuild it."""
 
     model: str = str(DEFAULT_MODEL)
     runtime: str = "onnxruntime"
-    threads: int | None = None  # per worker; default: this worker's share of the CPUs
+    threads: int | None = None  # per lane; default: the lane's share of this worker's CPUs (server_split)
     fast_preprocess: bool = True
-    max_concurrency: int = 1  # inferences at once per worker (each already uses all its threads)
-    max_queue: int = 16  # requests allowed to wait for a slot before 503
+    max_concurrency: int | None = None  # lanes: requests classified at once per worker; default: server_split's
+    max_queue: int | None = None  # requests allowed to wait for a lane per worker before 503; default: QUEUE in all
     max_receiving: int = 64  # requests allowed to be sending their bodies at once before 503
     body_timeout_s: float = 30.0
     header_timeout_s: float = 10.0  # from connecting to the end of the request head
     cors_origins: list[str] = field(default_factory=list)  # empty: no cross-origin access
-    workers: int = 1
+    workers: int | None = None  # processes; default: server_split's (one per CPU unless lanes or threads are given)
     int8_kernel: str | None = None  # None: $INT8_KERNEL or auto (lambda_onnx.cpu)
     allow_canary_failure: bool | None = None  # None: $ALLOW_CANARY_FAILURE
+    retry_after_s: int = RETRY_AFTER_S  # the 503's Retry-After
+    pace_refusals: bool = True  # within Retry-After, answer only a client's first refusal at once (local.serve.refusal)
+    refused_body: str = "drain"  # a refused request's unread body: "drain" it and keep the connection, or "close" it
+    access_log: bool = True  # uvicorn's line per answer (never for a 503: those are counted and summarised)
+    http: str = "auto"  # the HTTP parser: "httptools" (C), "h11" (Python), "auto": httptools if installed
+    loop: str = "auto"  # the event loop: "uvloop" (C), "asyncio", "auto": uvloop if installed (uvicorn's choice)
+
+    def split(self) -> ServerSplit:
+        """Workers, lanes per worker and threads per lane (the core's rule for what is not given)."""
+        return server_split(workers=self.workers, lanes=self.max_concurrency, threads=self.threads)
+
+    def queue(self) -> int:
+        """Requests that may wait for a lane in each worker: ``max_queue``, or ``QUEUE`` shared by the workers."""
+        if self.max_queue is not None:
+            return self.max_queue
+        return -(-QUEUE // self.split().workers)
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import anyio
-
 from lambda_onnx.errors import OverloadedError
 
 
@@ -14,10 +12,14 @@ class Gate:
     to the byte limit). Classifying, once the body is complete: ``max_concurrency`` running,
     ``max_queue`` waiting. A client that stalls mid-body holds a receiving place only, so it
     never takes an inference slot from complete requests.
+
+    :meth:`refusal` answers from the request head alone, before a byte of the body is read: past
+    capacity a refused request costs its headers, not its body. :meth:`admit` checks again once the
+    body is complete (the places may have filled meanwhile). Used from the event loop's thread only.
     """
 
     def __init__(self, max_concurrency: int, max_queue: int, max_receiving: int = 64) -> None:
-        self.limiter = anyio.CapacityLimiter(max_concurrency)
+        self.max_concurrency = max_concurrency
         self.max_queue = max_queue
         self.max_receiving = max_receiving
         self.in_flight = 0  # admitted to classify: running or waiting
@@ -25,12 +27,27 @@ class Gate:
 
     @property
     def capacity(self) -> int:
-        return int(self.limiter.total_tokens) + self.max_queue
+        return self.max_concurrency + self.max_queue
+
+    def _full(self) -> OverloadedError:
+        return OverloadedError(f"server at capacity: {self.max_concurrency} classifying and {self.max_queue} waiting; "
+                               "retry shortly")
+
+    def _receiving_full(self) -> OverloadedError:
+        return OverloadedError(f"server at capacity: {self.max_receiving} requests are still sending their bodies; "
+                               "retry shortly")
+
+    def refusal(self) -> OverloadedError | None:
+        """The reason to refuse a request now, from its head (None: read its body)."""
+        if self.in_flight >= self.capacity:
+            return self._full()
+        if self.receiving >= self.max_receiving:
+            return self._receiving_full()
+        return None
 
     def start_receiving(self) -> None:
         if self.receiving >= self.max_receiving:
-            raise OverloadedError(f"server at capacity: {self.max_receiving} requests are still sending their bodies; "
-                                  "retry shortly")
+            raise self._receiving_full()
         self.receiving += 1
 
     def done_receiving(self) -> None:
@@ -38,9 +55,7 @@ class Gate:
 
     def admit(self) -> None:
         if self.in_flight >= self.capacity:
-            raise OverloadedError(
-                f"server at capacity: {int(self.limiter.total_tokens)} classifying and {self.max_queue} waiting; retry shortly"
-            )
+            raise self._full()
         self.in_flight += 1
 
     def release(self) -> None:
