@@ -85,6 +85,12 @@ def test_json_has_every_measurement(bench, lite0_int8):
         assert r["eligible"] or r["why_not"]
         if r["precision"] == "int8" and r["runtime"] == "onnxruntime":
             assert r["int8_kernel"] and r["canary"] in ("passed", "failed")
+    # An INT8 variant is chosen only on the evidence of real photos, also one the agreement measured under another
+    # name because it computes exactly the same (OpenVINO's "auto" hint resolving to f32 on a CPU without bf16).
+    rows = {key: row for row in data["accuracy"]["variants"] for key in (row["key"], *row["same_as"])}
+    for r in eligible:
+        if r["precision"] == "int8":
+            assert r["key"] in rows and rows[r["key"]]["top1_same_as_fp32"] == rows[r["key"]]["photos"], r
     forced = [r for r in data["inference"] if "forced" in r["name"]]
     if cpu_info().int8_saturates:  # the saturating kernel is measured, to show what exactness costs, never chosen
         assert len(forced) == 1 and not forced[0]["eligible"] and forced[0]["canary"] == "failed"

@@ -63,6 +63,7 @@ class VariantResult:
     key: str = ""  # the variant's key (local.measure.variants.Variant.key)
     int8_kernel: str | None = None  # the INT8 kernel it ran with on this CPU
     canary: str = ""  # its canary on this CPU; "failed": measured anyway, never served (lambda_onnx.canary)
+    same_as: list[str] = field(default_factory=list)  # keys of variants dropped because they compute exactly this
 
     @property
     def top1(self) -> float:
@@ -133,6 +134,12 @@ def photo_images(photos: Sequence[Photo], categories: Sequence[str]) -> list[Lab
             for photo in photos]
 
 
+def _computes(classifier: Classifier) -> tuple[str, str, str | None, str | None]:
+    """What a loaded variant computes: the model, the runtime, the precision it really computes in, the INT8 kernel."""
+    return (classifier.sidecar.sha256, classifier.engine.runtime, getattr(classifier.engine, "precision", None),
+            classifier.engine.int8_kernel)
+
+
 def evaluate(root: Path | Sequence[LabelledImage], variants: Sequence[Variant], *, threads: int | None = None,
              fast_preprocess: bool = True, limit: int | None = None,
              on_progress: Callable[[int, int], None] | None = None) -> Evaluation:
@@ -146,13 +153,15 @@ def evaluate(root: Path | Sequence[LabelledImage], variants: Sequence[Variant], 
     if not variants:
         raise ValueError("no variants to evaluate")
     classifiers: list[tuple[Variant, Classifier]] = []
-    seen = set()
+    # what a kept variant computes -> the keys of the variants dropped for it
+    duplicates: dict[tuple[str, str, str | None, str | None], list[str]] = {}
     for variant in variants:
         classifier = variant.load(threads, fast_preprocess=fast_preprocess)
-        key = (classifier.sidecar.sha256, classifier.engine.runtime, getattr(classifier.engine, "precision", None),
-               classifier.engine.int8_kernel)
-        if key not in seen:
-            seen.add(key)
+        key = _computes(classifier)
+        if key in duplicates:
+            duplicates[key].append(variant.key)
+        else:
+            duplicates[key] = []
             classifiers.append((variant, classifier))
     first = classifiers[0][1].sidecar
     for _, classifier in classifiers[1:]:
@@ -167,7 +176,8 @@ def evaluate(root: Path | Sequence[LabelledImage], variants: Sequence[Variant], 
         results.append(VariantResult(variant.name(classifier), classifier.engine.runtime, classifier.sidecar.precision,
                                      classifier.engine.computes_in, str(classifier.model_path),
                                      int8_kernel=classifier.engine.int8_kernel, canary=classifier.canary.status,
-                                     key=variant.key))
+                                     key=variant.key,
+                                     same_as=duplicates[_computes(classifier)]))
     evaluation = Evaluation(where, len({i.class_id for i in images}), 0, first.random_weights, fast_preprocess, results)
     for start in range(0, len(images), CHUNK):
         chunk = images[start:start + CHUNK]

@@ -382,6 +382,7 @@ def run_loadtest(models: Sequence[str | Path] = DEFAULT_MODELS, *, image: bytes 
     load = load_generator(generator) if isinstance(generator, str) else generator
     cpus = available_cpus()
     split = server_split()
+    lanes = split.workers * split.lanes  # in all: each peer gets as many processes (or replicas) as local serve has lanes
     names = {str(m): model_name(m) for m in models}
     peer_names = [p for p in peer_services.PEERS] if peers else []
     versions = {LOCAL: f"uvicorn {importlib.metadata.version('uvicorn')}"}
@@ -394,7 +395,7 @@ def run_loadtest(models: Sequence[str | Path] = DEFAULT_MODELS, *, image: bytes 
         settings={"models": list(names.values()), "rounds": rounds, "seconds": seconds, "connections": connections,
                   "overload_connections": connections * overload, "overload_factor": overload, "peers": peer_names,
                   "image_bytes": len(image), "content_type": content_type, "serve_args": list(serve_args),
-                  "warmup_s": warmup_s, "lanes": split.lanes, "threads_per_lane": split.threads, "versions": versions,
+                  "warmup_s": warmup_s, "lanes": lanes, "threads_per_lane": split.threads, "versions": versions,
                   "batches": list(batches), "quiet": quiet},
     )
     if isinstance(load, PythonLoad):
@@ -425,7 +426,7 @@ def run_loadtest(models: Sequence[str | Path] = DEFAULT_MODELS, *, image: bytes 
             targets: list[tuple[str, Callable[[], Target]]] = [(LOCAL, functools.partial(ServeTarget, model, *serve_args))]
             for peer in peer_names:
                 targets.append((peer_services.LABELS[peer], functools.partial(
-                    peer_services.PeerProcess, peer, model, lanes=split.lanes, threads=split.threads)))
+                    peer_services.PeerProcess, peer, model, lanes=lanes, threads=split.threads)))
             for label, make in targets:
                 if quiet is not None:
                     wait_for_quiet(quiet, say=say)
@@ -439,7 +440,7 @@ def run_loadtest(models: Sequence[str | Path] = DEFAULT_MODELS, *, image: bytes 
                     top_id, top_label = _top1(first)
                     report.runs.append(Run(round=round_, model=name, target=label, version=versions[label],
                                            start_s=round(start_s, 1), top1=top_label, top1_matches=top_id == expected_id,
-                                           lanes=split.lanes, threads=split.threads, places=_places(target)))
+                                           lanes=lanes, threads=split.threads, places=_places(target)))
                     if top_id != expected_id:
                         report.notes.append(f"round {round_}, {name} on {label}: top-1 {top_label!r}, in process "
                                             f"{expected_label!r}")

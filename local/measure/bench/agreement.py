@@ -25,7 +25,7 @@ def measure_agreement(fp32: Path | None, int8: Path | None, threads: int, on_ste
     result = evaluate(photo_images(photos, meta.categories), variants_for([fp32, int8], forced_kernels=True, by="runtime"),
                       threads=threads, fast_preprocess=True)
     rows: list[AgreementRow] = [
-        {"name": r.name, "key": r.key, "int8_kernel": r.int8_kernel, "canary": r.canary,
+        {"name": r.name, "key": r.key, "same_as": r.same_as, "int8_kernel": r.int8_kernel, "canary": r.canary,
          "top1_same_as_fp32": r.agrees_with_first, "photos": r.images, "correct": r.top1_correct,
          "differs_on": r.differs_from_first} for r in result.results]
     return {"measured": True, "model": meta.label, "photos": [p.name for p in photos], "variants": rows}
@@ -35,7 +35,8 @@ def judge_parity(report: BenchReport) -> None:
     """Mark which variants may be chosen as the fastest here: only those whose parity holds on
     this CPU (their canary passes on the benchmarked model, and INT8 keeps fp32's top-1 on every real
     photo of the agreement model), computing in fp32 or int8 (bf16 is opt-in). Say why for the others."""
-    agreement = {row.get("key"): row for row in report.accuracy.get("variants", [])}
+    rows = report.accuracy.get("variants", [])
+    agreement = {key: row for row in rows for key in (row.get("key"), *row.get("same_as", []))}
     for result in report.inference:
         if result.runtime == "pytorch":
             result.eligible, result.why_not = False, "the reference, not a serving runtime"
@@ -47,6 +48,8 @@ def judge_parity(report: BenchReport) -> None:
             result.eligible, result.why_not = False, f"its canary fails on this CPU ({result.int8_kernel or result.computes_in})"
         elif row is not None and row["canary"] == "failed":
             result.eligible, result.why_not = False, f"its canary fails on this CPU with {report.accuracy['model']}"
+        elif row is None and result.precision == "int8" and report.accuracy.get("measured"):
+            result.eligible, result.why_not = False, f"its top-1 on real photos was not measured ({report.accuracy['model']})"
         elif row is not None and result.precision == "int8" and row["top1_same_as_fp32"] < row["photos"]:
             result.eligible, result.why_not = False, (f"top-1 differs from fp32 on {row['photos'] - row['top1_same_as_fp32']} of "
                                                       f"{row['photos']} real photos here ({', '.join(row['differs_on'])})")

@@ -130,6 +130,7 @@ class PayloadRow(TypedDict):
 class AgreementRow(TypedDict):
     name: str
     key: str
+    same_as: list[str]  # keys of the variants that compute exactly this one (the row stands for them too)
     int8_kernel: str | None
     canary: str
     top1_same_as_fp32: int
