@@ -15,22 +15,15 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVE_START_TIMEOUT_S = 90.0
 
 
-class ServeProcess:
-    """``python -m local serve`` in a child process on a loopback port, its output kept in a file.
+class ChildServer:
+    """A server in a child process on a loopback port, its output kept in a temporary file: what
+    :class:`ServeProcess` and the load test's peers (``local.measure.peers.process``) share.
+    Subclasses start the process (into ``_proc``) and stop it."""
 
-    ``args`` are passed to ``local serve`` as they are (``--max-queue 4``, ``--runtime onnxruntime``,
-    ...). :meth:`start` returns once ``/health`` answers, or raises
-    :class:`~lambda_onnx.errors.BackendUnavailableError` with what the server printed (a bad
-    model is a one-line error there).
-    """
-
-    def __init__(self, model: str | Path, *args: str, host: str = "127.0.0.1", port: int | None = None,
-                 env: dict[str, str] | None = None, start_timeout_s: float = SERVE_START_TIMEOUT_S) -> None:
-        self.model, self.args, self.host = Path(model), list(args), host
-        self.port = port
-        self.env, self.start_timeout_s = env, start_timeout_s
+    def __init__(self, log_prefix: str, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.host, self.port = host, port
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix="local-serve-", suffix=".log", delete=False)
+        self._log = tempfile.NamedTemporaryFile(prefix=log_prefix, suffix=".log", delete=False)
 
     @property
     def url(self) -> str:
@@ -47,6 +40,39 @@ class ServeProcess:
         """Everything the server printed so far (stdout and stderr)."""
         return Path(self._log.name).read_text(errors="replace")
 
+    def last_line(self) -> str:
+        """The last line the server printed (its one-line error, when it failed to start)."""
+        return (self.output().strip().splitlines()[-1:] or ["(no output)"])[0]
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop the server and delete its log (read :meth:`output` before)."""
+        self.stop()
+        if not self._log.closed:
+            self._log.close()
+            Path(self._log.name).unlink(missing_ok=True)
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ServeProcess(ChildServer):
+    """``python -m local serve`` in a child process on a loopback port, its output kept in a file.
+
+    ``args`` are passed to ``local serve`` as they are (``--max-queue 4``, ``--runtime onnxruntime``,
+    ...). :meth:`start` returns once ``/health`` answers, or raises
+    :class:`~lambda_onnx.errors.BackendUnavailableError` with what the server printed (a bad
+    model is a one-line error there).
+    """
+
+    def __init__(self, model: str | Path, *args: str, host: str = "127.0.0.1", port: int | None = None,
+                 env: dict[str, str] | None = None, start_timeout_s: float = SERVE_START_TIMEOUT_S) -> None:
+        super().__init__("local-serve-", host, port)
+        self.model, self.args = Path(model), list(args)
+        self.env, self.start_timeout_s = env, start_timeout_s
+
     def start(self) -> ServeProcess:
         """Start the server and wait until ``/health`` answers."""
         import httpx
@@ -62,10 +88,9 @@ class ServeProcess:
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if not self.alive():
-                last = self.output().strip().splitlines()[-1:] or ["(no output)"]
-                code = self._proc.returncode
+                last, code = self.last_line(), self._proc.returncode
                 self.close()
-                raise BackendUnavailableError(f"local serve exited with code {code}: {last[0]}")
+                raise BackendUnavailableError(f"local serve exited with code {code}: {last}")
             try:
                 if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
                     return self
@@ -86,15 +111,5 @@ class ServeProcess:
                 proc.kill()
                 proc.wait(timeout_s)
 
-    def close(self) -> None:
-        """Stop the server and delete its log (read :meth:`output` before)."""
-        self.stop()
-        if not self._log.closed:
-            self._log.close()
-            Path(self._log.name).unlink(missing_ok=True)
-
     def __enter__(self) -> ServeProcess:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
 from lambda_onnx.errors import BackendUnavailableError
+from local.serve.process import ChildServer
 
 ROOT = Path(__file__).resolve().parents[3]
 VENVS = ROOT / ".venv" / "peers"
@@ -46,7 +46,7 @@ def _command(peer: str, host: str, port: int) -> list[str]:
     raise ValueError(f"peer must be one of {PEERS}, not {peer!r}")
 
 
-class PeerProcess:
+class PeerProcess(ChildServer):
     """One peer service in a child process (a session of its own) on a loopback port.
 
     :meth:`start` returns once ``POST /classify`` answers ``probe`` with 200 (the answer is kept
@@ -58,28 +58,12 @@ class PeerProcess:
                  start_timeout_s: float = START_TIMEOUT_S) -> None:
         if not installed(peer):
             raise BackendUnavailableError(f"{LABELS.get(peer, peer)} is not installed in {VENVS / peer}: run {SETUP}")
-        self.peer, self.model, self.lanes, self.threads, self.host = peer, Path(model).resolve(), lanes, threads, host
+        super().__init__(f"peer-{peer}-", host)
+        self.peer, self.model, self.lanes, self.threads = peer, Path(model).resolve(), lanes, threads
         self.label = LABELS[peer]
         self.start_timeout_s = start_timeout_s
-        self.port: int | None = None
         self.first_answer: dict | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
         self._family: set[int] = set()
-        self._log = tempfile.NamedTemporaryFile(prefix=f"peer-{peer}-", suffix=".log", delete=False)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def output(self) -> str:
-        return Path(self._log.name).read_text(errors="replace")
 
     def processes(self) -> list[psutil.Process]:
         """The peer's process and every descendant alive now (remembered, so :meth:`stop` can end them)."""
@@ -108,9 +92,9 @@ class PeerProcess:
         while time.monotonic() < deadline:
             self.processes()
             if not self.alive():
-                tail = self.output().strip().splitlines()[-1:] or ["(no output)"]
+                last = self.last_line()
                 self.stop()
-                raise BackendUnavailableError(f"{self.label} exited before answering: {tail[0]}")
+                raise BackendUnavailableError(f"{self.label} exited before answering: {last}")
             try:
                 response = httpx.post(self.url + "/classify", content=probe, headers={"content-type": content_type},
                                       timeout=30)
@@ -160,15 +144,6 @@ class PeerProcess:
                 pass
         self._family.clear()
 
-    def close(self) -> None:
-        self.stop()
-        if not self._log.closed:
-            self._log.close()
-            Path(self._log.name).unlink(missing_ok=True)
-
     def __enter__(self) -> PeerProcess:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
