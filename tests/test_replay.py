@@ -87,6 +87,9 @@ def test_a_short_real_validation_accounts_for_every_request(lite0):
     assert validation.measured["lambda"].cold_starts >= 2  # the first request and the one after the long gap
     assert {c.metric for c in validation.checks} >= {"cold_starts", "throttled", "p50_ms", "p99_ms"}
     assert validation.calibration["sources"]["lambda_cold_ms"]
+    # the part of local serve's round trip outside its lane (client, HTTP), from the answers' own handler_ms
+    server = validation.calibration["server"]
+    assert 0 < server["overhead_ms"] < server["service_ms"]["median_ms"]
     leftovers = [p for p in psutil.Process().children(recursive=True) if p.pid not in before
                  and ("aws-lambda-rie" in " ".join(p.cmdline()) or "-m local serve" in " ".join(p.cmdline()))]
     assert not leftovers  # every emulator and server it started is stopped

@@ -228,6 +228,18 @@ def test_a_small_case_by_hand_fleet():
     assert list(impatient.status) == [OK, REJECTED] and impatient.latency_ms[1] == pytest.approx(20)
 
 
+def test_the_part_of_a_round_trip_outside_the_worker_overlaps_with_the_next_request():
+    # 100 ms round trips of which 30 ms are the client's and the HTTP loop's: the worker is held 70 ms, so a
+    # request at 0.05 waits 20 ms (not 50) and a request at 0.08 none; each still takes its whole 100 ms.
+    run = simulate_fleet(np.array([0.0, 0.05, 0.2, 0.28]), fleet(100, workers=1, queue=1, overhead_ms=30.0))
+    assert list(run.status) == [OK] * 4
+    assert list(run.wait_ms) == pytest.approx([0, 20, 0, 0]) and list(run.latency_ms) == pytest.approx([100, 120, 100, 100])
+    assert list(run.busy_ms) == pytest.approx([70] * 4)
+    assert fleet(100, workers=2, overhead_ms=30.0).capacity_rps == pytest.approx(2000 / 70)
+    with pytest.raises(ValueError):
+        fleet(100, overhead_ms=100.0)
+
+
 def test_with_unlimited_servers_nothing_queues():
     arrivals = Shape("spikes", 5, spike_every_s=100, spike_length_s=10, spike_multiplier=20).arrivals(600, seed=5)
     params = FleetParams(service_ms=Distribution.measured(np.linspace(20, 200, 60).tolist(), "t"), workers=1000, instances=1)

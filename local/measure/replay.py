@@ -55,6 +55,7 @@ class Outcome:
     duration_ms: float | None = None  # the function's REPORT duration (emulator)
     init_ms: float | None = None  # the init phase of a cold start (emulator)
     error: str = ""
+    handler_ms: float | None = None  # the answer's own handler time (decode to answer body), where it says
 
 
 def timed_request(backend: Backend, image: bytes) -> Outcome:
@@ -69,7 +70,7 @@ def timed_request(backend: Backend, image: bytes) -> Outcome:
     elapsed = (time.perf_counter() - began) * 1e3
     init = result.extra.get("emulator_init_ms", result.metrics.get("init_ms") if result.cold_start else None)
     return Outcome(result.status, elapsed, result.cold_start, result.extra.get("environment"),
-                   result.extra.get("duration_ms"), init)
+                   result.extra.get("duration_ms"), init, handler_ms=result.metrics.get("handler_ms"))
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,7 @@ class LambdaFigures:
 class ServerFigures:
     service_ms: Distribution
     source: str
+    overhead_ms: float = 0.0  # of a round trip, outside the lane (FleetParams.overhead_ms)
 
 
 @dataclass
@@ -96,7 +97,9 @@ class Calibration:
         return {"lambda_warm_ms": lam.warm_ms.describe(), "lambda_cold_ms": lam.cold_ms.describe(),
                 "lambda_init_ms": f"{lam.init_ms:.0f} ms billed per cold start ({lam.source})",
                 "lambda_overhead_ms": f"{lam.overhead_ms:.1f} ms of a warm round trip not billed ({lam.source})",
-                "server_service_ms": self.server.service_ms.describe()}
+                "server_service_ms": self.server.service_ms.describe(),
+                "server_overhead_ms": (f"{self.server.overhead_ms:.1f} ms of a round trip outside the lane: the round "
+                                       f"trip less the answer's handler_ms, median ({self.server.source})")}
 
     def lambda_params(self, **overrides: Any) -> LambdaParams:
         lam = self.lambda_
@@ -112,7 +115,7 @@ class Calibration:
                                   warm_during_cold_ms=self.lambda_.warm_during_cold_ms, **overrides)
 
     def fleet_params(self, **overrides: Any) -> FleetParams:
-        return FleetParams(service_ms=self.server.service_ms, **overrides)
+        return FleetParams(service_ms=self.server.service_ms, **{"overhead_ms": self.server.overhead_ms, **overrides})
 
     def summary(self) -> dict[str, Any]:
         """What a result carries: the figures' shape and sources, not every sample."""
@@ -120,7 +123,7 @@ class Calibration:
         return {"model": self.model, "memory_mb": self.memory_mb, "created": self.created, "sources": self.sources,
                 "lambda_warm_ms": lam.warm_ms.to_dict(), "lambda_cold_ms": lam.cold_ms.to_dict(),
                 "lambda_init_ms": round(lam.init_ms, 1), "lambda_overhead_ms": round(lam.overhead_ms, 2),
-                "server_service_ms": self.server.service_ms.to_dict()}
+                "server_service_ms": self.server.service_ms.to_dict(), "server_overhead_ms": round(self.server.overhead_ms, 2)}
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "memory_mb": self.memory_mb, "created": self.created, "machine": self.machine,
@@ -130,7 +133,8 @@ class Calibration:
                            "cold_overlap_ms": _dist(self.lambda_.cold_overlap_ms) if self.lambda_.cold_overlap_ms else None,
                            "warm_during_cold_ms": (_dist(self.lambda_.warm_during_cold_ms)
                                                    if self.lambda_.warm_during_cold_ms else None)},
-                "server": {"service_ms": _dist(self.server.service_ms), "source": self.server.source}}
+                "server": {"service_ms": _dist(self.server.service_ms), "source": self.server.source,
+                           "overhead_ms": self.server.overhead_ms}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
@@ -140,7 +144,8 @@ class Calibration:
                                 float(lam["init_ms"]), float(lam["overhead_ms"]), int(lam["memory_mb"]), lam["source"],
                                 Distribution(**_undist(overlap)) if overlap else None,
                                 Distribution(**_undist(contended)) if contended else None)
-        server = ServerFigures(Distribution(**_undist(data["server"]["service_ms"])), data["server"]["source"])
+        server = ServerFigures(Distribution(**_undist(data["server"]["service_ms"])), data["server"]["source"],
+                               float(data["server"].get("overhead_ms", 0.0)))
         return cls(data["model"], int(data["memory_mb"]), figures, server, data.get("created", ""), data.get("machine", {}))
 
 
@@ -344,7 +349,7 @@ def measure_server(model: Path, image: bytes, *, requests: int = SERVER_REQUESTS
     rng = np.random.default_rng(1)
     args = tuple(serve_args) or ("--runtime", "onnxruntime")
     say("starting local serve", None)
-    times = []
+    times, outside = [], []
     with OtherLoad() as load, ServeProcess(model, *args) as process:
         backend = HttpBackend(process.url + "/classify", kind="server", name="local serve", connect_retries=0)
         try:
@@ -352,14 +357,18 @@ def measure_server(model: Path, image: bytes, *, requests: int = SERVER_REQUESTS
                 _ok(timed_request(backend, image), "a request to local serve")
             for i in range(requests):
                 time.sleep(float(rng.uniform(*WARM_PAUSE_S)))
-                times.append(_ok(timed_request(backend, image), "a request to local serve").latency_ms)
+                outcome = _ok(timed_request(backend, image), "a request to local serve")
+                times.append(outcome.latency_ms)
+                if outcome.handler_ms is not None:
+                    outside.append(outcome.latency_ms - outcome.handler_ms)
                 if (i + 1) % 20 == 0 or i + 1 == requests:
                     say(f"server {i + 1}/{requests}: p50 {np.median(times):.1f} ms", (i + 1) / requests)
         finally:
             backend.close()
     source = (f"measured now against local serve ({Path(model).name}, {' '.join(args)}): {requests} requests one at a time; "
               f"other processes used {load.cpus:.1f} CPUs meanwhile")
-    return ServerFigures(Distribution.measured(times, source), source)
+    overhead = max(0.0, float(np.median(outside))) if outside else 0.0
+    return ServerFigures(Distribution.measured(times, source), source, min(overhead, 0.9 * float(np.mean(times))))
 
 
 def _ok(outcome: Any, what: str) -> Any:

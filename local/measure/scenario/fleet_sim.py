@@ -52,7 +52,7 @@ def simulate_fleet(arrivals: np.ndarray, params: FleetParams, *, seed: int = 0, 
     start = min(0.0, float(times[0])) if n else 0.0
     end = float(end_s if end_s is not None else (times[-1] if n else 0.0))
     env = simpy.Environment(initial_time=start)
-    workers, places, patience = params.workers, params.queue, params.queue_timeout_s
+    workers, places, patience, overhead = params.workers, params.queue, params.queue_timeout_s, params.overhead_ms
     fleet: list[_Instance] = []
     routable: list[_Instance] = []
     changes: list[tuple[float, int]] = []  # (time, +1 launched / -1 stopped)
@@ -73,12 +73,13 @@ def simulate_fleet(arrivals: np.ndarray, params: FleetParams, *, seed: int = 0, 
 
     def begin(instance: _Instance, i: int, waited_s: float) -> None:
         ms = service_list[i]
+        held = max(0.0, ms - overhead)  # the worker's part; the rest overlaps with other requests
         instance.busy += 1
-        busy_ms[i] = ms
+        busy_ms[i] = held
         wait_ms[i] = waited_s * 1000.0
         latency[i] = waited_s * 1000.0 + ms
         status[i] = OK
-        env.timeout(ms / 1000.0, (instance, i)).callbacks.append(finish)
+        env.timeout(held / 1000.0, (instance, i)).callbacks.append(finish)
 
     def finish(event: simpy.Event) -> None:
         instance, i = cast(tuple[_Instance, int], event.value)

@@ -162,6 +162,9 @@ class FleetParams:
     bounded queue; fixed, or target-tracking autoscaled with a boot delay."""
 
     service_ms: Distribution  # one request's round trip on an idle instance
+    # The part of service_ms spent outside a worker (the client, the network, the HTTP event loop reading the
+    # body and writing the answer): it overlaps with other requests, so a worker is held for service - overhead.
+    overhead_ms: float = 0.0
     workers: int = 1  # requests one instance serves at once
     queue: int = 16  # requests that may wait per instance before it answers 503
     queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S
@@ -177,6 +180,9 @@ class FleetParams:
     prices: cost.CostInputs = field(default_factory=cost.CostInputs)
 
     def __post_init__(self) -> None:
+        if self.overhead_ms < 0 or self.overhead_ms >= self.service_ms.mean_ms:
+            raise ValueError(f"the overhead outside a worker ({self.overhead_ms} ms) must be at least 0 and less than "
+                             f"the mean service time ({self.service_ms.mean_ms:.1f} ms)")
         if self.workers < 1 or self.queue < 0 or self.instances < 1 or self.queue_timeout_s <= 0:
             raise ValueError("a fleet needs at least one instance and one worker, a queue of 0 or more and a "
                              "positive queue timeout")
@@ -186,4 +192,4 @@ class FleetParams:
     @property
     def capacity_rps(self) -> float:
         """Requests per second one instance completes when always busy."""
-        return self.workers * 1000.0 / self.service_ms.mean_ms
+        return self.workers * 1000.0 / (self.service_ms.mean_ms - self.overhead_ms)
