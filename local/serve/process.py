@@ -7,7 +7,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import httpx
 
 from lambda_onnx.errors import BackendUnavailableError
 
@@ -44,6 +47,24 @@ class ChildServer:
         """The last line the server printed (its one-line error, when it failed to start)."""
         return (self.output().strip().splitlines()[-1:] or ["(no output)"])[0]
 
+    def wait_ready(self, ready: Callable[[], bool], what: str, timeout_s: float, interval_s: float) -> None:
+        """Poll ``ready`` until it is true; if the process exits first or ``timeout_s`` passes, stop it
+        and raise :class:`BackendUnavailableError` naming ``what`` (with its last line when it exited)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                last, code = self.last_line(), self._proc.returncode if self._proc else None
+                self.stop()
+                raise BackendUnavailableError(f"{what} exited with code {code}: {last}")
+            try:
+                if ready():
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(interval_s)
+        self.stop()
+        raise BackendUnavailableError(f"{what} did not answer within {timeout_s:.0f} s")
+
     def stop(self) -> None:
         raise NotImplementedError
 
@@ -75,8 +96,6 @@ class ServeProcess(ChildServer):
 
     def start(self) -> ServeProcess:
         """Start the server and wait until ``/health`` answers."""
-        import httpx
-
         if self.port is None:
             from local.ports import free_ports
 
@@ -85,20 +104,13 @@ class ServeProcess(ChildServer):
                    "--port", str(self.port), *self.args]
         self._proc = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                                       env={**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})})
-        deadline = time.monotonic() + self.start_timeout_s
-        while time.monotonic() < deadline:
-            if not self.alive():
-                last, code = self.last_line(), self._proc.returncode
-                self.close()
-                raise BackendUnavailableError(f"local serve exited with code {code}: {last}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.close()
-        raise BackendUnavailableError(f"local serve did not answer within {self.start_timeout_s:.0f} s")
+        try:
+            self.wait_ready(lambda: httpx.get(self.url + "/health", timeout=1.0).status_code == 200, "local serve",
+                            self.start_timeout_s, 0.1)
+        except BackendUnavailableError:
+            self.close()
+            raise
+        return self
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """Terminate the server (kill it if it does not stop) and reap it; its log stays."""

@@ -88,25 +88,18 @@ class PeerProcess(ChildServer):
                "BENTOML_DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0", "VIRTUAL_ENV": str(VENVS / self.peer)}
         self._proc = subprocess.Popen(_command(self.peer, self.host, self.port), cwd=ROOT, stdin=subprocess.DEVNULL,
                                       stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        deadline = time.monotonic() + self.start_timeout_s
-        while time.monotonic() < deadline:
+
+        def answers() -> bool:
+            self.processes()  # remembered as they appear, so stop() can end every one
+            response = httpx.post(self.url + "/classify", content=probe, headers={"content-type": content_type}, timeout=30)
+            if response.status_code != 200:
+                return False
+            self.first_answer = response.json()
             self.processes()
-            if not self.alive():
-                last = self.last_line()
-                self.stop()
-                raise BackendUnavailableError(f"{self.label} exited before answering: {last}")
-            try:
-                response = httpx.post(self.url + "/classify", content=probe, headers={"content-type": content_type},
-                                      timeout=30)
-                if response.status_code == 200:
-                    self.first_answer = response.json()
-                    self.processes()
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise BackendUnavailableError(f"{self.label} did not answer within {self.start_timeout_s:.0f} s")
+            return True
+
+        self.wait_ready(answers, self.label, self.start_timeout_s, 0.5)
+        return self
 
     def stop(self) -> None:
         """SIGTERM, then every remembered process still alive is ended by its pid."""
