@@ -113,12 +113,12 @@ class Classifier:
     def __init__(self, model_path: str | Path, *, threads: int | None = None, runtime: str = "onnxruntime",
                  fast_preprocess: bool = True, verify_sha256: bool = True, warmup: bool = True,
                  precision_hint: str | None = None, int8_kernel: str | None = None, canary: bool = True,
-                 allow_canary_failure: bool | None = None, measuring: bool = False) -> None:
+                 allow_canary_failure: bool | None = None, measuring: bool = False, spinning: bool | None = None) -> None:
         start = time.perf_counter()
         self.model_path = Path(model_path)
         self.sidecar: Sidecar = load_verified(self.model_path, verify_sha256=verify_sha256)
         self.threads = threads or default_threads()
-        self.runtime, self.precision_hint = runtime, precision_hint
+        self.runtime, self.precision_hint, self.spinning = runtime, precision_hint, spinning
         self.int8_kernel_choice = int8_kernel_choice(int8_kernel)
         self.engine: Engine = self._engine(self.int8_kernel_choice)
         self.fast_preprocess = fast_preprocess
@@ -139,7 +139,8 @@ class Classifier:
 
     def _engine(self, int8_kernel: str) -> Engine:
         return make_engine(self.runtime, self.model_path, self.sidecar.input_name, self.sidecar.output_name, self.threads,
-                           self.precision_hint, quantised=self.sidecar.precision == "int8", int8_kernel=int8_kernel)
+                           self.precision_hint, quantised=self.sidecar.precision == "int8", int8_kernel=int8_kernel,
+                           spinning=self.spinning)
 
     def run_canary(self, canary: Canary, engine: Engine | None = None) -> CanaryResult:
         """Classify the canary photo with ``engine`` (default: this classifier's) and check the answer."""

@@ -42,7 +42,7 @@ class OnnxRuntimeEngine:
     runtime = "onnxruntime"
 
     def __init__(self, model_path: Path, input_name: str, output_name: str, threads: int, *,
-                 quantised: bool = False, int8_kernel: str = "auto") -> None:
+                 quantised: bool = False, int8_kernel: str = "auto", spinning: bool | None = None) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -50,7 +50,7 @@ class OnnxRuntimeEngine:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        if not intra_op_spinning():  # off under a fractional CPU quota, and in a server (see its docstring)
+        if not (intra_op_spinning() if spinning is None else spinning):  # see intra_op_spinning's docstring
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.int8_kernel: str | None = None
         self.computes_in = "int8" if quantised else "fp32"
@@ -131,14 +131,17 @@ def _check_names(path: Path, inputs: list[str], outputs: list[str], input_name: 
 
 
 def make_engine(runtime: str, model_path: Path, input_name: str, output_name: str, threads: int,
-                precision_hint: str | None = None, *, quantised: bool = False, int8_kernel: str = "auto") -> Engine:
+                precision_hint: str | None = None, *, quantised: bool = False, int8_kernel: str = "auto",
+                spinning: bool | None = None) -> Engine:
     """The engine for ``runtime``; ``precision_hint`` applies to OpenVINO only (see :class:`OpenVinoEngine`),
-    ``int8_kernel`` to ONNX Runtime only (see :class:`OnnxRuntimeEngine`)."""
+    ``int8_kernel`` and ``spinning`` (None: :func:`~lambda_onnx.resources.intra_op_spinning`'s rule) to
+    ONNX Runtime only (see :class:`OnnxRuntimeEngine`)."""
     if runtime == "onnxruntime":
         if precision_hint not in (None, "f32"):
             raise ValueError(f"a precision hint ({precision_hint!r}) applies to openvino only; "
                              "onnxruntime computes in the model's precision")
-        return OnnxRuntimeEngine(model_path, input_name, output_name, threads, quantised=quantised, int8_kernel=int8_kernel)
+        return OnnxRuntimeEngine(model_path, input_name, output_name, threads, quantised=quantised, int8_kernel=int8_kernel,
+                                 spinning=spinning)
     if runtime == "openvino":
         return OpenVinoEngine(model_path, input_name, output_name, threads, precision_hint, quantised=quantised)
     raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")

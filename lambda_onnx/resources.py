@@ -113,9 +113,9 @@ def default_threads(cpus: float | None = None) -> int:
 SPINNING_ENV = "ORT_INTRA_OP_SPINNING"
 
 
-def intra_op_spinning(cpus: float | None = None) -> bool:
+def intra_op_spinning(cpus: float | None = None, *, server: bool = False) -> bool:
     """Whether ONNX Runtime's intra-op threads may spin between operators (``$ORT_INTRA_OP_SPINNING``
-    decides when set; ``local serve`` sets it to 0 for its own processes).
+    decides when set; otherwise never in a ``server``, and for one request at a time only under whole CPUs).
 
     Spinning shortens each hand-off between operators when one request at a time owns every CPU (the
     Lambda handler). It is off under a fractional CPU quota (Lambda below 1,769 MB per vCPU), where the
@@ -127,6 +127,8 @@ def intra_op_spinning(cpus: float | None = None) -> bool:
     setting = os.environ.get(SPINNING_ENV, "").strip()
     if setting in ("0", "1"):
         return setting == "1"
+    if server:
+        return False
     cpus = available_cpus() if cpus is None else cpus
     return not cpus % 1
 

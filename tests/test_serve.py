@@ -443,10 +443,11 @@ def test_onnx_runtime_threads_spin_only_when_one_request_owns_every_cpu(monkeypa
 
     monkeypatch.delenv(SPINNING_ENV, raising=False)
     assert intra_op_spinning(2.0) and not intra_op_spinning(1.7)  # a fractional quota: no spinning
-    monkeypatch.setenv(SPINNING_ENV, "0")  # what local serve sets for itself
+    assert not intra_op_spinning(2.0, server=True)  # local serve: other work needs the core a spinning thread holds
+    monkeypatch.setenv(SPINNING_ENV, "0")  # an explicit setting decides
     assert not intra_op_spinning(2.0)
     monkeypatch.setenv(SPINNING_ENV, "1")
-    assert intra_op_spinning(1.7)
+    assert intra_op_spinning(1.7) and intra_op_spinning(2.0, server=True)
 
 
 def test_peak_rss_is_the_process_own_peak_although_read_cheaply():

@@ -35,7 +35,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
@@ -52,7 +52,7 @@ from lambda_onnx.classifier import Classifier
 from lambda_onnx.contract import Service, check_request_size, error_body, host_section
 from lambda_onnx.errors import ClassifierError, PayloadTooLargeError
 from lambda_onnx.limits import MAX_REQUEST_BYTES
-from lambda_onnx.resources import SPINNING_ENV, available_cpus
+from lambda_onnx.resources import available_cpus, intra_op_spinning
 from local.serve.config import _ENV, ServeConfig
 from local.serve.gate import Gate
 from local.serve.protocol import protocol_class
@@ -197,28 +197,13 @@ async def answer(send: Any, status: int, body: bytes, request_id: str, retry_aft
     await send({"type": "http.response.body", "body": body})
 
 
-@contextlib.contextmanager
-def _no_spinning() -> Iterator[None]:
-    """ONNX Runtime's idle threads must not spin in a server (lambda_onnx.resources.intra_op_spinning),
-    unless ``$ORT_INTRA_OP_SPINNING`` says otherwise; the setting is read when the session is made."""
-    before = os.environ.get(SPINNING_ENV)
-    if before is None:
-        os.environ[SPINNING_ENV] = "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(SPINNING_ENV, None)
-
-
 def create_app(config: ServeConfig | None = None) -> Starlette:
     """The ASGI app. Loads the model now, so a bad model fails at start-up, not on a request."""
     config = config or ServeConfig.from_env()
     split = config.split()
-    with _no_spinning():
-        classifier = Classifier(config.model, threads=split.threads, runtime=config.runtime,
-                                fast_preprocess=config.fast_preprocess, int8_kernel=config.int8_kernel,
-                                allow_canary_failure=config.allow_canary_failure)
+    classifier = Classifier(config.model, threads=split.threads, runtime=config.runtime,
+                            fast_preprocess=config.fast_preprocess, int8_kernel=config.int8_kernel,
+                            allow_canary_failure=config.allow_canary_failure, spinning=intra_op_spinning(server=True))
     service = Service(classifier)
     gate = Gate(split.lanes, config.queue(), config.max_receiving)
     refusals = Refusals(config.retry_after_s, pace=config.pace_refusals)
