@@ -137,8 +137,8 @@ def intra_op_spinning(cpus: float | None = None, *, server: bool = False) -> boo
 class ServerSplit:
     """How a server divides its CPUs between requests (see :func:`server_split`)."""
 
-    workers: int  # processes, each with its own copy of the model
-    lanes: int  # requests each worker classifies at once, each decoded, preprocessed and inferred on a thread of its own
+    workers: int  # HTTP front processes, each with lanes of its own
+    lanes: int  # lane processes per front, each with its own copy of the model, classifying one request at a time
     threads: int  # ONNX Runtime intra-op threads per lane
 
 
@@ -147,23 +147,25 @@ def server_split(cpus: float | None = None, *, workers: int | None = None, lanes
     """The one place that decides how a server classifying many requests at once divides its CPUs;
     :func:`default_threads` stays the rule for one request at a time (the Lambda handler, in-process).
 
-    One lane per CPU (the CPUs rounded as :func:`default_threads` rounds them): a lane decodes,
-    preprocesses and infers one request at a time with one intra-op thread, so one request's decoding
-    overlaps another's inference and no CPU waits for another. Intra-op parallelism costs CPU while
-    requests side by side cost none. And each lane is a process of its own (``workers``), because lanes
-    that are threads of one process contend for its interpreter lock. Measured on 2 vCPUs (AMD EPYC,
+    One HTTP front and one lane per CPU (the CPUs rounded as :func:`default_threads` rounds them): a
+    lane is a process that decodes, preprocesses and infers one request at a time with one intra-op
+    thread, taking the next from the front's one queue, so one request's decoding overlaps another's
+    inference and no CPU waits while a request does. Intra-op parallelism costs CPU while requests
+    side by side cost none; lanes that are threads of one process contend for its interpreter lock;
+    and lanes behind one queue, unlike worker processes that each accept their own connections, never
+    leave a request waiting behind a busy lane while another is free. Measured on 2 vCPUs (AMD EPYC,
     AVX2) with EfficientNet-Lite0, 1 MP JPEGs and 8 connections, as a share of the in-process ceiling:
     one request at a time on 2 threads 0.44 (ONNX Runtime's threads spinning) and 0.57 (not spinning);
-    two lanes as threads of one process 0.84-0.87; two processes of one lane 0.94.
+    two lanes as threads of one process 0.84-0.87; two worker processes of one lane 0.94 when the
+    connections split evenly (p99 up to 1.5x higher when they did not; see :mod:`local.serve.lanes`).
 
-    Given ``workers``, the CPUs are shared evenly between them, each getting one lane per CPU of its
-    share; given ``lanes`` (or ``threads``) without ``workers``, one worker has them, and each lane gets
-    its share of the CPUs as threads (or the worker as many lanes as its CPUs hold of those threads).
+    Given ``workers`` (fronts), the CPUs are shared evenly between them, each getting one lane per CPU
+    of its share; given ``lanes`` (or ``threads``), each lane gets its share of the CPUs as threads (or
+    a front as many lanes as its CPUs hold of those threads).
     """
     whole = default_threads(cpus)
-    if workers is None:
-        workers = whole if lanes is None and threads is None else 1
-    per_worker = max(1, whole // max(1, workers))
+    workers = workers or 1
+    per_worker = max(1, whole // workers)
     if lanes is None and threads is None:
         return ServerSplit(workers=workers, lanes=per_worker, threads=1)
     if lanes is None:

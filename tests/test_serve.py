@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import io
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -414,14 +419,99 @@ def test_workers_listen_on_sockets_of_their_own_and_share_the_connections(lite0)
         assert taken.returncode == 1 and "cannot listen" in taken.stderr
 
 
+def _health(url: str) -> dict:
+    return httpx.get(f"{url}/health", timeout=30).json()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") >= 0  # a zombie has stopped too
+
+
+def test_lanes_are_processes_behind_one_queue_and_stop_with_the_server(lite0):
+    with serving(lite0) as url:
+        health = _health(url)
+        lanes = health["lane_pids"]
+        assert health["workers"] == 1 and len(lanes) == health["lanes"] >= 1 and health["pid"] not in lanes
+        assert all(int(Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[1]) == health["pid"] for pid in lanes)
+    deadline = time.monotonic() + 20
+    while not all(_gone(pid) for pid in lanes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(_gone(pid) for pid in lanes), "lane processes outlived the server"
+
+
+def _small_jpeg(name: str) -> bytes:
+    """A photo small enough that a whole request fits in a lane's socket buffer while the lane is stopped."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.open(by_name(name).path).convert("RGB").resize((96, 96)).save(out, "JPEG")
+    return out.getvalue()
+
+
+def _one_left_in_a_stopped_lane(url: str, photo: bytes) -> tuple[int, list]:
+    """Stop one lane, send 3 requests: the other lane answers two, the stopped one holds the third."""
+    stopped = _health(url)["lane_pids"][1]
+    os.kill(stopped, signal.SIGSTOP)
+    pool = ThreadPoolExecutor(3)
+    sent = [pool.submit(httpx.post, f"{url}/classify", content=photo, headers={"content-type": "image/jpeg"}, timeout=60)
+            for _ in range(3)]
+    pool.shutdown(wait=False)
+    deadline = time.monotonic() + 60
+    while sum(f.done() for f in sent) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    health = _health(url)
+    assert (health["in_flight"], health["waiting"]) == (1, 0), health  # the third is in the stopped lane
+    return stopped, sent
+
+
+def _restarted(url: str, restarts: int) -> dict:
+    """/health once the lanes have been started again ``restarts`` times (a start loads the model)."""
+    deadline = time.monotonic() + 120
+    while (health := _health(url))["lane_restarts"] < restarts and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert health["lane_restarts"] == restarts, health
+    return health
+
+
+def _answers(sent: list) -> list[tuple[int, dict]]:
+    return sorted(((f.result().status_code, f.result().json()) for f in sent), key=lambda answer: answer[0])
+
+
+def test_a_lane_that_dies_or_hangs_costs_only_its_request_and_is_started_again(lite0):
+    photo = _small_jpeg("coffee")
+    with serving(lite0, "--max-concurrency", "2", "--lane-timeout", "8") as url:
+        first = _health(url)["lane_pids"]
+        os.kill(first[0], signal.SIGKILL)  # dies idle: a request it is given goes back to the queue
+        answers = [httpx.post(f"{url}/classify", content=photo, headers={"content-type": "image/jpeg"}, timeout=60)
+                   for _ in range(4)]
+        assert [a.status_code for a in answers] == [200] * 4
+        stopped, sent = _one_left_in_a_stopped_lane(url, photo)
+        os.kill(stopped, signal.SIGKILL)  # dies holding a request
+        answered = _answers(sent)
+        assert [status for status, _ in answered] == [200, 200, 500]
+        assert answered[2][1]["error"] == "lane_failed" and "SIGKILL" in answered[2][1]["message"], answered[2][1]
+        health = _restarted(url, 2)
+        assert health["lane_failures"] == 1 and not set(health["lane_pids"]) & {*first, stopped}
+        hung, sent = _one_left_in_a_stopped_lane(url, photo)  # stopped and never killed: hung
+        answered = _answers(sent)
+        assert [status for status, _ in answered] == [200, 200, 500]
+        assert "no answer within 8 s" in answered[2][1]["message"], answered[2][1]
+        assert hung not in _restarted(url, 3)["lane_pids"] and _gone(hung)
+        assert_still_serves(url)
+
+
 def test_the_cpu_split_for_a_server_and_for_one_request_at_a_time():
     from lambda_onnx.resources import ServerSplit, default_threads, server_split
 
-    assert server_split(2.0) == ServerSplit(workers=2, lanes=1, threads=1)  # a process per CPU, one lane, one thread
-    assert server_split(1.7) == ServerSplit(workers=2, lanes=1, threads=1)  # rounded as default_threads rounds
+    assert server_split(2.0) == ServerSplit(workers=1, lanes=2, threads=1)  # one front, a lane per CPU, one thread each
+    assert server_split(1.7) == ServerSplit(workers=1, lanes=2, threads=1)  # rounded as default_threads rounds
     assert server_split(0.5) == ServerSplit(workers=1, lanes=1, threads=1)
-    assert server_split(4.0, workers=2) == ServerSplit(workers=2, lanes=2, threads=1)  # the CPUs shared by the workers
-    assert server_split(2.0, workers=1) == ServerSplit(workers=1, lanes=2, threads=1)  # lanes as threads of one process
+    assert server_split(4.0, workers=2) == ServerSplit(workers=2, lanes=2, threads=1)  # the CPUs shared by the fronts
+    assert server_split(2.0, workers=1) == ServerSplit(workers=1, lanes=2, threads=1)
     assert server_split(2.0, workers=4) == ServerSplit(workers=4, lanes=1, threads=1)
     assert server_split(8.0, lanes=2) == ServerSplit(workers=1, lanes=2, threads=4)  # given lanes share the CPUs as threads
     assert server_split(2.0, threads=2) == ServerSplit(workers=1, lanes=1, threads=2)  # given threads: as many lanes as fit

@@ -8,7 +8,7 @@ import argparse
 import signal
 from pathlib import Path
 
-from lambda_onnx.canary import ALLOW_CANARY_FAILURE_ENV
+from lambda_onnx.canary import ALLOW_CANARY_FAILURE_ENV, CanaryResult
 from lambda_onnx.cpu import INT8_KERNEL_CHOICES, INT8_KERNEL_ENV
 from lambda_onnx.engines import RUNTIMES
 from lambda_onnx.sidecar import RANDOM_WEIGHTS_WARNING
@@ -72,10 +72,9 @@ def load_classifier(args: argparse.Namespace):
                       int8_kernel=args.int8_kernel, allow_canary_failure=args.allow_canary_failure)
 
 
-def describe_canary(classifier) -> str:
+def describe_canary(result: CanaryResult, int8_kernel: str | None) -> str:
     """``int8 kernel u8u8 precise, canary china passed (rel. error 0.073)``: how the model runs on this CPU."""
-    result = classifier.canary
-    text = f"int8 kernel {classifier.engine.int8_kernel}, " if classifier.engine.int8_kernel else ""
+    text = f"int8 kernel {int8_kernel}, " if int8_kernel else ""
     if result.status == "absent":
         return text + f"canary absent ({result.reason})"
     text += f"canary {result.photo} {result.status}"

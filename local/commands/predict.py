@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"model: {meta.label}, {classifier.engine.runtime}, {classifier.threads} thread(s), "
               f"sha256 {meta.sha256[:12]}…, loaded in {classifier.load_ms:.0f} ms")
-        print(f"host: {classifier.host.describe()}; {describe_canary(classifier)}")
+        print(f"host: {classifier.host.describe()}; {describe_canary(classifier.canary, classifier.engine.int8_kernel)}")
         for warning in classifier.warnings:
             print(f"WARNING: {warning}")
         if meta.random_weights:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lambda_onnx.canary import CanaryResult
 from lambda_onnx.errors import ClassifierError
 from local.commands.options import RANDOM_WEIGHTS_BANNER, add_model_args, count, describe_canary
 from local.serve.config import QUEUE
+from local.serve.lanes import LANE_TIMEOUT_S
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -16,13 +18,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     parser.add_argument("--workers", type=count, default=None,
-                        help="worker processes, each with its own model and listening socket (default: one per CPU, "
-                             "with one lane of one thread each; one if --max-concurrency or --threads is given)")
+                        help="HTTP front processes, each with its own listening socket (SO_REUSEPORT), queue and lanes "
+                             "(default: one; the CPUs are shared between them)")
     parser.add_argument("--max-concurrency", type=count, default=None, metavar="LANES",
-                        help="requests classified at once per worker, each on a thread of its own that decodes, "
-                             "preprocesses and infers it; each lane gets its share of the worker's CPUs as inference "
-                             "threads unless --threads says otherwise (default: one per CPU of the worker's share; "
-                             "with --threads alone, as many lanes as the CPUs hold)")
+                        help="requests classified at once per worker: lane processes, each with its own model, that "
+                             "decode, preprocess and infer one request at a time from the worker's one queue; each lane "
+                             "gets its share of the CPUs as inference threads unless --threads says otherwise "
+                             "(default: one per CPU of the worker's share; with --threads alone, as many lanes as the "
+                             "CPUs hold)")
     parser.add_argument("--max-queue", type=int, default=None,
                         help=f"requests that may wait per worker before the server answers 503 (default: {QUEUE} in all, "
                              "shared by the workers)")
@@ -47,6 +50,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--body-timeout", type=float, default=30.0,
                         help="seconds a client has to send its request body before 408 (default: %(default)s)")
+    parser.add_argument("--lane-timeout", type=float, default=LANE_TIMEOUT_S,
+                        help="seconds a lane may take to answer one request; past that its process is stopped, the "
+                             "request answered 500 and the lane started again (default: %(default)s)")
     parser.add_argument("--header-timeout", type=float, default=10.0,
                         help="seconds from connecting to the end of the request headers before the server hangs up "
                              "(default: %(default)s)")
@@ -60,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from local.defaults import DEFAULT_MODEL
     from local.serve import ServeConfig, create_app, resolve_auto
     from local.serve import run as serve
+    from local.serve.app import close_app
 
     model, runtime, why = resolve_auto(args.model, args.runtime, model_given=args.model != DEFAULT_MODEL)
     if why:
@@ -68,30 +75,28 @@ def run(args: argparse.Namespace) -> int:
                          fast_preprocess=not args.exact_preprocess, max_concurrency=args.max_concurrency,
                          max_queue=args.max_queue, max_receiving=args.max_receiving, cors_origins=args.cors_origin,
                          workers=args.workers,
-                         body_timeout_s=args.body_timeout, header_timeout_s=args.header_timeout,
+                         body_timeout_s=args.body_timeout, lane_timeout_s=args.lane_timeout, header_timeout_s=args.header_timeout,
                          int8_kernel=args.int8_kernel, allow_canary_failure=args.allow_canary_failure,
                          retry_after_s=args.retry_after, pace_refusals=args.pace_refusals, refused_body=args.refused_body,
                          access_log=args.access_log, http=args.http, loop=args.loop)
     try:  # load now, so a bad model is a one-line error before anything binds
         app = create_app(config)
-        service = app.state.service
     except ClassifierError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
-    meta = service.classifier.sidecar
-    split = app.state.split
-    print(f"serving {meta.label} ({service.classifier.engine.runtime}, {split.workers} worker(s) x {split.lanes} lane(s) x "
+    info, split = app.state.info, app.state.split
+    print(f"serving {info['label']} ({info['runtime']}, {split.workers} worker(s) x {split.lanes} lane(s) x "
           f"{split.threads} thread(s), queue {config.queue()} per worker) on http://{args.host}:{args.port}/classify",
           flush=True)
-    print(f"host: {service.classifier.host.describe()}; {describe_canary(service.classifier)}", flush=True)
-    for warning in service.classifier.warnings:
+    print(f"host: {info['host_text']}; {describe_canary(CanaryResult(**info['canary']), info['int8_kernel'])}", flush=True)
+    for warning in info["warnings"]:
         print(f"WARNING: {warning}", flush=True)
-    if meta.random_weights:
+    if info["random_weights"]:
         print(RANDOM_WEIGHTS_BANNER, flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"note: listening on {args.host}, reachable from other machines", flush=True)
-    if split.workers > 1:  # each worker loads its own model: the parent keeps no copy while serving
-        del app, service
+    if split.workers > 1:  # each worker starts lanes of its own: these were only the check
+        close_app(app)
         serving = None
     else:
         serving = app
@@ -100,4 +105,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:  # the workers' sockets (uvicorn reports its own bind errors)
         print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    finally:
+        if serving is not None:  # stopped before its lifespan ran (e.g. the port was taken)
+            close_app(serving)
     return 0

@@ -1,11 +1,12 @@
 """The server approach over HTTP: ``POST /classify`` with the same contract as the Lambda function.
 
-An ASGI app (Starlette on uvicorn) over the shared :class:`Service`. Each worker process classifies
-``lanes`` requests at once, each on a thread of its own that decodes, preprocesses and infers it
-(the core's :func:`~lambda_onnx.resources.server_split`: one lane per CPU, as a worker process of
-its own, with one intra-op thread, ONNX Runtime's threads never spinning), so one request's decoding
-overlaps another's inference. At most ``max_queue`` more wait for a lane in each worker; past that
-the server answers 503.
+An ASGI app (Starlette on uvicorn) in front of :mod:`local.serve.lanes`: this process parses HTTP,
+admits or refuses, and answers; ``lanes`` processes (the core's
+:func:`~lambda_onnx.resources.server_split`: one per CPU, one intra-op thread each, ONNX Runtime's
+threads never spinning) decode, preprocess and infer, each one request at a time, taking the next
+from one first-in-first-out queue. So one request's decoding overlaps another's inference, every
+CPU works while requests wait, and an accepted request waits only for those ahead of it. At most
+``max_queue`` requests wait; past that the server answers 503.
 
 ``POST /classify`` is a plain ASGI endpoint (:class:`ClassifyEndpoint`), the one path every
 request takes, and it decides from the request head, before reading a byte of the body:
@@ -22,22 +23,19 @@ request takes, and it decides from the request head, before reading a byte of th
 
 A connection whose request head is not complete within ``header_timeout_s`` of connecting is
 closed (:mod:`local.serve.protocol`): uvicorn alone keeps such a connection open for ever, and
-enough of them use up the server's file descriptors. With several workers, each has a listening
-socket of its own (:mod:`local.serve.workers`).
+enough of them use up the server's file descriptors. With several workers (HTTP fronts, each with
+lanes of its own), each has a listening socket of its own (:mod:`local.serve.workers`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -48,13 +46,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from lambda_onnx.classifier import Classifier
-from lambda_onnx.contract import Service, check_request_size, error_body, host_section
+from lambda_onnx.contract import check_request_size, error_body
 from lambda_onnx.errors import ClassifierError, PayloadTooLargeError
 from lambda_onnx.limits import MAX_REQUEST_BYTES
-from lambda_onnx.resources import available_cpus, intra_op_spinning
+from lambda_onnx.resources import available_cpus
 from local.serve.config import _ENV, ServeConfig
 from local.serve.gate import Gate
+from local.serve.lanes import LanePool, json_bytes
 from local.serve.protocol import protocol_class
 from local.serve.refusal import SUMMARY_INTERVAL_S, DropRefusalLines, Refusals
 
@@ -70,11 +68,6 @@ class RequestTimeoutError(ClassifierError):
 
 class _ClientGone(Exception):
     """The client disconnected before its body was complete: nobody is left to answer."""
-
-
-def json_bytes(payload: Mapping[str, Any]) -> bytes:
-    """A body exactly as Starlette's ``JSONResponse`` renders it."""
-    return json.dumps(payload, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode("utf-8")
 
 
 async def read_body(receive: Any, timeout_s: float) -> bytes:
@@ -108,9 +101,9 @@ async def _disconnected(receive: Any) -> None:
 class ClassifyEndpoint:
     """``POST /classify`` as a plain ASGI app: refusals from the head, then the body, then a lane."""
 
-    def __init__(self, service: Service, gate: Gate, lanes: ThreadPoolExecutor, refusals: Refusals,
-                 body_timeout_s: float, close_refused: bool = False) -> None:
-        self.service, self.gate, self.lanes, self.refusals = service, gate, lanes, refusals
+    def __init__(self, pool: LanePool, gate: Gate, refusals: Refusals, body_timeout_s: float,
+                 close_refused: bool = False) -> None:
+        self.pool, self.gate, self.refusals = pool, gate, refusals
         self.body_timeout_s = body_timeout_s
         self.close_refused = close_refused
         self.abandoned = 0  # requests dropped because their client left before the answer
@@ -148,28 +141,29 @@ class ClassifyEndpoint:
         except ClassifierError as exc:  # the places filled while the body arrived
             await self.refuse(scope, send, exc, request_id)
             return
-        work = self.lanes.submit(self.respond, body, content_type, request_id)
-        answered = asyncio.wrap_future(work)
+        job = self.pool.submit(body, content_type, request_id)
         gone = asyncio.ensure_future(_disconnected(receive))
-        await asyncio.wait((answered, gone), return_when=asyncio.FIRST_COMPLETED)
-        if not answered.done():  # the client left while its request waited or ran: nobody to answer
+        await asyncio.wait((job.future, gone), return_when=asyncio.FIRST_COMPLETED)
+        if not job.future.done():  # the client left while its request waited or ran: nobody to answer
             self.abandoned += 1
-            if work.cancel():  # still waiting for a lane: it never runs, and its place is free now
+            if job.cancel():  # still waiting for a lane: it never runs, and its place is free now
                 self.gate.release()
             else:  # running: its place is free when it ends
-                loop = asyncio.get_running_loop()
-                work.add_done_callback(lambda _: loop.call_soon_threadsafe(self.gate.release))
-            answered.cancel()
+                job.future.add_done_callback(self._release_unanswered)
             return
         gone.cancel()
         self.gate.release()
-        status, payload = answered.result()
+        try:
+            status, payload = job.future.result()
+        except ClassifierError as exc:  # its lane stopped (local.serve.lanes)
+            await self.answer_error(send, exc, request_id)
+            return
         await answer(send, status, payload, request_id)
 
-    def respond(self, body: bytes, content_type: str | None, request_id: str) -> tuple[int, bytes]:
-        """In a lane: the contract's answer, rendered (so the event loop only sends it)."""
-        status, payload = self.service.respond(body=body, content_type=content_type, request_id=request_id)
-        return status, json_bytes(payload)
+    def _release_unanswered(self, future: asyncio.Future[tuple[int, bytes]]) -> None:
+        if not future.cancelled():
+            future.exception()  # retrieved: nobody is left to be told that its lane failed
+        self.gate.release()
 
     async def refuse(self, scope: dict[str, Any], send: Any, error: ClassifierError, request_id: str) -> None:
         """503 with Retry-After, held to the end of the client's refusal window (:mod:`local.serve.refusal`)."""
@@ -198,30 +192,28 @@ async def answer(send: Any, status: int, body: bytes, request_id: str, retry_aft
 
 
 def create_app(config: ServeConfig | None = None) -> Starlette:
-    """The ASGI app. Loads the model now, so a bad model fails at start-up, not on a request."""
+    """The ASGI app. Starts the lanes and waits until each has loaded the model, so a bad model fails
+    here, not on a request; the lanes stop with the app's lifespan (or :func:`close_app`)."""
     config = config or ServeConfig.from_env()
     split = config.split()
-    classifier = Classifier(config.model, threads=split.threads, runtime=config.runtime,
-                            fast_preprocess=config.fast_preprocess, int8_kernel=config.int8_kernel,
-                            allow_canary_failure=config.allow_canary_failure, spinning=intra_op_spinning(server=True))
-    service = Service(classifier)
+    pool = LanePool(config.to_env(), split.lanes, config.lane_timeout_s)
+    info = pool.start()
     gate = Gate(split.lanes, config.queue(), config.max_receiving)
     refusals = Refusals(config.retry_after_s, pace=config.pace_refusals)
-    lanes = ThreadPoolExecutor(max_workers=split.lanes, thread_name_prefix="lane")
-    meta = service.classifier.sidecar
 
     async def health(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "in_flight": gate.in_flight, "capacity": gate.capacity,
-                             "receiving": gate.receiving, "max_receiving": gate.max_receiving, "workers": split.workers,
-                             "lanes": split.lanes, "threads_per_lane": split.threads, "refused": dict(refusals.total),
-                             "abandoned": endpoint.abandoned, "pid": os.getpid()})
+                             "waiting": pool.waiting, "receiving": gate.receiving, "max_receiving": gate.max_receiving,
+                             "workers": split.workers, "lanes": split.lanes, "threads_per_lane": split.threads,
+                             "refused": dict(refusals.total), "abandoned": endpoint.abandoned,
+                             "lane_restarts": pool.restarts, "lane_failures": pool.failed, "pid": os.getpid(),
+                             "lane_pids": [lane.process.pid for lane in pool.lanes]})
 
     async def model(_: Request) -> JSONResponse:
         return JSONResponse({
-            **asdict(service.classifier.model), "opset": meta.opset, "num_classes": meta.num_classes,
-            "preprocessing": asdict(meta.preprocessing), "init_ms": round(service.init_ms, 1),
-            "cpus": available_cpus(), "workers": split.workers, "lanes": split.lanes, "host": host_section(),
-            "warnings": service.classifier.warnings,
+            **info["model"], "opset": info["opset"], "num_classes": info["num_classes"],
+            "preprocessing": info["preprocessing"], "init_ms": info["init_ms"], "cpus": available_cpus(),
+            "workers": split.workers, "lanes": split.lanes, "host": info["host"], "warnings": info["warnings"],
         })
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -244,19 +236,19 @@ def create_app(config: ServeConfig | None = None) -> Starlette:
                     log.warning(line)
 
         task = asyncio.create_task(summarise())
+        await pool.open()
         try:
             yield
         finally:
             task.cancel()
             access.removeFilter(drop)
-            lanes.shutdown(wait=False, cancel_futures=True)
+            await pool.aclose()
 
     middleware = []
     if config.cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["POST", "GET"],
                                      allow_headers=["content-type", "authorization", "x-request-id"]))
-    endpoint = ClassifyEndpoint(service, gate, lanes, refusals, config.body_timeout_s,
-                                close_refused=config.refused_body == "close")
+    endpoint = ClassifyEndpoint(pool, gate, refusals, config.body_timeout_s, close_refused=config.refused_body == "close")
     app = Starlette(
         routes=[Route("/classify", endpoint, methods=["POST"]), Route("/health", health, methods=["GET"]),
                 Route("/model", model, methods=["GET"])],
@@ -264,8 +256,13 @@ def create_app(config: ServeConfig | None = None) -> Starlette:
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
-    app.state.service, app.state.gate, app.state.refusals, app.state.split = service, gate, refusals, split
+    app.state.pool, app.state.info, app.state.gate, app.state.refusals, app.state.split = pool, info, gate, refusals, split
     return app
+
+
+def close_app(app: Starlette) -> None:
+    """Stop the lanes of an app that was created but will not be served (its lifespan stops them otherwise)."""
+    app.state.pool.close()
 
 
 def uvicorn_options(config: ServeConfig, log_level: str) -> dict[str, Any]:
@@ -276,9 +273,9 @@ def uvicorn_options(config: ServeConfig, log_level: str) -> dict[str, Any]:
 
 def run(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
         app: Starlette | None = None) -> None:
-    """Serve until interrupted. With several workers, each process loads its own copy of the model
-    and listens on a socket of its own (:mod:`local.serve.workers`); with one, an ``app`` already
-    built (model loaded) is served as it is."""
+    """Serve until interrupted. With several workers, each HTTP front starts lanes of its own and
+    listens on a socket of its own (:mod:`local.serve.workers`); with one, an ``app`` already built
+    (lanes loaded) is served as it is."""
     import uvicorn
 
     os.environ[_ENV] = config.to_env()

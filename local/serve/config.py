@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 from lambda_onnx.resources import ServerSplit, server_split
 from local.defaults import DEFAULT_MODEL
+from local.serve.lanes import LANE_TIMEOUT_S
 from local.serve.refusal import RETRY_AFTER_S
 
 # Environment variables carry the configuration into each worker process.
@@ -24,13 +25,14 @@ class ServeConfig:
     runtime: str = "onnxruntime"
     threads: int | None = None  # per lane; default: the lane's share of this worker's CPUs (server_split)
     fast_preprocess: bool = True
-    max_concurrency: int | None = None  # lanes: requests classified at once per worker; default: server_split's
+    max_concurrency: int | None = None  # lanes: processes classifying a request each, per worker; default: server_split's
     max_queue: int | None = None  # requests allowed to wait for a lane per worker before 503; default: QUEUE in all
     max_receiving: int = 64  # requests allowed to be sending their bodies at once before 503
     body_timeout_s: float = 30.0
+    lane_timeout_s: float = LANE_TIMEOUT_S  # a lane that has not answered by then is stopped and started again
     header_timeout_s: float = 10.0  # from connecting to the end of the request head
     cors_origins: list[str] = field(default_factory=list)  # empty: no cross-origin access
-    workers: int | None = None  # processes; default: server_split's (one per CPU unless lanes or threads are given)
+    workers: int | None = None  # HTTP fronts, each with lanes of its own; default: one
     int8_kernel: str | None = None  # None: $INT8_KERNEL or auto (lambda_onnx.cpu)
     allow_canary_failure: bool | None = None  # None: $ALLOW_CANARY_FAILURE
     retry_after_s: int = RETRY_AFTER_S  # the 503's Retry-After

@@ -1,4 +1,6 @@
-"""``local serve --workers N``: N processes, each with a listening socket of its own (``SO_REUSEPORT``).
+"""``local serve --workers N``: N HTTP fronts, each a process with a listening socket, a queue and
+lanes of its own (``SO_REUSEPORT``). One front (the default) balances requests over its lanes through
+one queue; several balance only connections, as follows.
 
 uvicorn's own workers share one listening socket, and the first to wake accepts every pending
 connection: with keep-alive clients, one worker got nearly all of them (per-worker CPU 1.04 against
@@ -9,8 +11,8 @@ workers without any process accepting for the others
 port is bound once without ``SO_REUSEPORT``, which fails if anything else holds it, so an unrelated
 server on the same port is an error rather than a silent partner.
 
-The parent loads no model: it binds, starts the workers (``spawn``), restarts one that dies, and
-stops them all when it is interrupted or terminated.
+The parent loads no model: it binds, starts the workers (``spawn``; each starts its own lanes),
+restarts one that dies, and stops them all when it is interrupted or terminated.
 """
 
 from __future__ import annotations
