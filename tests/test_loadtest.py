@@ -93,7 +93,7 @@ def test_summary_takes_ratios_within_each_round_and_goals_say_what_was_met():
     assert rows[(LOCAL, "capacity")]["ratio"] == pytest.approx(0.945)
     assert local_over["of_capacity"] == pytest.approx((900 / 950 + 700 / 940) / 2, abs=1e-3)
     assert local_over["statuses"] == {"200": 1600, "503": 1300}
-    assert local_over["queue_bound_ms"] == pytest.approx((18 / 90 + 18 / 70) / 2 * 1e3, abs=0.01)  # 18 places / goodput
+    assert local_over["queue_bound_ms"] == pytest.approx((20 / 90 + 20 / 70) / 2 * 1e3, abs=0.01)  # (18 places + 2 lanes) / goodput
     assert "queue_bound_ms" not in rows[(LOCAL, "capacity")] and "queue_bound_ms" not in rows.get(("Peer", "capacity"), {})
     assert rows[("Peer", "capacity")]["local_goodput_x"] == pytest.approx((950 / 800 + 940 / 900) / 2, abs=1e-3)
     met = {(g["goal"].split(":")[0], g["met"]) for g in goals(report)}
