@@ -99,6 +99,15 @@ async def _read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any], byt
 # --- the lane process ------------------------------------------------------------------------------------
 
 
+def _say(sock: socket.socket, head: Mapping[str, Any]) -> bool:
+    """Send the start-up frame; False if the front has already gone (another lane failed to load, say)."""
+    try:
+        sock.sendall(_frame(head))
+    except ConnectionError:
+        return False
+    return True
+
+
 def lane_main(sock: socket.socket, config_json: str, index: int) -> None:
     """A lane: load the model, say ``ready`` (or ``error``), then answer one request at a time until the front goes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the front stops the lanes
@@ -116,21 +125,22 @@ def lane_main(sock: socket.socket, config_json: str, index: int) -> None:
                                 allow_canary_failure=config.allow_canary_failure,
                                 spinning=intra_op_spinning(server=True))
     except ClassifierError as exc:
-        sock.sendall(_frame({"type": "error", "status": exc.status, "code": exc.code, "message": exc.message}))
+        _say(sock, {"type": "error", "status": exc.status, "code": exc.code, "message": exc.message})
         return
     except Exception as exc:  # a fault of ours or of a library: said, not swallowed
-        sock.sendall(_frame({"type": "error", "status": 500, "code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}))
+        _say(sock, {"type": "error", "status": 500, "code": "internal_error", "message": f"{type(exc).__name__}: {exc}"})
         raise
     service = Service(classifier)
     meta = classifier.sidecar
-    sock.sendall(_frame({
+    if not _say(sock, {
         "type": "ready", "pid": os.getpid(), "lane": index, "model": asdict(classifier.model),
         "runtime": classifier.engine.runtime, "int8_kernel": classifier.engine.int8_kernel,
         "canary": asdict(classifier.canary), "host": dict(host_section()), "host_text": classifier.host.describe(),
         "init_ms": round(service.init_ms, 1), "warnings": list(classifier.warnings), "label": meta.label,
         "random_weights": meta.random_weights, "opset": meta.opset, "num_classes": meta.num_classes,
         "preprocessing": asdict(meta.preprocessing),
-    }))
+    }):
+        return
     while True:
         try:
             head, body = _recv_frame(sock)
@@ -254,6 +264,9 @@ class LanePool:
             for lane in self.lanes:
                 lane.wait_ready()
         except BaseException:
+            for lane in self.lanes:  # the others are only loading: no need to let them finish
+                if lane.process.is_alive():
+                    lane.process.terminate()
             for lane in self.lanes:
                 lane.stop()
             raise
