@@ -250,9 +250,11 @@ def test_cli_invokes_a_photo_and_exits(lite0):
 @pytest.mark.slow
 def test_cli_serves_one_url_that_takes_concurrent_requests_until_interrupted(lite0, fake_aws):
     """The printed URL is the front, not an emulator: the RIE crashes on overlapping invokes, and
-    a user's curl, load tool or threaded boto3 client will overlap them."""
+    a user's curl, load tool or threaded boto3 client will overlap them. It is started with SIGINT
+    ignored, as a shell without job control starts a background command, and SIGINT still stops it."""
     process = subprocess.Popen([sys.executable, "-m", "local", "emulator", "--model", str(lite0), "--pool", "2"], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         urls, arns = [], []
         for line in process.stdout:

@@ -151,24 +151,25 @@ def _wait(pool) -> int:
     """Serve until Ctrl-C or SIGTERM; an environment that died is started again (a cold start, as
     Lambda replaces a crashed environment), unless it keeps dying."""
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGINT too, explicitly: Python raises KeyboardInterrupt on Ctrl-C only if the process did not
+    # start with SIGINT ignored, and a shell without job control (a script's `cmd &`, nohup, some CI
+    # runners) starts its background commands so; `kill -INT` would then do nothing.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     restarts = 0
-    try:
-        while not stop.wait(0.5):
-            if hasattr(pool, "idle_timeout_s"):  # elastic: a dead environment is dropped, the next request starts one
+    while not stop.wait(0.5):
+        if hasattr(pool, "idle_timeout_s"):  # elastic: a dead environment is dropped, the next request starts one
+            continue
+        for emulator in pool.emulators:
+            if emulator.alive():
                 continue
-            for emulator in pool.emulators:
-                if emulator.alive():
-                    continue
-                tail = emulator.stderr_tail()
-                if restarts == RESTARTS:
-                    print(f"error: {emulator.name} exited again after {RESTARTS} restarts:\n{tail}", file=sys.stderr)
-                    return 1
-                restarts += 1
-                print(f"{emulator.name} exited; starting it again (restart {restarts} of {RESTARTS}; the next "
-                      f"request it takes is a cold start)", file=sys.stderr, flush=True)
-                emulator.restart()
-    except KeyboardInterrupt:
-        pass
+            tail = emulator.stderr_tail()
+            if restarts == RESTARTS:
+                print(f"error: {emulator.name} exited again after {RESTARTS} restarts:\n{tail}", file=sys.stderr)
+                return 1
+            restarts += 1
+            print(f"{emulator.name} exited; starting it again (restart {restarts} of {RESTARTS}; the next "
+                  f"request it takes is a cold start)", file=sys.stderr, flush=True)
+            emulator.restart()
     print("stopping the emulator", flush=True)
     return 0
