@@ -16,6 +16,8 @@ from local.measure.loadtest import (
     LoadtestReport,
     Phase,
     Run,
+    against,
+    bracket_ceiling,
     ceiling_rps,
     goals,
     markdown,
@@ -78,6 +80,16 @@ def test_a_phase_counts_goodput_against_the_ceiling_and_times_accepted_requests_
     assert row.server_cpu == 0.75 and row.client_cpu == 0.05  # 15 s and 1 s of CPU over 10 s x 2 CPUs
 
 
+def test_ratios_are_taken_against_the_ceiling_measured_before_and_after_the_runs():
+    """A drift between the two readings is split: 20 ms before and 25 ms after give 22.5 ms, 88.9 answers/s."""
+    before = Ceiling(cpus=2.0, cpu_ms=20.0, requests=10, answer={"top": 1})
+    bracket = bracket_ceiling(before, Ceiling(cpus=2.0, cpu_ms=25.0, requests=8, answer={}))
+    assert bracket.cpu_ms == 22.5 and bracket.requests == 18 and bracket.answer == {"top": 1}
+    row = against(phase(800), bracket)  # 80 answers/s
+    assert row.ratio == pytest.approx(80 / (2000 / 22.5), abs=1e-3) and row.ceiling_rps == pytest.approx(88.89)
+    assert (row.goodput_rps, row.p99_ms) == (phase(800).goodput_rps, phase(800).p99_ms)  # only the ratio changes
+
+
 def test_summary_takes_ratios_within_each_round_and_goals_say_what_was_met():
     report = LoadtestReport(machine={}, settings={}, generator="test")
     report.phases = [
@@ -135,6 +147,9 @@ def run_short(lite0, tmp_path, load: str):
     assert overload["retry_after"] == overload["statuses"]["503"]
     assert all(run["top1_matches"] for run in data["runs"])
     assert data["ceilings"][0]["rps"] > 0 and capacity["ratio"] > 0 and capacity["server_cpu"] > 0
+    ceiling = data["ceilings"][0]  # measured on both sides of the servers' runs, the ratios against the mean
+    assert ceiling["cpu_ms"] == pytest.approx((ceiling["before_ms"] + ceiling["after_ms"]) / 2, abs=0.01)
+    assert capacity["ratio"] == pytest.approx(capacity["goodput_rps"] / ceiling["rps"], abs=2e-3)
     assert {g["goal"].split(" >=")[0] for g in data["goals"]} >= {"goodput at 2 connections", "goodput at 8 connections"}
     print(out.stdout)
     return data, out.stdout

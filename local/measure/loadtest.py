@@ -3,8 +3,9 @@ machine can do at most, and (``peers=True``) BentoML and Ray Serve on the same l
 
 - **The ceiling** is ``cpus / CPU-seconds per request`` in process at one thread: the whole request
   path (:meth:`~lambda_onnx.contract.Service.respond`: decode, preprocess, inference, postprocess,
-  the response body) with nothing else in the way. It is measured again before each model's runs in
-  every round, because this shared machine's speed drifts; ratios are taken within a round.
+  the response body) with nothing else in the way. It is measured before and after each model's runs
+  in every round, and the ratios use the mean of the two (:func:`bracket_ceiling`), because this shared
+  machine's speed drifts; ratios are taken within a round.
 - **A run** starts one server (``local serve``, or a peer from ``local/measure/peers``), checks that
   its top-1 answer is the in-process one, warms it up, then loads it twice with closed-loop clients
   (:mod:`local.measure.loadgen`: ``wrk`` where installed, else a Python fallback that says so):
@@ -28,7 +29,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -291,7 +292,7 @@ class LoadtestReport:
     machine: dict[str, Any]
     settings: dict[str, Any]
     generator: str
-    ceilings: list[dict[str, Any]] = field(default_factory=list)  # round, model, cpu_ms, rps, requests
+    ceilings: list[dict[str, Any]] = field(default_factory=list)  # round, model, cpu_ms (the mean), rps, before_ms, after_ms
     batches: list[dict[str, Any]] = field(default_factory=list)  # round, model, {batch size: CPU ms per image}
     runs: list[Run] = field(default_factory=list)
     phases: list[Phase] = field(default_factory=list)
@@ -413,9 +414,8 @@ def run_loadtest(models: Sequence[str | Path] = DEFAULT_MODELS, *, image: bytes 
             name = names[str(model)]
             say(f"  {name}: in-process ceiling (one thread)")
             ceiling = measure_ceiling(model, image, content_type=content_type, cpus=cpus)
-            report.ceilings.append({"round": round_, "model": name, "cpu_ms": round(ceiling.cpu_ms, 2),
-                                    "rps": round(ceiling.rps, 2), "requests": ceiling.requests, "cpus": cpus})
-            say(f"    {ceiling.cpu_ms:.1f} ms CPU per request -> ceiling {ceiling.rps:.1f}/s on {cpus:g} CPUs")
+            say(f"    {ceiling.cpu_ms:.1f} ms CPU per request -> ceiling {ceiling.rps:.1f}/s on {cpus:g} CPUs "
+                "(measured again after the servers)")
             if batches:
                 per_image = measure_batches(model, image, batches)
                 report.batches.append({"round": round_, "model": name, "cpu_ms_per_image": {
@@ -458,7 +458,7 @@ def run_loadtest(models: Sequence[str | Path] = DEFAULT_MODELS, *, image: bytes 
                             row = phase_result(result, round_=round_, model=name, target=label, phase=phase,
                                                ceiling=ceiling, server_cpu_s=used, cpus=cpus, machine_cpu_s=busy)
                             say(f"    {phase} ({count} connections): {row.goodput_rps:.1f} answers/s = {row.ratio:.2f} x "
-                                f"ceiling, p50/p99 {row.p50_ms}/{row.p99_ms} ms, statuses {row.statuses}, server CPU "
+                                f"the ceiling before, p50/p99 {row.p50_ms}/{row.p99_ms} ms, statuses {row.statuses}, server CPU "
                                 f"{_pct(row.server_cpu)}, others {_pct(row.others_cpu)}")
                             if quiet is None or row.others_cpu is None or row.others_cpu <= quiet:
                                 break
@@ -472,7 +472,30 @@ def run_loadtest(models: Sequence[str | Path] = DEFAULT_MODELS, *, image: bytes 
                         report.phases.append(row)
                 finally:
                     target.close()
+            again = measure_ceiling(model, image, content_type=content_type, cpus=cpus)
+            bracket = bracket_ceiling(ceiling, again)
+            report.ceilings.append({"round": round_, "model": name, "cpu_ms": round(bracket.cpu_ms, 2),
+                                    "rps": round(bracket.rps, 2), "before_ms": round(ceiling.cpu_ms, 2),
+                                    "after_ms": round(again.cpu_ms, 2), "requests": bracket.requests, "cpus": cpus})
+            report.phases = [against(p, bracket) if (p.round, p.model) == (round_, name) else p for p in report.phases]
+            say(f"    ceiling after the servers: {again.cpu_ms:.1f} ms CPU per request; the ratios use the mean of "
+                f"before and after, {bracket.cpu_ms:.1f} ms -> {bracket.rps:.1f}/s")
     return report
+
+
+def bracket_ceiling(before: Ceiling, after: Ceiling) -> Ceiling:
+    """The ceiling for the runs between two measurements of it: the mean CPU time per request of the two.
+
+    A shared machine drifts (measured: one model's ceiling read 203 ms, then 222 ms minutes later), and
+    one reading taken before a model's servers run for minutes credits or charges them with the drift;
+    measured on both sides, a drift that is steady over those minutes cancels out."""
+    return Ceiling(cpus=before.cpus, cpu_ms=(before.cpu_ms + after.cpu_ms) / 2, requests=before.requests + after.requests,
+                   answer=before.answer)
+
+
+def against(phase: Phase, ceiling: Ceiling) -> Phase:
+    """The phase with its ratio taken against ``ceiling``."""
+    return replace(phase, ceiling_rps=round(ceiling.rps, 2), ratio=round(phase.goodput_rps / ceiling.rps, 3))
 
 
 def _places(target: Target) -> int | None:
@@ -604,8 +627,9 @@ def markdown(report: LoadtestReport) -> str:
         f"raw body; {s['rounds']} round(s), the servers alternating within each. Every server gets the same split of "
         f"the CPUs: {s['lanes']} lane(s) (processes or replicas for the peers) x {s['threads_per_lane']} inference "
         f"thread(s); servers: {', '.join(s['versions'].values())}.",
-        "The ceiling is the CPUs over the CPU time of one request in process at one thread, measured before each "
-        "model's runs in every round; every ratio is taken within a round, then the median over rounds is shown.",
+        "The ceiling is the CPUs over the CPU time of one request in process at one thread, measured before and after "
+        "each model's runs in every round (the ratios use the mean of the two); every ratio is taken within a round, "
+        "then the median over rounds is shown.",
         "",
         "| model | server | connections | answers/s | goodput/s | x ceiling | overload / capacity | p50 ms | p99 ms "
         "| answers by status | server CPU | others' CPU | local serve x (goodput, p99) |",
@@ -624,8 +648,10 @@ def markdown(report: LoadtestReport) -> str:
     for g in goals(report):
         extra = f", p99 x {_x(g['p99_x'])}" if g.get("p99_x") is not None else ""
         lines.append(f"- {'met' if g['met'] else '**not met**'}: {g['model']}, {g['goal']}: {_x(g['value'])}{extra}")
-    lines += ["", "| round | model | CPU ms per request (in process, 1 thread) | ceiling answers/s |", "|---:|---|---:|---:|"]
-    lines += [f"| {c['round']} | {c['model']} | {c['cpu_ms']:.1f} | {c['rps']:.1f} |" for c in report.ceilings]
+    lines += ["", "| round | model | CPU ms per request (in process, 1 thread): before / after the servers | mean | "
+              "ceiling answers/s |", "|---:|---|---:|---:|---:|"]
+    lines += [f"| {c['round']} | {c['model']} | {c.get('before_ms', c['cpu_ms']):.1f} / {c.get('after_ms', c['cpu_ms']):.1f} | "
+              f"{c['cpu_ms']:.1f} | {c['rps']:.1f} |" for c in report.ceilings]
     if report.batches:
         sizes = list(report.batches[0]["cpu_ms_per_image"])
         lines += ["", "Batching: inference CPU per image at one thread, x batch 1 within the round (median over rounds):",
