@@ -308,6 +308,7 @@ def phase_result(load: LoadResult, *, round_: int, model: str, target: str, phas
     quiet the machine was) the CPU time every process on it used meanwhile."""
     elapsed = max(load.elapsed_s, 1e-9)
     goodput = load.ok / elapsed
+    ceiling_rps, ratio = _versus(goodput, ceiling)
     accepted, refused = duration_summary(load.ok_ms, digits=1), duration_summary(load.refused_ms, digits=1)
     others = None
     if machine_cpu_s is not None and server_cpu_s is not None:
@@ -321,8 +322,13 @@ def phase_result(load: LoadResult, *, round_: int, model: str, target: str, phas
         server_cpu=round(server_cpu_s / (elapsed * cpus), 3) if server_cpu_s is not None else None,
         client_cpu=round(load.client_cpu_s / (elapsed * cpus), 3) if load.client_cpu_s is not None else None,
         others_cpu=round(others, 3) if others is not None else None,
-        ceiling_rps=round(ceiling.rps, 2), ratio=round(goodput / ceiling.rps, 3),
+        ceiling_rps=ceiling_rps, ratio=ratio,
     )
+
+
+def _versus(goodput_rps: float, ceiling: Ceiling) -> tuple[float, float]:
+    """A phase's ``ceiling_rps`` and ``ratio`` (its goodput to the ceiling), rounded as :class:`Phase` keeps them."""
+    return round(ceiling.rps, 2), round(goodput_rps / ceiling.rps, 3)
 
 
 # --- the run --------------------------------------------------------------------------------------------
@@ -495,7 +501,8 @@ def bracket_ceiling(before: Ceiling, after: Ceiling) -> Ceiling:
 
 def against(phase: Phase, ceiling: Ceiling) -> Phase:
     """The phase with its ratio taken against ``ceiling``."""
-    return replace(phase, ceiling_rps=round(ceiling.rps, 2), ratio=round(phase.goodput_rps / ceiling.rps, 3))
+    ceiling_rps, ratio = _versus(phase.ok / phase.elapsed_s, ceiling)
+    return replace(phase, ceiling_rps=ceiling_rps, ratio=ratio)
 
 
 def _places(target: Target) -> int | None:
@@ -650,7 +657,7 @@ def markdown(report: LoadtestReport) -> str:
         lines.append(f"- {'met' if g['met'] else '**not met**'}: {g['model']}, {g['goal']}: {_x(g['value'])}{extra}")
     lines += ["", "| round | model | CPU ms per request (in process, 1 thread): before / after the servers | mean | "
               "ceiling answers/s |", "|---:|---|---:|---:|---:|"]
-    lines += [f"| {c['round']} | {c['model']} | {c.get('before_ms', c['cpu_ms']):.1f} / {c.get('after_ms', c['cpu_ms']):.1f} | "
+    lines += [f"| {c['round']} | {c['model']} | {c['before_ms']:.1f} / {c['after_ms']:.1f} | "
               f"{c['cpu_ms']:.1f} | {c['rps']:.1f} |" for c in report.ceilings]
     if report.batches:
         sizes = list(report.batches[0]["cpu_ms_per_image"])
