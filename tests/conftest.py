@@ -40,12 +40,27 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     os.environ[PROCESS_TAG_ENV] = f"pytest-{os.getpid()}-{time.time_ns()}"
 
 
+def own_helpers() -> set[int]:
+    """This process's own helper processes, which live exactly as long as it does and so are no leak.
+
+    The one there is: multiprocessing's resource tracker, started by the first child this process
+    spawns (the lanes of a server a test runs in process) and ended when this process exits and its
+    pipe closes. A tracker of any other process is that process's, and counts with it.
+    """
+    from multiprocessing import resource_tracker
+
+    pid = getattr(resource_tracker._resource_tracker, "_pid", None)
+    return {pid} if pid is not None else set()
+
+
 def tagged_processes(tag: str) -> list[tuple[int, str]]:
-    """(pid, command line) of every live process whose environment carries ``tag``, except this one."""
+    """(pid, command line) of every live process whose environment carries ``tag``, except this one
+    and its own helpers."""
     found = []
     needle = f"{PROCESS_TAG_ENV}={tag}".encode()
+    skip = {os.getpid(), *own_helpers()}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit() or int(entry.name) in skip:
             continue
         try:
             if needle not in (entry / "environ").read_bytes().split(b"\0"):
