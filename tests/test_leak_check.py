@@ -7,9 +7,9 @@ server run in process does with its lanes; it ends when the test process does).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.helpers.process import run_module
@@ -55,13 +55,4 @@ def test_a_process_left_running_fails_the_run(tmp_path):
     assert "1 passed" in result.stdout
     assert "LEAKED PROCESSES: 1" in result.stdout and "time.sleep(120)" in result.stdout
     # ... and it was killed: nothing of the inner session is left.
-    leftover = [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline(pid).endswith("time.sleep(120)")]
-    assert leftover == []
-
-
-def _cmdline(pid: str) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
+    assert [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[-1].endswith("time.sleep(120)")] == []
