@@ -49,7 +49,7 @@ def test_json_has_every_measurement(bench, lite0_int8):
     assert [c["handler"] for c in data["cold_start"]] == ["pytorch handler fp32", "onnx handler fp32", "onnx handler int8"]
     for c in data["cold_start"]:
         assert c["median_ms"] > c["first_invoke_ms"] > 0 and 20 < c["peak_rss_mb"] < 4000 and c["top1"]
-    assert "build" in data["cold_start"][0]["build"] and data["cold_start"][0]["module"] == "local.measure.torch_handler"
+    assert "build" in data["cold_start"][0]["build"] and data["cold_start"][0]["module"] == "local.measure.bench.torch_handler"
     pre = {(p["image"], p["fast_allowed"]): p for p in data["preprocess"]}
     assert pre[("12 MP JPEG", True)]["fast_path"] and not pre[("12 MP JPEG", False)]["fast_path"]
     assert pre[("0.3 MP JPEG", True)]["width"] * pre[("0.3 MP JPEG", True)]["height"] < 0.4e6

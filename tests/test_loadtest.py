@@ -1,4 +1,4 @@
-"""``python -m local loadtest`` (``local/measure/loadtest.py``, ``loadgen.py``, ``peers/``): the ceiling,
+"""``python -m local loadtest`` (``local/measure/loadtest.py``, ``core/http_load.py``, ``peers/``): the ceiling,
 the figures of a phase, the summaries and goals, and the short mode end to end with each load
 generator. Structure and correctness are asserted, never speed.
 """
@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from local.measure.loadgen import LoadResult, wrk_version
+from local.measure.core.http_load import LoadResult, wrk_version
 from local.measure.loadtest import (
     LOCAL,
     Ceiling,

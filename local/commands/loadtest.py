@@ -13,7 +13,7 @@ from local.commands.options import count
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from local.measure import loadtest
-    from local.measure.loadgen import GENERATORS
+    from local.measure.core.http_load import GENERATORS
 
     parser = subparsers.add_parser(
         "loadtest", help="local serve at a capacity load and at 4x overload against the in-process ceiling "

@@ -8,7 +8,7 @@ machine can do at most, and (``peers=True``) BentoML and Ray Serve on the same l
   machine's speed drifts; ratios are taken within a round.
 - **A run** starts one server (``local serve``, or a peer from ``local/measure/peers``), checks that
   its top-1 answer is the in-process one, warms it up, then loads it twice with closed-loop clients
-  (:mod:`local.measure.loadgen`: ``wrk`` where installed, else a Python fallback that says so):
+  (:mod:`local.measure.core.http_load`: ``wrk`` where installed, else a Python fallback that says so):
   ``connections`` (capacity, default 8) and ``overload`` times as many (default 4x: 32), each for
   ``seconds``, measuring the server's processes' CPU meanwhile; then stops it. One server runs at a
   time, so an idle one costs the others nothing, and the servers alternate within every round.
@@ -37,9 +37,9 @@ import psutil
 
 from lambda_onnx.resources import available_cpus, server_split
 from local.defaults import ARTIFACTS
-from local.measure.loadgen import LoadGenerator, LoadResult, PythonLoad, load_generator, wrk_version
-from local.measure.machine import describe_machine, machine
-from local.measure.stats import duration_summary
+from local.measure.core.http_load import LoadGenerator, LoadResult, PythonLoad, load_generator, wrk_version
+from local.measure.core.machine import describe_machine, machine
+from local.measure.core.stats import duration_summary
 
 OUT = ARTIFACTS / "loadtest"
 CAPACITY_CONNECTIONS = 8
@@ -343,7 +343,7 @@ def model_name(model: str | Path) -> str:
 
 
 def machine_facts() -> dict[str, Any]:
-    """The machine (:func:`local.measure.machine.machine`), the server stack's versions, and when."""
+    """The machine (:func:`local.measure.core.machine.machine`), the server stack's versions, and when."""
     facts = machine()
     for package in ("uvicorn", "starlette", "httptools", "uvloop"):
         try:

@@ -23,8 +23,8 @@ from lambda_onnx.cpu import CpuInfo
 from lambda_onnx.errors import ClassifierError
 from lambda_onnx.sidecar import load_verified
 from local.clients.base import Backend
-from local.measure.load import LoadRun, split, start_workers
-from local.measure.stats import duration_summary
+from local.measure.core.closed_loop import LoadRun, split, start_workers
+from local.measure.core.stats import duration_summary
 
 NO_ANSWER_PAUSE_S = 0.5  # a worker's pause after a request that got no answer (status 0)
 

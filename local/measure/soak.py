@@ -29,8 +29,8 @@ import psutil
 from lambda_onnx.errors import ClassifierError
 from local.clients.base import Backend, BackendResult
 from local.clients.http import HttpBackend
-from local.measure.load import start_workers
-from local.measure.stats import duration_summary
+from local.measure.core.closed_loop import start_workers
+from local.measure.core.stats import duration_summary
 from local.serve.process import ServeProcess
 from local.wire import Send
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from local.measure.bench.config import BATCH, BenchReport
-from local.measure.machine import describe_machine
+from local.measure.core.machine import describe_machine
 from local.report import charts
 
 

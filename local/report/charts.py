@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from local.measure.bench.config import BenchReport  # noqa: E402
-from local.measure.machine import describe_machine  # noqa: E402
+from local.measure.core.machine import describe_machine  # noqa: E402
 from local.measure.monitor import Sample  # noqa: E402
 
 STEPS = (("overhead_ms", "network / invoke"), ("json_parse_ms", "JSON parse"), ("decode_ms", "decode"),

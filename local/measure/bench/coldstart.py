@@ -96,7 +96,7 @@ def measure_cold_starts(fp32: Path, int8: Path, config: BenchConfig, on_step: St
             on_step(f"saving a {meta.arch} state dict for the PyTorch handler")
             torch.save(torch_module(meta).state_dict(), weights)
         build = f"torch {torch.__version__}, " + (f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU build")
-        handlers.append(("pytorch handler fp32", "local.measure.torch_handler",
+        handlers.append(("pytorch handler fp32", "local.measure.bench.torch_handler",
                          {"TORCH_ARCH": meta.arch, "TORCH_WEIGHTS": str(weights.resolve())}, build))
     except ImportError:
         on_step("PyTorch is not installed: its handler's cold start is not measured")

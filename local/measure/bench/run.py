@@ -34,7 +34,7 @@ from local.measure.bench.inference import measure_inference, measure_threads
 from local.measure.bench.models import ensure_models
 from local.measure.bench.payload import measure_payload
 from local.measure.bench.preprocess import measure_preprocess
-from local.measure.machine import machine
+from local.measure.core.machine import machine
 
 
 def _target(name: str, value: float | None, limit: float, unit: str = "×") -> Target:

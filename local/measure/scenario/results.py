@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from local.measure.core.stats import duration_summary
 from local.measure.cost import HOURS_PER_MONTH
-from local.measure.stats import duration_summary
 
 OK, THROTTLED, REJECTED, TIMED_OUT = 200, 429, 503, 504
 MONTH_S = HOURS_PER_MONTH * 3600.0  # the Cost module's month

@@ -11,8 +11,8 @@ from typing import Any
 from lambda_onnx.errors import BackendError
 from local.clients.base import BackendResult
 from local.measure import cost
+from local.measure.core.stats import duration_summary
 from local.measure.monitor import cpu_label
-from local.measure.stats import duration_summary
 from local.measure.tune.config import DISTURBED_OTHER_CPUS
 
 

@@ -23,7 +23,7 @@ from local.clients.emulator import EmulatorBackend
 from local.lambda_env.cgroups import LambdaCgroup
 from local.lambda_env.rie import Emulator, session_members
 from local.measure import cost
-from local.measure.machine import machine
+from local.measure.core.machine import machine
 from local.measure.tune.aws import sweep_aws
 from local.measure.tune.config import DEFAULT_PHOTO, EMULATION_NOTE, METRICS, Progress, TuneConfig, TuneProgress
 from local.measure.tune.recommend import recommend

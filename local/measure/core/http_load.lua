@@ -1,4 +1,4 @@
--- wrk script for `python -m local loadtest` (local/measure/loadgen.py): every request POSTs the raw
+-- wrk script for `python -m local loadtest` (local/measure/core/http_load.py): every request POSTs the raw
 -- image in $LOADTEST_BODY with $LOADTEST_CONTENT_TYPE. Answers are counted by status, and each
 -- answer is timed: wrk's own latency histogram mixes 503s with answers, so this script times each
 -- request itself (LuaJIT's FFI to clock_gettime), which needs one connection per wrk thread

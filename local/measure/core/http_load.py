@@ -3,7 +3,7 @@ again as soon as it has its answer, for a fixed time; every answer counted by st
 
 Two generators with one result type (:class:`LoadResult`):
 
-- :class:`WrkLoad`: Debian's ``wrk`` (C, an event loop per thread) with ``loadgen.lua``, which
+- :class:`WrkLoad`: Debian's ``wrk`` (C, an event loop per thread) with ``http_load.lua``, which
   times each answer itself so that accepted requests' latency is not mixed with 503s'. It costs the
   machine under test little CPU, which matters when client and server share 2 CPUs.
 - :class:`PythonLoad`: the fallback where ``wrk`` is not installed, an asyncio client in this
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
-LUA_SCRIPT = Path(__file__).with_name("loadgen.lua")
+LUA_SCRIPT = Path(__file__).with_name("http_load.lua")
 GENERATORS = ("auto", "wrk", "python")
 REQUEST_TIMEOUT_S = 30.0  # an answer slower than this counts as a timeout
 _RESULT_MARK = "LOADTEST_RESULT "
@@ -79,7 +79,7 @@ def _children_cpu_s() -> float:
 
 
 class WrkLoad:
-    """``wrk -t N -c N`` with ``loadgen.lua`` (one connection per thread: see the script)."""
+    """``wrk -t N -c N`` with ``http_load.lua`` (one connection per thread: see the script)."""
 
     def __init__(self) -> None:
         version = wrk_version()
