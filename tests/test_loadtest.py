@@ -20,13 +20,13 @@ from local.measure.loadtest import (
     bracket_ceiling,
     ceiling_rps,
     goals,
-    markdown,
     measure_batches,
     measure_ceiling,
     phase_result,
     summary,
 )
 from local.measure.peers import process as peers
+from local.report.loadtest import markdown
 from tests.helpers.process import run_module
 
 pytestmark = pytest.mark.timeout(600)

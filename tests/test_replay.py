@@ -9,7 +9,9 @@ import numpy as np
 import psutil
 import pytest
 
-from local.measure.replay import Outcome, ReplayRun, ReplaySample, arrivals_for, compare_counts, compare_latency, open_loop
+from local.measure.core.open_loop import ReplaySample, open_loop
+from local.measure.core.requests import Outcome
+from local.measure.replay import ReplayRun, arrivals_for, compare_counts, compare_latency
 from local.measure.scenario.results import summarise
 from local.measure.scenario.traffic import Arrivals, Shape
 

@@ -80,11 +80,13 @@ def run(args: argparse.Namespace) -> int:
     except (ClassifierError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 1
-    paths = loadtest.write_outputs(report, args.out)
+    from local.report.loadtest import markdown, write_outputs
+
+    paths = write_outputs(report, args.out)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print()
-        print(loadtest.markdown(report))
+        print(markdown(report))
         print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -53,7 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from local.measure.replay import arrivals_for, validate
     from local.measure.scenario.traffic import ArrivalsFormatError, parse_duration
-    from local.report.scenario import write_validation
+    from local.report.replay import write_validation
 
     say = _Progress(sys.stderr if args.json else sys.stdout)
     if not args.shape and not args.arrivals:
@@ -93,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**validation.to_dict(), "outputs": {k: str(v) for k, v in paths.items()}}, indent=2))
     else:
-        from local.measure.replay import markdown
+        from local.report.replay import validation_markdown
 
-        print("\n" + markdown(validation))
+        print("\n" + validation_markdown(validation))
         print(f"\n{'every goal met' if validation.ok else 'NOT every goal met'}; wrote " + ", ".join(map(str, paths.values())))
     return 0 if validation.ok else 1
 

@@ -16,7 +16,7 @@ machine can do at most, and (``peers=True``) BentoML and Ray Serve on the same l
 The report gives answers/s, goodput (200s per second), accepted requests' p50/p99, answers by
 status, the server's CPU utilisation, the ratio of goodput to the ceiling, the overload goodput as a
 share of the capacity goodput, and each peer's goodput and p99 against ``local serve``'s in the same
-round; :func:`write_outputs` renders Markdown, JSON and a PNG chart.
+round; :mod:`local.report.loadtest` renders it as Markdown, JSON and a PNG chart.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import importlib.metadata
-import json
 import os
 import statistics
 import time
@@ -38,8 +37,9 @@ import psutil
 from lambda_onnx.resources import available_cpus, server_split
 from local.defaults import ARTIFACTS
 from local.measure.core.http_load import LoadGenerator, LoadResult, PythonLoad, load_generator, wrk_version
-from local.measure.core.machine import describe_machine, machine
-from local.measure.core.stats import duration_summary
+from local.measure.core.images import web_size_image
+from local.measure.core.machine import busy_cpu_s, busy_share, machine, process_cpu_s
+from local.measure.core.stats import duration_summary, percent
 
 OUT = ARTIFACTS / "loadtest"
 CAPACITY_CONNECTIONS = 8
@@ -50,8 +50,6 @@ WARMUP_S = 3.0
 CEILING_MIN_REQUESTS = 12
 CEILING_MIN_CPU_S = 3.0
 DEFAULT_MODELS = (Path("models/resnet50.onnx"), Path("models/resnet50.int8.onnx"), Path("models/efficientnet_lite0.onnx"))
-DEFAULT_PHOTO = "chelsea"
-MEGAPIXELS = 1.0
 CONTENT_TYPE = "image/jpeg"
 LOCAL = "local serve"
 # The goals of the issue this measures (issue 14), stated once for the report.
@@ -191,19 +189,13 @@ class ServeTarget:
         self.server.close()
 
 
-def machine_busy_s() -> float:
-    """CPU-seconds every process on the machine has used so far (user, system, irq; not idle or iowait)."""
-    times = psutil.cpu_times()
-    return sum(times) - times.idle - getattr(times, "iowait", 0.0) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
-
-
 def wait_for_quiet(share: float, *, timeout_s: float = QUIET_TIMEOUT_S, say: Progress | None = None) -> bool:
     """Wait until the machine's CPUs are busy less than ``share`` of the time (measured over a few
     seconds while this process waits); False if that did not happen within ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     told = 0.0
     while True:
-        busy = psutil.cpu_percent(interval=QUIET_SAMPLE_S) / 100.0
+        busy = busy_share(QUIET_SAMPLE_S)
         if busy <= share:
             return True
         if time.monotonic() > deadline:
@@ -222,23 +214,12 @@ def wait_until_idle(target: Target, *, timeout_s: float = IDLE_TIMEOUT_S) -> boo
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         processes = target.processes()
-        before = _cpu_seconds(processes)
+        before = process_cpu_s(processes)
         time.sleep(IDLE_SAMPLE_S)
-        after = _cpu_seconds(processes)
+        after = process_cpu_s(processes)
         if sum(after[pid] - before[pid] for pid in after if pid in before) < IDLE_CORES * IDLE_SAMPLE_S:
             return True
     return False
-
-
-def _cpu_seconds(processes: Sequence[psutil.Process]) -> dict[int, float]:
-    out = {}
-    for process in processes:
-        try:
-            times = process.cpu_times()
-            out[process.pid] = times.user + times.system
-        except psutil.Error:
-            continue
-    return out
 
 
 # --- results --------------------------------------------------------------------------------------------
@@ -354,13 +335,6 @@ def machine_facts() -> dict[str, Any]:
     return facts
 
 
-def default_image() -> bytes:
-    """A 1-megapixel JPEG of a real photo (``chelsea``, upscaled), a phone picture sent at web size."""
-    from lambda_onnx.photos import by_name, upscaled_jpeg
-
-    return upscaled_jpeg(by_name(DEFAULT_PHOTO), megapixels=MEGAPIXELS)
-
-
 def _top1(answer: dict[str, Any] | None) -> tuple[int | None, str | None]:
     predictions = (answer or {}).get("predictions") or [{}]
     return predictions[0].get("class_id"), predictions[0].get("label")
@@ -385,7 +359,7 @@ def run_loadtest(models: Sequence[str | Path] = DEFAULT_MODELS, *, image: bytes 
     say = on_progress or (lambda message: None)
     if rounds < 1 or seconds <= 0 or connections < 1 or overload < 1:
         raise ValueError("rounds, seconds, connections and overload must be positive")
-    image = image if image is not None else default_image()
+    image = image if image is not None else web_size_image()
     load = load_generator(generator) if isinstance(generator, str) else generator
     cpus = available_cpus()
     split = server_split()
@@ -456,24 +430,24 @@ def run_loadtest(models: Sequence[str | Path] = DEFAULT_MODELS, *, image: bytes 
                         for attempt in range(retries + 1 if quiet is not None else 1):
                             wait_until_idle(target)  # what the previous load left queued is not this phase's
                             processes = target.processes()
-                            before, busy = _cpu_seconds(processes), machine_busy_s()
+                            before, busy = process_cpu_s(processes), busy_cpu_s()
                             result = load.run(target.url + "/classify", image, content_type=content_type,
                                               connections=count, seconds=seconds)
-                            after, busy = _cpu_seconds(processes), machine_busy_s() - busy
+                            after, busy = process_cpu_s(processes), busy_cpu_s() - busy
                             used = sum(after[pid] - before[pid] for pid in after if pid in before) if before else None
                             row = phase_result(result, round_=round_, model=name, target=label, phase=phase,
                                                ceiling=ceiling, server_cpu_s=used, cpus=cpus, machine_cpu_s=busy)
                             say(f"    {phase} ({count} connections): {row.goodput_rps:.1f} answers/s = {row.ratio:.2f} x "
                                 f"the ceiling before, p50/p99 {row.p50_ms}/{row.p99_ms} ms, statuses {row.statuses}, server CPU "
-                                f"{_pct(row.server_cpu)}, others {_pct(row.others_cpu)}")
+                                f"{percent(row.server_cpu)}, others {percent(row.others_cpu)}")
                             if quiet is None or row.others_cpu is None or row.others_cpu <= quiet:
                                 break
                             if attempt == retries:
                                 report.notes.append(f"round {round_}, {name} on {label}, {phase}: other processes used "
-                                                    f"{_pct(row.others_cpu)} of the CPUs in every one of {retries + 1} "
+                                                    f"{percent(row.others_cpu)} of the CPUs in every one of {retries + 1} "
                                                     "attempts; the last is kept")
                                 break
-                            say(f"    others used {_pct(row.others_cpu)} of the CPUs meanwhile: measuring it again")
+                            say(f"    others used {percent(row.others_cpu)} of the CPUs meanwhile: measuring it again")
                             wait_for_quiet(quiet, say=say)
                         report.phases.append(row)
                 finally:
@@ -523,14 +497,11 @@ def _first_answer(target: Target, image: bytes, content_type: str) -> dict[str, 
     return response.json() if response.status_code == 200 else None
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.0f} %"
-
-
 # --- summaries ------------------------------------------------------------------------------------------
 
 
-def _median(values: Sequence[float | None]) -> float | None:
+def median_of(values: Sequence[float | None]) -> float | None:
+    """The median of the values present, to 3 decimals; None when there are none."""
     present = [v for v in values if v is not None]
     return round(statistics.median(present), 3) if present else None
 
@@ -546,29 +517,29 @@ def summary(report: LoadtestReport) -> list[dict[str, Any]]:
         mine = [p for p in report.phases if (p.model, p.target, p.phase) == (model, target, phase)]
         row: dict[str, Any] = {
             "model": model, "target": target, "phase": phase, "connections": mine[0].connections, "rounds": len(mine),
-            "requests_per_s": _median([p.requests_per_s for p in mine]), "goodput_rps": _median([p.goodput_rps for p in mine]),
-            "ratio": _median([p.ratio for p in mine]), "p50_ms": _median([p.p50_ms for p in mine]),
-            "p99_ms": _median([p.p99_ms for p in mine]), "server_cpu": _median([p.server_cpu for p in mine]),
-            "client_cpu": _median([p.client_cpu for p in mine]), "others_cpu": _median([p.others_cpu for p in mine]),
-            "ceiling_rps": _median([p.ceiling_rps for p in mine]),
+            "requests_per_s": median_of([p.requests_per_s for p in mine]), "goodput_rps": median_of([p.goodput_rps for p in mine]),
+            "ratio": median_of([p.ratio for p in mine]), "p50_ms": median_of([p.p50_ms for p in mine]),
+            "p99_ms": median_of([p.p99_ms for p in mine]), "server_cpu": median_of([p.server_cpu for p in mine]),
+            "client_cpu": median_of([p.client_cpu for p in mine]), "others_cpu": median_of([p.others_cpu for p in mine]),
+            "ceiling_rps": median_of([p.ceiling_rps for p in mine]),
             "statuses": _sum_counts([p.statuses for p in mine]), "socket_errors": _sum_counts([p.socket_errors for p in mine]),
             "retry_after": sum(p.retry_after for p in mine),
         }
         if phase == "overload":
             capacity = [by_key.get((p.round, model, target, "capacity")) for p in mine]
-            row["of_capacity"] = _median([p.goodput_rps / c.goodput_rps if c and c.goodput_rps else None
+            row["of_capacity"] = median_of([p.goodput_rps / c.goodput_rps if c and c.goodput_rps else None
                                           for p, c in zip(mine, capacity)])
             places = [places_of.get((p.round, model, target)) for p in mine]
             # With at most `places` requests admitted and one queue, an accepted request waits for those ahead of
             # it and its own service: places / goodput on average when every place is taken (Little's law). Service
             # times vary, so the bound allows one more service time per lane: (places + lanes) / goodput.
-            row["queue_bound_ms"] = _median([1e3 * n / p.goodput_rps if n and p.goodput_rps else None
+            row["queue_bound_ms"] = median_of([1e3 * n / p.goodput_rps if n and p.goodput_rps else None
                                              for p, n in zip(mine, places)])
         if target != LOCAL:
             local = [by_key.get((p.round, model, LOCAL, phase)) for p in mine]
-            row["local_goodput_x"] = _median([lo.goodput_rps / p.goodput_rps if lo and p.goodput_rps else None
+            row["local_goodput_x"] = median_of([lo.goodput_rps / p.goodput_rps if lo and p.goodput_rps else None
                                                for p, lo in zip(mine, local)])
-            row["local_p99_x"] = _median([lo.p99_ms / p.p99_ms if lo and lo.p99_ms and p.p99_ms else None
+            row["local_p99_x"] = median_of([lo.p99_ms / p.p99_ms if lo and lo.p99_ms and p.p99_ms else None
                                           for p, lo in zip(mine, local)])
         rows.append(row)
     return rows
@@ -608,122 +579,3 @@ def goals(report: LoadtestReport) -> list[dict[str, Any]]:
                         "value": row["local_goodput_x"], "p99_x": p99,
                         "met": row["local_goodput_x"] >= 1.0 and (p99 is None or p99 <= 1.0)})
     return out
-
-
-# --- rendering ------------------------------------------------------------------------------------------
-
-
-def _ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0f}"
-
-
-def _x(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
-def markdown(report: LoadtestReport) -> str:
-    """The report as Markdown: the machine, one table of medians over the rounds, the goals, the ceilings."""
-    m, s = report.machine, report.settings
-    lines = [
-        "# Load test: `local serve` at capacity and at overload" + (", with its peers" if s["peers"] else ""),
-        "",
-        f"{m['when']}, **{describe_machine(m)}**; load average {m['load_average_before']} before; "
-        f"{', '.join(f'{k} {v}' for k, v in m['versions'].items())}.",
-        f"Load: {report.generator}, closed loop, {s['connections']} and {s['overload_connections']} connections for "
-        f"{s['seconds']:g} s each after {s['warmup_s']:g} s of warm-up, a {s['image_bytes'] / 1e3:.0f} kB JPEG (1 MP) as the "
-        f"raw body; {s['rounds']} round(s), the servers alternating within each. Every server gets the same split of "
-        f"the CPUs: {s['lanes']} lane(s) (processes or replicas for the peers) x {s['threads_per_lane']} inference "
-        f"thread(s); servers: {', '.join(s['versions'].values())}.",
-        "The ceiling is the CPUs over the CPU time of one request in process at one thread, measured before and after "
-        "each model's runs in every round (the ratios use the mean of the two); every ratio is taken within a round, "
-        "then the median over rounds is shown.",
-        "",
-        "| model | server | connections | answers/s | goodput/s | x ceiling | overload / capacity | p50 ms | p99 ms "
-        "| answers by status | server CPU | others' CPU | local serve x (goodput, p99) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
-    ]
-    for r in summary(report):
-        statuses = ", ".join(f"{n} x {k}" for k, n in r["statuses"].items()) or "none"
-        if r["socket_errors"]:
-            statuses += "; socket errors " + ", ".join(f"{n} {k}" for k, n in r["socket_errors"].items())
-        versus = f"{_x(r.get('local_goodput_x'))}, {_x(r.get('local_p99_x'))}" if r["target"] != LOCAL else ""
-        lines.append(f"| {r['model']} | {r['target']} | {r['connections']} | {r['requests_per_s']:.1f} | "
-                     f"{r['goodput_rps']:.1f} | **{_x(r['ratio'])}** | {_x(r.get('of_capacity')) if r['phase'] == 'overload' else ''} | "
-                     f"{_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | {statuses} | {_pct(r['server_cpu'])} | "
-                     f"{_pct(r['others_cpu'])} | {versus} |")
-    lines += ["", "Goals (issue 14):", ""]
-    for g in goals(report):
-        extra = f", p99 x {_x(g['p99_x'])}" if g.get("p99_x") is not None else ""
-        lines.append(f"- {'met' if g['met'] else '**not met**'}: {g['model']}, {g['goal']}: {_x(g['value'])}{extra}")
-    lines += ["", "| round | model | CPU ms per request (in process, 1 thread): before / after the servers | mean | "
-              "ceiling answers/s |", "|---:|---|---:|---:|---:|"]
-    lines += [f"| {c['round']} | {c['model']} | {c['before_ms']:.1f} / {c['after_ms']:.1f} | "
-              f"{c['cpu_ms']:.1f} | {c['rps']:.1f} |" for c in report.ceilings]
-    if report.batches:
-        sizes = list(report.batches[0]["cpu_ms_per_image"])
-        lines += ["", "Batching: inference CPU per image at one thread, x batch 1 within the round (median over rounds):",
-                  "", "| model | " + " | ".join(f"batch {size}" for size in sizes) + " |",
-                  "|---|" + "---:|" * len(sizes)]
-        for model in dict.fromkeys(b["model"] for b in report.batches):
-            mine = [b["cpu_ms_per_image"] for b in report.batches if b["model"] == model]
-            cells = [f"{_median([b[size] for b in mine]):.1f} ms (x{_median([b[size] / b[sizes[0]] for b in mine]):.2f})"
-                     for size in sizes]
-            lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    mismatched = [r for r in report.runs if not r.top1_matches]
-    lines += ["", f"Top-1 answers: {len(report.runs) - len(mismatched)} of {len(report.runs)} server runs gave the "
-              "in-process top-1." + "".join(f" {r.target} ({r.model}, round {r.round}) said {r.top1!r}." for r in mismatched)]
-    starts: dict[str, list[float]] = {}
-    for run in report.runs:
-        starts.setdefault(run.target, []).append(run.start_s)
-    lines.append("Start to first answer: " + "; ".join(f"{t} {statistics.median(v):.1f} s" for t, v in starts.items()) + ".")
-    lines += [f"- {note}" for note in report.notes]
-    return "\n".join(lines) + "\n"
-
-
-def chart(report: LoadtestReport) -> Any:
-    """Goodput as a multiple of the ceiling per model, one colour per server, hatched at overload
-    (medians over rounds), with the goal drawn in."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = summary(report)
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    targets = list(dict.fromkeys(r["target"] for r in rows))
-    series = list(dict.fromkeys((r["target"], r["phase"], r["connections"]) for r in rows))
-    colours = {t: plt.get_cmap("tab10")(i) for i, t in enumerate(targets)}
-    figure, axes = plt.subplots(figsize=(max(7.0, 2.8 * len(models) + 2.5), 4.4))
-    width = 0.8 / max(1, len(series))
-    for i, (target, phase, connections) in enumerate(series):
-        values = [next((r["ratio"] or 0 for r in rows if (r["model"], r["target"], r["phase"]) == (m, target, phase)), 0)
-                  for m in models]
-        bars = axes.bar([x + (i - (len(series) - 1) / 2) * width for x in range(len(models))], values, width,
-                        color=colours[target], edgecolor="white", hatch="///" if phase == "overload" else None,
-                        label=f"{target}, {connections} connections")
-        axes.bar_label(bars, fmt="%.2f", fontsize=7)
-    axes.axhline(GOAL_CEILING, color="grey", linestyle="--", linewidth=1)
-    axes.text(-0.45, GOAL_CEILING, f"goal {GOAL_CEILING:.2f}", va="bottom", ha="left", fontsize=7, color="grey")
-    axes.set_ylim(0, max(1.05, max((r["ratio"] or 0) for r in rows) + 0.1) if rows else 1.05)
-    axes.set_xticks(range(len(models)), models, fontsize=8)
-    axes.set_ylabel("goodput / in-process ceiling")
-    axes.set_title(f"{report.machine['cpu']}, {report.machine['available_cpus']:g} CPUs\ngoodput against the in-process ceiling "
-                   f"(median of {report.settings['rounds']} round(s))", fontsize=9)
-    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    figure.tight_layout()
-    return figure
-
-
-def write_outputs(report: LoadtestReport, out_dir: str | Path) -> dict[str, Path]:
-    """``loadtest.md``, ``loadtest.json`` and ``loadtest.png`` in ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"markdown": out / "loadtest.md", "json": out / "loadtest.json", "chart": out / "loadtest.png"}
-    paths["markdown"].write_text(markdown(report))
-    paths["json"].write_text(json.dumps(report.to_dict(), indent=2))
-    figure = chart(report)
-    figure.savefig(paths["chart"], dpi=120)
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
-    return paths

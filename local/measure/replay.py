@@ -1,8 +1,6 @@
 """Replay: a scenario's arrivals sent for real, open loop, and the simulation checked against them.
 
-:func:`open_loop` starts every request at its scheduled time from a thread pool, never waiting for
-earlier answers (a closed loop would slow down exactly when the system does, and hide the queueing
-the simulation predicts). :func:`validate` replays the same arrivals to the elastic emulated Lambda
+:func:`validate` sends a scenario's arrivals open loop (:mod:`local.measure.core.open_loop`) to the elastic emulated Lambda
 (:class:`local.lambda_env.ElasticPool`, idle timeout scaled down to seconds, a concurrency that 2
 CPUs bear) and to ``local serve`` (:class:`local.serve.process.ServeProcess`), simulates them with figures
 calibrated on this machine just before, and compares cold starts, throttles, 503s, p50 and p99
@@ -12,25 +10,23 @@ against the goals below. Library code: progress goes to a callback, nothing is p
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lambda_onnx.errors import ClassifierError
-from local.clients.base import Backend
+from local.measure.core.images import default_image
+from local.measure.core.machine import OtherLoad
+from local.measure.core.open_loop import OpenLoopRun, open_loop
+from local.measure.core.requests import timed_request
 from local.measure.scenario.params import Distribution, FleetParams, LambdaParams
 from local.measure.scenario.results import OK, REJECTED, THROTTLED, TIMED_OUT, SideResult, SideRun, summarise
 
 # The issue's goals for the simulation against a real run of the same arrivals.
 P50_TOLERANCE = 0.15
 P99_TOLERANCE = 0.30
-DEFAULT_WORKERS = 64  # replay threads: far above what 2 CPUs serve at once, so sending never waits for a thread
-LEAD_S = 0.5  # the schedule starts this long after the call, once the threads exist
 DEFAULT_SEEDS = 20  # simulations of the same arrivals (service times drawn afresh each time)
 # Lambda scaled down to this machine: seconds instead of minutes of idle timeout, a few environments,
 # and a memory size whose handler uses one thread (1,769 MB = one vCPU), so environments that
@@ -44,58 +40,13 @@ DEFAULT_MEMORY_MB = 1769
 DEFAULT_SHAPE = {"rate": 0.3, "spike_every": "40s", "spike_length": "4s", "spike_multiplier": 10.0}
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """One request as the client saw it."""
-
-    status: int  # 200, or the error's status (429, 503, ...; 0 when no answer came)
-    latency_ms: float  # the client's wall clock around the call (starting an environment included)
-    cold_start: bool | None = None
-    environment: str | None = None
-    duration_ms: float | None = None  # the function's REPORT duration (emulator)
-    init_ms: float | None = None  # the init phase of a cold start (emulator)
-    error: str = ""
-    handler_ms: float | None = None  # the answer's own handler time (decode to answer body), where it says
-
-
-def timed_request(backend: Backend, image: bytes) -> Outcome:
-    """Classify once and time it as the client waits for it: the one measurement calibration and
-    replay share, so the simulation is fed exactly what the replay measures."""
-    began = time.perf_counter()
-    try:
-        result = backend.classify(image)
-    except ClassifierError as exc:
-        return Outcome(int(getattr(exc, "status", 0) or 0), (time.perf_counter() - began) * 1e3,
-                       error=f"{exc.code}: {exc.message}")
-    elapsed = (time.perf_counter() - began) * 1e3
-    init = result.extra.get("emulator_init_ms", result.metrics.get("init_ms") if result.cold_start else None)
-    return Outcome(result.status, elapsed, result.cold_start, result.extra.get("environment"),
-                   result.extra.get("duration_ms"), init, handler_ms=result.metrics.get("handler_ms"))
-
-
-@dataclass(frozen=True)
-class ReplaySample:
-    index: int
-    scheduled_s: float
-    sent_s: float  # when the request really went out (never before its schedule)
-    outcome: Outcome
-
-
 @dataclass
-class ReplayRun:
-    """Every scheduled request's outcome, in schedule order."""
+class ReplayRun(OpenLoopRun):
+    """An open-loop run of a scenario's arrivals, read in the simulation's terms."""
 
-    target: str
-    samples: list[ReplaySample]
-    wall_s: float
-    stopped: bool = False
-
-    @property
-    def lateness_ms(self) -> dict[str, float]:
-        """How late requests went out against their schedule (the replay's own fidelity)."""
-        late = np.array([(s.sent_s - s.scheduled_s) * 1e3 for s in self.samples]) if self.samples else np.zeros(1)
-        return {"p50": round(float(np.percentile(late, 50)), 2), "p99": round(float(np.percentile(late, 99)), 2),
-                "max": round(float(late.max()), 2)}
+    @classmethod
+    def of(cls, run: OpenLoopRun) -> ReplayRun:
+        return cls(run.target, run.samples, run.wall_s, run.stopped)
 
     def to_side_run(self) -> SideRun:
         """The measured run in the simulation's terms, so one summary serves both."""
@@ -111,72 +62,7 @@ class ReplayRun:
         return run
 
 
-class OtherLoad:
-    """CPUs that processes other than this one and its children used while a phase ran: a replay
-    measured while other work shares the 2 CPUs is disturbed, and says so."""
-
-    def __enter__(self) -> OtherLoad:
-        self._began = _cpu_seconds()
-        self.cpus: float | None = None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        wall0, busy0, ours0 = self._began
-        wall1, busy1, ours1 = _cpu_seconds()
-        self.cpus = round(max(0.0, (busy1 - busy0) - (ours1 - ours0)) / max(wall1 - wall0, 1e-9), 2)
-
-
-def _cpu_seconds() -> tuple[float, float, float]:
-    """(wall clock, CPU seconds the machine was busy, CPU seconds of this process and its descendants)."""
-    import psutil
-
-    times = psutil.cpu_times()
-    busy = times.user + times.system + sum(getattr(times, f, 0.0) for f in ("nice", "irq", "softirq"))
-    me = psutil.Process()
-    ours = 0.0
-    for process in [me, *me.children(recursive=True)]:
-        try:
-            t = process.cpu_times()
-            ours += t.user + t.system + t.children_user + t.children_system
-        except psutil.Error:
-            continue
-    return time.monotonic(), busy, ours
-
-
 DISTURBED_CPUS = 0.3  # other processes using more than this during a replay: its figures are disturbed
-
-
-def open_loop(schedule: Sequence[float] | np.ndarray, send: Callable[[int], Outcome], *, workers: int = DEFAULT_WORKERS,
-              stop: threading.Event | None = None, on_progress: Callable[[int, int], None] | None = None,
-              target: str = "replay") -> ReplayRun:
-    """Call ``send(i)`` at ``schedule[i]`` seconds (sorted, from 0) after a short lead, each on a
-    thread of its own, without waiting for earlier calls to return. ``stop`` ends it early."""
-    times = [float(t) for t in schedule]
-    if any(b < a for a, b in zip(times, times[1:])):
-        raise ValueError("the schedule must be sorted")
-    stop = stop or threading.Event()
-    samples: list[ReplaySample | None] = [None] * len(times)
-    done = [0]
-    lock = threading.Lock()
-    origin = time.monotonic() + LEAD_S
-
-    def one(i: int) -> None:
-        sent = time.monotonic() - origin
-        outcome = send(i)
-        samples[i] = ReplaySample(i, times[i], sent, outcome)
-        with lock:
-            done[0] += 1
-            finished = done[0]
-        if on_progress is not None:
-            on_progress(finished, len(times))
-
-    began = time.monotonic()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"replay-{target}") as pool:
-        for i, t in enumerate(times):
-            if stop.wait(max(0.0, origin + t - time.monotonic())):
-                break
-            pool.submit(one, i)
-    return ReplayRun(target, [s for s in samples if s is not None], time.monotonic() - began, stop.is_set())
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -207,7 +93,7 @@ class Validation:
     lateness_ms: dict[str, dict[str, float]]
     created: str = ""
     notes: list[str] = field(default_factory=list)
-    runs: dict[str, ReplayRun] = field(default_factory=dict)
+    runs: dict[str, OpenLoopRun] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -278,33 +164,7 @@ def checks_for(simulated: dict[str, SideResult], per_seed: dict[str, list[SideRe
     return checks
 
 
-def markdown(validation: Validation) -> str:
-    """The validation table (Markdown)."""
-    s = validation.settings
-    lines = [f"Replay of {validation.scenario}: {s.get('requests', '?')} requests over {s.get('duration_s', 0):.0f} s, sent "
-             f"open loop; Lambda = elastic emulator ({s.get('memory_mb')} MB, idle timeout {s.get('idle_timeout_s'):g} s, "
-             f"at most {s.get('max_concurrency')} environments), server = `local serve` ({s.get('server_workers')} worker(s), "
-             f"queue {s.get('server_queue')}). Simulated {s.get('seeds')} times with figures measured just before.",
-             "", "| side | figure | simulated | measured | goal | met |", "|---|---|---:|---:|---|:---:|"]
-    for c in validation.checks:
-        sim = "n/a" if c.simulated is None else f"{c.simulated:.1f}" if c.metric.endswith("_ms") else f"{c.simulated:g}"
-        if c.simulated_range and c.simulated_range[0] != c.simulated_range[1]:
-            sim += f" ({c.simulated_range[0]:g}–{c.simulated_range[1]:g})"
-        real = "n/a" if c.measured is None else f"{c.measured:.1f}" if c.metric.endswith("_ms") else f"{c.measured:g}"
-        met = "✓" if c.ok else "✗ (within the simulated range)" if c.within_range else "✗"
-        lines.append(f"| {c.side} | {c.metric} | {sim} | {real} | {c.goal} | {met} |")
-    late = validation.lateness_ms
-    other = s.get("other_cpus") or {}
-    if other:
-        lines += ["", "Other processes on this machine used " + " and ".join(
-            f"{cpus:.2f} CPUs during the {side} replay" for side, cpus in other.items() if cpus is not None) + "."]
-    lines += ["", "Requests went out " + "; ".join(f"{k}: p50 {v['p50']:.1f} ms, p99 {v['p99']:.1f} ms late" for k, v in late.items())
-              + " against their schedule."]
-    lines += [f"- {note}" for note in validation.notes]
-    return "\n".join(lines)
-
-
-def statuses(run: ReplayRun) -> dict[str, int]:
+def statuses(run: OpenLoopRun) -> dict[str, int]:
     """Outcomes by kind, for notes."""
     counts: dict[str, int] = {}
     for s in run.samples:
@@ -323,12 +183,6 @@ def _pooled(before: Distribution, after: Distribution, what: str, drift: list[st
 
 def _quiet(message: str, fraction: float | None = None) -> None:
     pass
-
-
-def default_image() -> bytes:
-    from lambda_onnx import photos
-
-    return photos.by_name("chelsea").read()
 
 
 def arrivals_for(traffic: Any, duration_s: float, speedup: float = 1.0, seed: int = 0) -> tuple[np.ndarray, str]:
@@ -372,7 +226,7 @@ def validate(arrivals: np.ndarray, *, model: Path, scenario: str, memory_mb: int
 
     # This machine is shared and its speed drifts: each side's warm figures are measured right before
     # and right after its replay, and pooled (the drift between the two is noted).
-    runs: dict[str, ReplayRun] = {}
+    runs: dict[str, OpenLoopRun] = {}
     drift: list[str] = []
     load = {"lambda": OtherLoad(), "server": OtherLoad()}
     say("calibrating the Lambda side on this machine (cold starts and warm requests on the emulator)", None)
@@ -415,7 +269,7 @@ def validate(arrivals: np.ndarray, *, model: Path, scenario: str, memory_mb: int
         server = replace(server, service_ms=_pooled(server.service_ms, server_after.service_ms, "server", drift))
     calibration = calibrate.Calibration.of(model, memory_mb, figures, server)
 
-    measured = {side: summarise(run.to_side_run(), side) for side, run in runs.items()}
+    measured = {side: summarise(ReplayRun.of(run).to_side_run(), side) for side, run in runs.items()}
     lam = calibration.emulator_params(idle_timeout_s=idle_timeout_s, concurrency_limit=max_concurrency, api_timeout_s=None)
     fleet = calibration.fleet_params(workers=server_workers, queue=server_queue * server_workers, instances=1)
     say(f"simulating the same arrivals {seeds} times", None)

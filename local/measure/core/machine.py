@@ -1,5 +1,10 @@
 """The machine a measurement ran on: CPU and the instruction sets that decide speed and INT8
-exactness, memory, platform, the versions of the runtimes, and how busy it was."""
+exactness, memory, platform, the versions of the runtimes, and how busy it was.
+
+Busy has one meaning here (:func:`busy_cpu_s`): the CPU time the machine's processes and interrupts
+used. Steal time is not in it: it is time the hypervisor gave to another machine, which no process
+here used (Linux already counts guest time inside user and nice).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,12 @@ import importlib.metadata
 import os
 import platform
 import re
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from lambda_onnx.cpu import cpu_info
 from lambda_onnx.resources import available_cpus, default_threads
@@ -54,3 +63,71 @@ def describe_machine(info: dict[str, Any]) -> str:
     vnni = "" if info.get("vnni") is None else ("; VNNI" if info["vnni"] else "; no VNNI")
     return (f"{info.get('cpu', '?')}, {info.get('cpus')} CPUs ({', '.join(info.get('isa', []))}{vnni}), "
             f"{info.get('memory_gb', '?')} GB, {info['platform']}, Python {info['python']}")
+
+
+def busy_cpu_s() -> float:
+    """CPU-seconds the machine's CPUs have been busy so far: user, nice, system, irq and softirq
+    (not idle, iowait or steal)."""
+    times = psutil.cpu_times()
+    return times.user + times.system + sum(getattr(times, f, 0.0) for f in ("nice", "irq", "softirq"))
+
+
+def busy_share(interval_s: float) -> float:
+    """The share of all the machine's CPUs that was busy over the next ``interval_s`` (this call sleeps)."""
+    wall, busy = time.monotonic(), busy_cpu_s()
+    time.sleep(interval_s)
+    return (busy_cpu_s() - busy) / (max(time.monotonic() - wall, 1e-9) * (psutil.cpu_count() or 1))
+
+
+def process_cpu_s(processes: Iterable[psutil.Process], *, reaped: bool = False) -> dict[int, float]:
+    """{pid: CPU-seconds (user and system) it has used so far} of the processes still there; with
+    ``reaped``, each one's ended children's time too."""
+    out = {}
+    for process in processes:
+        try:
+            t = process.cpu_times()
+            out[process.pid] = t.user + t.system + ((t.children_user + t.children_system) if reaped else 0.0)
+        except psutil.Error:
+            continue
+    return out
+
+
+def own_processes() -> list[psutil.Process]:
+    """This process and its descendants."""
+    me = psutil.Process()
+    return [me, *me.children(recursive=True)]
+
+
+class OtherLoad:
+    """CPUs that processes other than ``ours()`` used while a phase ran: a measurement taken while
+    other work shares the CPUs is disturbed, and says so. ``cpus`` is set when the phase ends.
+
+    A context manager, or :meth:`start` and :meth:`stop` where the phase does not fit a block.
+    ``ours`` defaults to this process and its descendants (with their ended children's time).
+    """
+
+    def __init__(self, ours: Callable[[], Iterable[psutil.Process]] | None = None) -> None:
+        self._ours = ours
+        self.cpus: float | None = None
+
+    def _now(self) -> tuple[float, float, float]:
+        processes = own_processes() if self._ours is None else self._ours()
+        return time.monotonic(), busy_cpu_s(), sum(process_cpu_s(processes, reaped=self._ours is None).values())
+
+    def start(self) -> OtherLoad:
+        self._began = self._now()
+        self.cpus = None
+        return self
+
+    def stop(self) -> float | None:
+        wall0, busy0, ours0 = self._began
+        wall1, busy1, ours1 = self._now()
+        wall = wall1 - wall0
+        self.cpus = round(max(0.0, (busy1 - busy0) - (ours1 - ours0)) / wall, 2) if wall > 0 else None
+        return self.cpus
+
+    def __enter__(self) -> OtherLoad:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

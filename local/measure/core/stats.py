@@ -16,3 +16,8 @@ def duration_summary(values: Sequence[float], digits: int = 2) -> dict[str, floa
     summary = {f"p{q}": round(float(np.percentile(array, q)), digits) for q in (50, 90, 99)}
     return {**summary, "mean": round(float(array.mean()), digits), "min": round(float(array.min()), digits),
             "max": round(float(array.max()), digits), "n": len(values)}
+
+
+def percent(share: float | None) -> str:
+    """A share as a whole percentage (``"45 %"``), or ``"n/a"``."""
+    return "n/a" if share is None else f"{100 * share:.0f} %"

@@ -276,7 +276,8 @@ def measure_lambda(model: Path, memory_mb: int, image: bytes, *, warm: int = WAR
 
     from local.clients.emulator import EmulatorBackend
     from local.lambda_env import ElasticPool
-    from local.measure.replay import OtherLoad, timed_request
+    from local.measure.core.machine import OtherLoad
+    from local.measure.core.requests import timed_request
 
     say = on_progress or _quiet
     rng = np.random.default_rng(0)
@@ -342,7 +343,8 @@ def measure_server(model: Path, image: bytes, *, requests: int = SERVER_REQUESTS
     """Sequential requests to a fresh ``local serve``, spaced like warm Lambda requests: one
     request's time on an idle instance."""
     from local.clients.http import HttpBackend
-    from local.measure.replay import OtherLoad, timed_request
+    from local.measure.core.machine import OtherLoad
+    from local.measure.core.requests import timed_request
     from local.serve.process import ServeProcess
 
     say = on_progress or _quiet
@@ -403,7 +405,7 @@ def calibrate(model: Path, memory_mb: int, precision: str, *, report_log: Path |
                                "run `python -m local tune`/`bench`, or let the scenario measure them (--calibrate auto)")
     measured_now = False
     if image is None and (lam is None or server is None):
-        from local.measure.replay import default_image
+        from local.measure.core.images import default_image
 
         image = default_image()
     photo = image or b""

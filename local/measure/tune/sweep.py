@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -23,7 +22,7 @@ from local.clients.emulator import EmulatorBackend
 from local.lambda_env.cgroups import LambdaCgroup
 from local.lambda_env.rie import Emulator, session_members
 from local.measure import cost
-from local.measure.core.machine import machine
+from local.measure.core.machine import OtherLoad, machine
 from local.measure.tune.aws import sweep_aws
 from local.measure.tune.config import DEFAULT_PHOTO, EMULATION_NOTE, METRICS, Progress, TuneConfig, TuneProgress
 from local.measure.tune.recommend import recommend
@@ -147,7 +146,7 @@ def measure_emulated(model: Path, precision: str, memory_mb: int, image: bytes, 
             marks["counters"] = cgroup.counters()
             tick(f"  cold: round trip {cold.round_trip_ms:.0f} ms, init phase {_ms(result.init_phase_ms)} "
                  f"(handler init {_ms(result.init_ms)}), {result.threads} thread(s)")
-            marks["cpu"] = _cpu_seconds(emulator)
+            marks["cpu"] = OtherLoad(lambda: _ours(emulator)).start()
 
         try:
             emulator.start()
@@ -161,7 +160,7 @@ def measure_emulated(model: Path, precision: str, memory_mb: int, image: bytes, 
                 _record_failure(result, series.error, series.phase, cgroup, emulator)
                 tick(f"  {result.status.upper()}: {result.message}", steps=series.remaining)
                 return result
-            result.other_cpus = _other_cpus(marks["cpu"], _cpu_seconds(emulator))
+            result.other_cpus = marks["cpu"].stop()
             result.throttling["warm"] = _throttling(end.since(marks["counters"]))
         finally:
             backend.close()
@@ -207,26 +206,14 @@ def _throttling(counters: Any) -> dict[str, float]:
 
 
 
-def _cpu_seconds(emulator: Emulator) -> tuple[float, float, float]:
-    """(wall clock, CPU seconds the whole machine was busy, CPU seconds of this process, the
-    emulator and the function) now: the difference is what other processes used."""
-    times = psutil.cpu_times()
-    # Linux counts guest time inside user and nice already; steal is the hypervisor's, not a process's.
-    busy = times.user + times.system + sum(getattr(times, f, 0.0) for f in ("nice", "irq", "softirq"))
-    ours = 0.0
+def _ours(emulator: Emulator) -> list[psutil.Process]:
+    """This process, the emulator and the function: what a sweep's own work runs in."""
+    out = []
     for pid in {psutil.Process().pid, *(session_members(emulator.pid) if emulator.pid else [])}:
         try:
-            t = psutil.Process(pid).cpu_times()
-            ours += t.user + t.system
+            out.append(psutil.Process(pid))
         except psutil.Error:
             continue
-    return time.monotonic(), busy, ours
-
-
-def _other_cpus(before: tuple[float, float, float], after: tuple[float, float, float]) -> float | None:
-    wall = after[0] - before[0]
-    if wall <= 0:
-        return None
-    return round(max(0.0, (after[1] - before[1]) - (after[2] - before[2])) / wall, 2)
+    return out
 
 
