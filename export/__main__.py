@@ -97,7 +97,7 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         if args.check:
-            from export.pipeline import check_model
+            from export.check import check_model
 
             report = check_model(args.check, on_step=progress.step, on_check=show)
             progress.finish()

@@ -26,13 +26,12 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
 from export import parity
+from export.pipeline import Step, add_canary, no_step, rebuild, versions
 from lambda_onnx import photos as sample_photos
 from lambda_onnx.classifier import Classifier
 from lambda_onnx.cpu import cpu_info
 from lambda_onnx.preprocess import IMAGE_SUFFIXES, prepare
 from lambda_onnx.sidecar import Preprocessing, Sidecar, file_sha256, int8_path, load_verified, sidecar_path
-
-Step = Callable[[str], None]
 
 # The settings, and why (https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html):
 # - QDQ, not QOperator: the tensor-oriented format ONNX Runtime fuses into QLinearConv/QGemm at load
@@ -155,20 +154,14 @@ def _opset(path: Path) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
-def _noop(_: str) -> None:
-    pass
-
-
 def quantize_model(fp32_path: Path, out_path: Path | None = None, *, calibration_dir: Path | None = None,
-                   reduce_range: bool = REDUCE_RANGE, on_step: Step = _noop,
+                   reduce_range: bool = REDUCE_RANGE, on_step: Step = no_step,
                    on_check: Callable[[parity.Check], None] | None = None) -> Sidecar:
     """Quantise an existing fp32 export to INT8 and prove it on photos it was not calibrated on.
 
     Writes ``out_path`` (default :func:`int8_path`) and its sidecar only when the parity report
     passes; otherwise raises :class:`ParityError` listing every failure and leaves nothing behind.
     """
-    from export.pipeline import add_canary, rebuild, versions
-
     fp32_path = Path(fp32_path)
     meta = load_verified(fp32_path)
     if meta.precision != "fp32":

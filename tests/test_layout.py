@@ -1,12 +1,15 @@
 """The layout ARCHITECTURE.md describes holds: imports flow one way, from the core up to the shells.
 
 Every import in the product (lazy ones inside functions too) is read with ``ast`` and checked against
-the layer order; a new upward import or cycle fails here with the file and line that made it.
+the layer order; a new upward import fails here with the file and line that made it, and so does a
+cycle between any two modules, within a layer too. Every package under ``local/`` is named in
+``LAYERS``: a new one fails until it is placed.
 """
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,13 +21,16 @@ LAYERS: list[tuple[str, ...]] = [
     ("lambda_onnx",),
     ("export",),
     ("local.defaults", "local.wire", "local.choice", "local.ports", "local"),
-    ("local.lambda_env", "local.serve"),
+    ("local.lambda_env", "local.serve", "local.fleet"),
     ("local.clients",),
     ("local.measure",),
     ("local.report",),
     ("local.commands", "local.__main__", "gui"),
 ]
 PACKAGES = ("lambda_onnx", "export", "local", "gui")
+# Names that stand for themselves only, not for the modules under them: ``local`` is the package's own
+# ``__init__``, and every ``local.<package>`` must be named in LAYERS.
+ONLY_ITSELF = ("local",)
 
 
 def layer_of(module: str) -> int:
@@ -32,7 +38,8 @@ def layer_of(module: str) -> int:
     best, length = -1, -1
     for index, prefixes in enumerate(LAYERS):
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > length:
+            below = module.startswith(prefix + ".") and prefix not in ONLY_ITSELF
+            if (module == prefix or below) and len(prefix) > length:
                 best, length = index, len(prefix)
     return best
 
@@ -57,6 +64,52 @@ def imports(path: Path) -> list[tuple[int, str]]:
 
 
 SOURCES = sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))
+MODULES = {module_name(p): p for p in SOURCES}
+
+
+def dependencies(path: Path) -> set[str]:
+    """The project's modules ``path`` imports: ``from a import b`` is the module ``a.b`` where one exists."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module for a in node.names}
+    return {name for name in found if name in MODULES} - {module_name(path)}
+
+
+def cycles(graph: dict[str, set[str]]) -> Iterator[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan's algorithm), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+
+    def visit(node: str) -> Iterator[list[str]]:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in sorted(graph.get(node, ())):
+            if other not in index:
+                yield from visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                yield sorted(group)
+
+    for node in sorted(graph):
+        if node not in index:
+            yield from visit(node)
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -81,3 +134,23 @@ def test_the_core_imports_nothing_of_the_rest():
     for path in (ROOT / "lambda_onnx").rglob("*.py"):
         others = [name for _, name in imports(path) if name.split(".")[0] != "lambda_onnx"]
         assert not others, f"{path.name} imports {others}: the Lambda image copies lambda_onnx/ alone"
+
+
+def test_no_module_imports_itself_back():
+    """No cycles at all, lazy imports included: two modules that need each other are one job split
+    wrongly, or share something that belongs in a third module below both."""
+    graph = {name: dependencies(path) for name, path in MODULES.items()}
+    found = [" <-> ".join(group) for group in cycles(graph)]
+    assert not found, "import cycles: " + "; ".join(found)
+
+
+def test_the_cycle_check_sees_a_cycle():
+    assert list(cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}})) == [["a", "b", "c"]]
+    assert not list(cycles({"a": {"b"}, "b": set()}))
+
+
+def test_every_local_package_is_placed():
+    for package in sorted({p.parent for p in (ROOT / "local").glob("*/*.py")}):
+        name = f"local.{package.name}"
+        assert layer_of(name) >= 0, f"{name} is in no layer: add it to LAYERS and ARCHITECTURE.md"
+    assert layer_of("local.newpackage") == -1  # a package not named in LAYERS is in none
