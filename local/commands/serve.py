@@ -8,15 +8,17 @@ import sys
 from lambda_onnx.canary import CanaryResult
 from lambda_onnx.errors import ClassifierError
 from local.commands.options import RANDOM_WEIGHTS_BANNER, add_model_args, count, describe_canary
-from local.serve.config import QUEUE
-from local.serve.lanes import LANE_TIMEOUT_S
+from local.serve.config import HOST, PORT, QUEUE, ServeConfig
+from local.serve.protocol import HTTP_CHOICES
+
+DEFAULTS = ServeConfig()
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="serve POST /classify over HTTP (same contract as the Lambda function)")
     add_model_args(parser, auto_runtime=True)
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; loopback only)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    parser.add_argument("--host", default=HOST, help="address to bind (default: %(default)s; loopback only)")
+    parser.add_argument("--port", type=int, default=PORT, help="port (default: %(default)s)")
     parser.add_argument("--workers", type=count, default=None,
                         help="HTTP front processes, each with its own listening socket (SO_REUSEPORT), queue and lanes "
                              "(default: one; the CPUs are shared between them)")
@@ -29,31 +31,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-queue", type=int, default=None,
                         help=f"requests that may wait per worker before the server answers 503 (default: {QUEUE} in all, "
                              "shared by the workers)")
-    parser.add_argument("--retry-after", type=count, default=1, metavar="SECONDS",
+    parser.add_argument("--retry-after", type=count, default=DEFAULTS.retry_after_s, metavar="SECONDS",
                         help="the Retry-After of a 503; within that time only a client address's first refusal is "
                              "answered at once, the others when it has passed (default: %(default)s)")
-    parser.add_argument("--pace-refusals", action=argparse.BooleanOptionalAction, default=True,
+    parser.add_argument("--pace-refusals", action=argparse.BooleanOptionalAction, default=DEFAULTS.pace_refusals,
                         help="hold refusals to a client that asks again within Retry-After (default: on)")
-    parser.add_argument("--refused-body", choices=("drain", "close"), default="drain",
+    parser.add_argument("--refused-body", choices=("drain", "close"), default=DEFAULTS.refused_body,
                         help="a refused request's unread body: drain it and keep the connection, or close the "
                              "connection after the 503 (default: %(default)s)")
-    parser.add_argument("--http", choices=("auto", "httptools", "h11"), default="auto",
+    parser.add_argument("--http", choices=HTTP_CHOICES, default=DEFAULTS.http,
                         help="HTTP parser: httptools (C), h11 (pure Python); auto: httptools if installed "
                              "(default: %(default)s)")
-    parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+    parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default=DEFAULTS.loop,
                         help="event loop: uvloop (C), asyncio; auto: uvloop if installed (default: %(default)s)")
-    parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
+    parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=DEFAULTS.access_log,
                         help="uvicorn's line per answer at --log-level info; 503s are never logged one by one, they "
                              "are counted (GET /health) and summarised every 10 s (default: on)")
-    parser.add_argument("--max-receiving", type=count, default=64,
+    parser.add_argument("--max-receiving", type=count, default=DEFAULTS.max_receiving,
                         help="requests that may be sending their bodies at once before the server answers 503 "
                              "(default: %(default)s)")
-    parser.add_argument("--body-timeout", type=float, default=30.0,
+    parser.add_argument("--body-timeout", type=float, default=DEFAULTS.body_timeout_s,
                         help="seconds a client has to send its request body before 408 (default: %(default)s)")
-    parser.add_argument("--lane-timeout", type=float, default=LANE_TIMEOUT_S,
+    parser.add_argument("--lane-timeout", type=float, default=DEFAULTS.lane_timeout_s,
                         help="seconds a lane may take to answer one request; past that its process is stopped, the "
                              "request answered 500 and the lane started again (default: %(default)s)")
-    parser.add_argument("--header-timeout", type=float, default=10.0,
+    parser.add_argument("--header-timeout", type=float, default=DEFAULTS.header_timeout_s,
                         help="seconds from connecting to the end of the request headers before the server hangs up "
                              "(default: %(default)s)")
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",

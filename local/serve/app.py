@@ -50,10 +50,10 @@ from lambda_onnx.contract import check_request_size, error_body
 from lambda_onnx.errors import ClassifierError, PayloadTooLargeError
 from lambda_onnx.limits import MAX_REQUEST_BYTES
 from lambda_onnx.resources import available_cpus
-from local.serve.config import _ENV, ServeConfig
+from local.serve.config import HOST, PORT, ServeConfig
 from local.serve.gate import Gate
 from local.serve.lanes import LanePool, json_bytes
-from local.serve.protocol import protocol_class
+from local.serve.protocol import uvicorn_options
 from local.serve.refusal import SUMMARY_INTERVAL_S, DropRefusalLines, Refusals
 
 log = logging.getLogger("uvicorn.error")  # the server's own log, formatted and levelled as uvicorn's
@@ -194,9 +194,9 @@ async def answer(send: Any, status: int, body: bytes, request_id: str, retry_aft
 def create_app(config: ServeConfig | None = None) -> Starlette:
     """The ASGI app. Starts the lanes and waits until each has loaded the model, so a bad model fails
     here, not on a request; the lanes stop with the app's lifespan (or :func:`close_app`)."""
-    config = config or ServeConfig.from_env()
+    config = config or ServeConfig()
     split = config.split()
-    pool = LanePool(config.to_env(), split.lanes, config.lane_timeout_s)
+    pool = LanePool(config.to_json(), split.lanes, config.lane_timeout_s)
     info = pool.start()
     gate = Gate(split.lanes, config.queue(), config.max_receiving)
     refusals = Refusals(config.retry_after_s, pace=config.pace_refusals)
@@ -265,23 +265,16 @@ def close_app(app: Starlette) -> None:
     app.state.pool.close()
 
 
-def uvicorn_options(config: ServeConfig, log_level: str) -> dict[str, Any]:
-    """What every worker's uvicorn is given, whichever way it is started."""
-    return {"log_level": log_level, "timeout_keep_alive": 5, "http": protocol_class(config.http), "loop": config.loop,
-            "access_log": config.access_log}
-
-
-def run(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+def run(config: ServeConfig, host: str = HOST, port: int = PORT, log_level: str = "info",
         app: Starlette | None = None) -> None:
     """Serve until interrupted. With several workers, each HTTP front starts lanes of its own and
     listens on a socket of its own (:mod:`local.serve.workers`); with one, an ``app`` already built
     (lanes loaded) is served as it is."""
     import uvicorn
 
-    os.environ[_ENV] = config.to_env()
     if config.split().workers > 1:
         from local.serve.workers import serve_workers
 
-        serve_workers(config, host=host, port=port, log_level=log_level)
+        serve_workers(config, create_app, host=host, port=port, log_level=log_level)
     else:
         uvicorn.run(app or create_app(config), host=host, port=port, **uvicorn_options(config, log_level))

@@ -1,25 +1,25 @@
-"""``local serve``'s settings: one dataclass, serialisable so that uvicorn's worker processes rebuild it."""
+"""``local serve``'s settings: one dataclass, every default stated here once; passed as an argument to
+the app, the workers and (as JSON) the lane processes."""
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 
 from lambda_onnx.resources import ServerSplit, server_split
 from local.defaults import DEFAULT_MODEL
-from local.serve.lanes import LANE_TIMEOUT_S
 from local.serve.refusal import RETRY_AFTER_S
 
-# Environment variables carry the configuration into each worker process.
-_ENV = "LOCAL_SERVE_CONFIG"
+HOST = "127.0.0.1"  # loopback only, unless asked
+PORT = 8000
+LANE_TIMEOUT_S = 60.0  # a lane that has not answered a request by then is stopped (and started again)
 # Requests that may wait for a lane, in all the workers together, unless --max-queue says how many per worker.
 QUEUE = 16
 
 
 @dataclass
 class ServeConfig:
-    """Everything ``create_app`` needs; serialisable so workers can rebuild it."""
+    """Everything ``create_app`` needs; serialisable so lane processes can rebuild it."""
 
     model: str = str(DEFAULT_MODEL)
     runtime: str = "onnxruntime"
@@ -52,14 +52,9 @@ class ServeConfig:
             return self.max_queue
         return -(-QUEUE // self.split().workers)
 
-    def to_env(self) -> str:
+    def to_json(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_env(cls) -> ServeConfig:
-        return cls(**json.loads(os.environ[_ENV]))
-
-
-def header_timeout_s() -> float:
-    """This process's request-head deadline (a worker reads it from the environment)."""
-    return ServeConfig.from_env().header_timeout_s if _ENV in os.environ else ServeConfig.header_timeout_s
+    def from_json(cls, text: str) -> ServeConfig:
+        return cls(**json.loads(text))

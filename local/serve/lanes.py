@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lambda_onnx.errors import ClassifierError, ModelLoadError
+from local.serve.config import LANE_TIMEOUT_S, ServeConfig
 
 log = logging.getLogger("uvicorn.error")
 
@@ -46,7 +47,6 @@ _HEAD = struct.Struct("!II")  # two lengths: the frame's JSON head, then its bod
 READY_TIMEOUT_S = 300.0  # importing the runtime, loading the model and its canary (an INT8 kernel retry included)
 RESTART_PAUSE_S = 1.0  # between a lane's failed start and the next attempt
 STOP_TIMEOUT_S = 5.0
-LANE_TIMEOUT_S = 60.0  # a lane that has not answered a request by then is stopped (and started again)
 
 multiprocessing.allow_connection_pickling()  # the lane's end of the socket pair passes to the spawned process
 
@@ -116,9 +116,8 @@ def lane_main(sock: socket.socket, config_json: str, index: int) -> None:
     from lambda_onnx.classifier import Classifier
     from lambda_onnx.contract import Service, host_section
     from lambda_onnx.resources import intra_op_spinning
-    from local.serve.config import ServeConfig
 
-    config = ServeConfig(**json.loads(config_json))
+    config = ServeConfig.from_json(config_json)
     try:
         classifier = Classifier(config.model, threads=config.split().threads, runtime=config.runtime,
                                 fast_preprocess=config.fast_preprocess, int8_kernel=config.int8_kernel,

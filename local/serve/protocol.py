@@ -5,7 +5,8 @@ uvicorn's keep-alive timer only covers a connection that sends nothing after a r
 byte disarms it; here every head, the first included, must be complete within ``header_timeout_s``
 of the connection opening or of the previous response. A request answered from its head (a 503
 before its body was read) counts as answered: the rest of its body and the next head must arrive
-within that time too. Module-level classes, so that worker processes can import them.
+within that time too. Each server gets its own deadline: :func:`protocol_class` returns a subclass
+that carries it, so two servers in one process keep their own.
 
 :func:`protocol_class` prefers :class:`HeadTimeoutHttpToolsProtocol` (uvicorn's ``httptools``
 protocol: the llhttp parser in C) over :class:`HeadTimeoutProtocol` (uvicorn's pure-Python ``h11``
@@ -16,20 +17,15 @@ about half of the event loop's CPU per request, time taken from the lanes classi
 from __future__ import annotations
 
 import asyncio
-import functools
 import importlib.util
+from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from local.serve.config import header_timeout_s
+from local.serve.config import ServeConfig
 
 HTTP_CHOICES = ("auto", "httptools", "h11")
-
-
-@functools.cache
-def _header_timeout_s() -> float:
-    return header_timeout_s()
 
 
 class _HeadDeadline:
@@ -37,12 +33,13 @@ class _HeadDeadline:
 
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
+    header_timeout_s: float = ServeConfig.header_timeout_s
     _head_deadline: asyncio.TimerHandle | None = None
 
     def _arm_head_deadline(self) -> None:
         if self._head_deadline is not None:
             self._head_deadline.cancel()
-        self._head_deadline = self.loop.call_later(_header_timeout_s(), self._head_expired)
+        self._head_deadline = self.loop.call_later(self.header_timeout_s, self._head_expired)
 
     def _disarm_head_deadline(self) -> None:
         if self._head_deadline is not None:
@@ -109,12 +106,22 @@ if importlib.util.find_spec("httptools") is not None:
             super().connection_lost(exc)
 
 
-def protocol_class(http: str = "auto") -> type[asyncio.Protocol]:
-    """The protocol for ``http``: ``httptools`` (needs the package), ``h11``, or ``auto`` (httptools if installed)."""
+def protocol_class(http: str = "auto", header_timeout_s: float = ServeConfig.header_timeout_s) -> type[asyncio.Protocol]:
+    """The protocol for ``http``: ``httptools`` (needs the package), ``h11``, or ``auto`` (httptools if
+    installed), with ``header_timeout_s`` as its request-head deadline."""
     if http not in HTTP_CHOICES:
         raise ValueError(f"http must be one of {HTTP_CHOICES}, not {http!r}")
     if http == "h11" or (http == "auto" and "HeadTimeoutHttpToolsProtocol" not in globals()):
-        return HeadTimeoutProtocol
-    if "HeadTimeoutHttpToolsProtocol" not in globals():
+        base: type[asyncio.Protocol] = HeadTimeoutProtocol
+    elif "HeadTimeoutHttpToolsProtocol" not in globals():
         raise ValueError("--http httptools needs the httptools package (pip install httptools)")
-    return globals()["HeadTimeoutHttpToolsProtocol"]
+    else:
+        base = globals()["HeadTimeoutHttpToolsProtocol"]
+    return type(base.__name__, (base,), {"header_timeout_s": header_timeout_s})
+
+
+def uvicorn_options(config: ServeConfig, log_level: str) -> dict[str, Any]:
+    """What every worker's uvicorn is given, whichever way it is started."""
+    return {"log_level": log_level, "timeout_keep_alive": 5,
+            "http": protocol_class(config.http, config.header_timeout_s), "loop": config.loop,
+            "access_log": config.access_log}

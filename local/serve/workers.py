@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
-from local.serve.config import _ENV, ServeConfig
+from local.serve.config import ServeConfig
+from local.serve.protocol import uvicorn_options
 
 log = logging.getLogger("uvicorn.error")
 BACKLOG = 2048  # uvicorn's default
@@ -66,26 +67,24 @@ def reuseport_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     return sockets
 
 
-def _worker(sock: socket.socket, log_level: str) -> None:
-    """One worker process: build the app from the configuration in the environment and serve ``sock``."""
+def _worker(sock: socket.socket, config: ServeConfig, app_factory: Callable[[ServeConfig], Any], log_level: str) -> None:
+    """One worker process: build the app with ``app_factory(config)`` and serve ``sock``."""
     import uvicorn
 
-    from local.serve.app import uvicorn_options
-
-    config = ServeConfig.from_env()
-    server = uvicorn.Server(uvicorn.Config("local.serve.app:create_app", factory=True, **uvicorn_options(config, log_level)))
+    server = uvicorn.Server(uvicorn.Config(app_factory(config), **uvicorn_options(config, log_level)))
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # the parent is stopping everything
         pass
 
 
-def serve_workers(config: ServeConfig, *, host: str, port: int, log_level: str) -> None:
-    """Run the configuration's worker processes on ``host:port`` until interrupted or terminated."""
+def serve_workers(config: ServeConfig, app_factory: Callable[[ServeConfig], Any], *, host: str, port: int,
+                  log_level: str) -> None:
+    """Run the configuration's worker processes on ``host:port`` until interrupted or terminated; each
+    builds its app with ``app_factory(config)`` (a module-level function: it is passed to spawned processes)."""
     import uvicorn
 
-    os.environ[_ENV] = config.to_env()  # spawned workers inherit the environment
-    uvicorn.Config("local.serve.app:create_app", factory=True, log_level=log_level)  # this process logs as they do
+    uvicorn.Config(app_factory, factory=True, log_level=log_level)  # this process logs as they do
     check_port_free(host, port)
     workers = config.split().workers
     sockets = reuseport_sockets(host, port, workers)
@@ -93,7 +92,7 @@ def serve_workers(config: ServeConfig, *, host: str, port: int, log_level: str) 
     stopping = False
 
     def start(index: int) -> Any:
-        process = context.Process(target=_worker, args=(sockets[index], log_level), name=f"local-serve-worker-{index}")
+        process = context.Process(target=_worker, args=(sockets[index], config, app_factory, log_level), name=f"local-serve-worker-{index}")
         process.start()
         return process
 
