@@ -17,7 +17,7 @@ import binascii
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -109,6 +109,17 @@ def int8_limit(canary: Canary) -> float:
     return min(INT8_MAX_REL_RMS, max(INT8_MIN_REL_RMS, INT8_GROWTH * float(seen)))
 
 
+class CanaryBody(TypedDict, total=False):
+    """``model.canary`` in every answer (:meth:`CanaryResult.summary`)."""
+
+    status: str  # passed, failed, absent
+    photo: str
+    rel_rms: float
+    max_abs_logit: float
+    reason: str
+    kernel_fallback: str
+
+
 @dataclass(frozen=True)
 class CanaryResult:
     """What the canary found on this CPU (``status`` ``absent``: no canary file beside the model)."""
@@ -128,9 +139,9 @@ class CanaryResult:
     def passed(self) -> bool:
         return self.status == "passed"
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> CanaryBody:
         """The small dict every answer's ``model.canary`` carries."""
-        out: dict[str, Any] = {"status": self.status, "photo": self.photo}
+        out: CanaryBody = {"status": self.status, "photo": self.photo}
         if self.rel_rms is not None:
             out["rel_rms"] = round(self.rel_rms, 4)
         if self.max_abs_logit is not None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 from PIL import Image
 
-from lambda_onnx.canary import ALLOW_CANARY_FAILURE_ENV, Canary, CanaryResult, canary_path
+from lambda_onnx.canary import ALLOW_CANARY_FAILURE_ENV, Canary, CanaryBody, CanaryResult, canary_path
 from lambda_onnx.canary import check as check_canary
 from lambda_onnx.cpu import cpu_info, int8_kernel_choice, use_precise_int8
 from lambda_onnx.engines import Engine, make_engine
@@ -26,11 +26,30 @@ TOP_K = 5
 log = logging.getLogger(__name__)
 
 
+# Each record of an answer is a dataclass here and a typed body on the wire (lambda_onnx.contract).
+# The two are kept the same field by field by the type checker: ``body()`` names every key of the body
+# and ``from_body()`` passes the body's keys to the dataclass, which has no defaults. A field added on
+# one side only is an error in one of them.
+
+
+class PredictionBody(TypedDict):
+    class_id: int
+    label: str
+    probability: float
+
+
 @dataclass(frozen=True)
 class Prediction:
     class_id: int
     label: str
     probability: float
+
+    def body(self) -> PredictionBody:
+        return {"class_id": self.class_id, "label": self.label, "probability": self.probability}
+
+    @classmethod
+    def from_body(cls, body: PredictionBody) -> Prediction:
+        return cls(**body)
 
 
 @dataclass(frozen=True)
@@ -44,6 +63,16 @@ class Timings:
     total_ms: float
 
 
+class ImageBody(TypedDict):
+    width: int
+    height: int
+    bytes: int
+    format: str
+    processed_width: int
+    processed_height: int
+    fast_path: bool
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     width: int  # original, upright
@@ -53,6 +82,27 @@ class ImageInfo:
     processed_width: int
     processed_height: int
     fast_path: bool
+
+    def body(self) -> ImageBody:
+        return {"width": self.width, "height": self.height, "bytes": self.bytes, "format": self.format,
+                "processed_width": self.processed_width, "processed_height": self.processed_height,
+                "fast_path": self.fast_path}
+
+    @classmethod
+    def from_body(cls, body: ImageBody) -> ImageInfo:
+        return cls(**body)
+
+
+class ModelBody(TypedDict):
+    arch: str
+    weights: str
+    random_weights: bool
+    precision: str
+    sha256: str
+    runtime: str
+    threads: int
+    int8_kernel: str | None
+    canary: CanaryBody
 
 
 @dataclass(frozen=True)
@@ -64,8 +114,17 @@ class ModelInfo:
     sha256: str
     runtime: str
     threads: int
-    int8_kernel: str | None = None  # the INT8 kernel of a quantised model (lambda_onnx.cpu); None for fp32
-    canary: dict[str, Any] = field(default_factory=dict)  # the load-time canary on this CPU (CanaryResult.summary)
+    int8_kernel: str | None  # the INT8 kernel of a quantised model (lambda_onnx.cpu); None for fp32
+    canary: CanaryBody  # the load-time canary on this CPU (CanaryResult.summary)
+
+    def body(self) -> ModelBody:
+        return {"arch": self.arch, "weights": self.weights, "random_weights": self.random_weights,
+                "precision": self.precision, "sha256": self.sha256, "runtime": self.runtime, "threads": self.threads,
+                "int8_kernel": self.int8_kernel, "canary": self.canary.copy()}
+
+    @classmethod
+    def from_body(cls, body: ModelBody) -> ModelInfo:
+        return cls(**body)
 
 
 @dataclass(frozen=True)

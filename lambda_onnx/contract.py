@@ -34,10 +34,9 @@ import json
 import logging
 import threading
 import time
-from dataclasses import asdict
 from typing import Any, TypedDict, final
 
-from lambda_onnx.classifier import TOP_K, Classification, Classifier
+from lambda_onnx.classifier import TOP_K, Classification, Classifier, ImageBody, ModelBody, PredictionBody
 from lambda_onnx.cpu import CpuInfo, HostBody, cpu_info
 from lambda_onnx.errors import BadRequestError, ClassifierError, PayloadTooLargeError, UnsupportedMediaTypeError
 from lambda_onnx.limits import MAX_REQUEST_BYTES
@@ -52,43 +51,6 @@ BINARY_TYPE = "application/octet-stream"
 ACCEPTED = "application/json with a base64 image, or a raw image body (image/jpeg, image/png, image/webp, …)"
 
 log = logging.getLogger(__name__)
-
-
-class PredictionBody(TypedDict):
-    class_id: int
-    label: str
-    probability: float
-
-
-class ImageBody(TypedDict):
-    width: int
-    height: int
-    bytes: int
-    format: str
-    processed_width: int
-    processed_height: int
-    fast_path: bool
-
-
-class CanaryBody(TypedDict, total=False):
-    status: str  # passed, failed, absent
-    photo: str
-    rel_rms: float
-    max_abs_logit: float
-    reason: str
-    kernel_fallback: str
-
-
-class ModelBody(TypedDict):
-    arch: str
-    weights: str
-    random_weights: bool
-    precision: str
-    sha256: str
-    runtime: str
-    threads: int
-    int8_kernel: str | None
-    canary: CanaryBody
 
 
 class MetricsBody(TypedDict):
@@ -259,9 +221,9 @@ def ok_body(result: Classification, *, json_parse_ms: float, handler_ms: float, 
     peak = peak_rss_mb()
     t = result.timings
     return {
-        "predictions": [asdict(p) for p in result.predictions],  # type: ignore[misc]
-        "image": asdict(result.image),  # type: ignore[typeddict-item]
-        "model": asdict(result.model),  # type: ignore[typeddict-item]
+        "predictions": [p.body() for p in result.predictions],
+        "image": result.image.body(),
+        "model": result.model.body(),
         "host": host_section(),
         "metrics": {
             "json_parse_ms": round(json_parse_ms, 3),

@@ -16,7 +16,7 @@ import gradio as gr
 from gui.context import AppContext
 from gui.views.banner import random_banner
 from lambda_onnx import photos
-from lambda_onnx.contract import ModelBody
+from lambda_onnx.classifier import ModelBody
 from lambda_onnx.errors import ClassifierError, PayloadTooLargeError
 from lambda_onnx.limits import LAMBDA_PAYLOAD_BYTES, MAX_IMAGE_BYTES
 from lambda_onnx.preprocess import FORMAT_NAMES, IMAGE_SUFFIXES, decode

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from lambda_onnx.classifier import Prediction
-from lambda_onnx.contract import HostBody, MetricsBody, ModelBody, ResponseBody
+from lambda_onnx.classifier import ModelBody, Prediction
+from lambda_onnx.contract import HostBody, MetricsBody, ResponseBody
 
 DEFAULT_TIMEOUT_S = 60.0  # above Lambda's 30 s API Gateway limit plus a cold start
 CONNECT_TIMEOUT_S = 5.0
@@ -27,7 +27,7 @@ class BackendResult:
 
     @property
     def predictions(self) -> list[Prediction]:
-        return [Prediction(**p) for p in self.body.get("predictions", [])]
+        return [Prediction.from_body(p) for p in self.body.get("predictions", [])]
 
     @property
     def metrics(self) -> MetricsBody:

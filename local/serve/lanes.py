@@ -132,7 +132,7 @@ def lane_main(sock: socket.socket, config_json: str, index: int) -> None:
     service = Service(classifier)
     meta = classifier.sidecar
     if not _say(sock, {
-        "type": "ready", "pid": os.getpid(), "lane": index, "model": asdict(classifier.model),
+        "type": "ready", "pid": os.getpid(), "lane": index, "model": classifier.model.body(),
         "runtime": classifier.engine.runtime, "int8_kernel": classifier.engine.int8_kernel,
         "canary": asdict(classifier.canary), "host": dict(host_section()), "host_text": classifier.host.describe(),
         "init_ms": round(service.init_ms, 1), "warnings": list(classifier.warnings), "label": meta.label,
