@@ -1,6 +1,8 @@
 """``python -m local <command>``: the server side from the command line.
 
-Every module in ``local/commands`` with ``add_parser(subparsers)`` is a subcommand.
+Every module in ``local/commands`` with ``add_parser(subparsers)`` is a subcommand. A command's
+:class:`~lambda_onnx.errors.ClassifierError` becomes one ``error: ...`` line and exit status 1 here,
+and SIGTERM ends every command as Ctrl-C does (:func:`~local.commands.options.stop_on_sigterm`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import pkgutil
 import sys
 
 import local.commands
+from lambda_onnx.errors import ClassifierError
 from local.commands.options import stop_on_sigterm
 
 
@@ -31,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         return args.run(args)
+    except ClassifierError as exc:  # every command's typed failure: one line and status 1
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `python -m local predict ... | head`: the reader left, which is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-from lambda_onnx.errors import ClassifierError
 from local.commands.options import count
 
 
@@ -52,9 +51,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = run_bench(config, on_step=step)
         paths = write_outputs(report, args.out)
-    except ClassifierError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -68,11 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from local.lambda_env.front import InvokeFront
     from local.lambda_env.pool import EmulatorPool
 
-    try:  # a missing, truncated or corrupt model is a one-line error now, not a 500 on the first invoke
-        meta = load_verified(args.model)
-    except ClassifierError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
+    meta = load_verified(args.model)  # a missing, truncated or corrupt model is a one-line error now, not a 500 later
     on_line = _echo_function_output if args.logs else None
     if not args.elastic and (args.max_concurrency is not None or args.idle_timeout is not None):
         print("error: --max-concurrency and --idle-timeout go with --elastic", file=sys.stderr)
@@ -93,11 +89,7 @@ def run(args: argparse.Namespace) -> int:
         pool = EmulatorPool(args.model, size=args.pool, memory_mb=args.memory, timeout_s=args.timeout, on_line=on_line,
                             env=function_env(args))
         shape = f"{args.pool} environment(s)"
-    try:
-        pool.start()
-    except ClassifierError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
+    pool.start()
     try:
         print(f"Lambda emulator (AWS RIE) running {meta.label}: {args.memory} MB, timeout {args.timeout} s, {shape}",
               flush=True)

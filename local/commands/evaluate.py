@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from lambda_onnx.engines import OPENVINO_HINTS, RUNTIMES
-from lambda_onnx.errors import ClassifierError
 from lambda_onnx.sidecar import int8_path
 from local.commands.options import RANDOM_WEIGHTS_BANNER
 from local.defaults import DEFAULT_MODEL
@@ -49,9 +48,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = evaluate(args.root, variants, threads=args.threads, fast_preprocess=not args.exact_preprocess,
                           limit=args.limit, on_progress=progress)
-    except ClassifierError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -7,7 +7,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from lambda_onnx.errors import ClassifierError
 from local.commands.options import count
 
 
@@ -77,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = loadtest.run_loadtest(models, overload=args.overload, peers=args.peers, generator=args.load,
                                        batches=batches, quiet=args.quiet, on_progress=progress, **options)
-    except (ClassifierError, FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+    except (FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     from local.report.loadtest import markdown, write_outputs
 

@@ -50,11 +50,10 @@ def run(args: argparse.Namespace) -> int:
             backends.append(server_backend(targets))
         if "serverless" in wanted:
             backends.append(serverless_backend(targets, pool=args.concurrency))
-    except ClassifierError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+    except ClassifierError:  # one-line error in local.__main__, after what was started is stopped
         for backend in backends:
             backend.close()
-        return 1
+        raise
     duration = args.duration if args.duration is not None or args.requests is not None else 3600.0
     model, random_weights = model_facts(targets.model)
     settings = MonitorSettings(backends=tuple(b.name for b in backends), model=model, random_weights=random_weights,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import time
 from pathlib import Path
 
 from lambda_onnx.canary import ALLOW_CANARY_FAILURE_ENV, CanaryResult
@@ -120,3 +121,19 @@ def targets_from_args(args) -> Targets:
     return Targets(model=args.model, server_url=args.server_url, lambda_url=args.lambda_url,
                    lambda_function=args.lambda_function, region=args.region, sigv4=args.sigv4,
                    emulator_memory_mb=args.emulator_memory)
+
+
+class Progress:
+    """Progress lines with the time since the start: every statement, and counts (a ``fraction``) at most
+    every 2 s (``scenario`` and ``replay``)."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.started, self.last = stream, time.perf_counter(), 0.0
+
+    def __call__(self, message: str, fraction: float | None = None) -> None:
+        now = time.perf_counter()
+        if fraction is not None and now - self.last < 2.0 and fraction < 1.0:
+            return
+        self.last = now
+        share = f"{fraction:4.0%} " if fraction is not None else "     "
+        print(f"{now - self.started:7.1f} s {share} {message}", file=self.stream, flush=True)

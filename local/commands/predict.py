@@ -9,7 +9,6 @@ from pathlib import Path
 
 from lambda_onnx.classifier import TOP_K
 from lambda_onnx.contract import ResponseBody, Service
-from lambda_onnx.errors import ClassifierError
 from local.commands.options import RANDOM_WEIGHTS_BANNER, add_model_args, count, describe_canary, load_classifier
 
 
@@ -46,11 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.images:
         print("error: give at least one IMAGE or --sample NAME", file=sys.stderr)
         return 2
-    try:
-        classifier = load_classifier(args)
-    except ClassifierError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
+    classifier = load_classifier(args)
     meta = classifier.sidecar
     if not args.json:
         print(f"model: {meta.label}, {classifier.engine.runtime}, {classifier.threads} thread(s), "

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 
-from lambda_onnx.errors import ClassifierError
-from local.commands.options import count
-from local.commands.scenario import _Progress, add_traffic_args, traffic_from_args
+from local.commands.options import Progress, count
+from local.commands.scenario import add_traffic_args, traffic_from_args
 from local.defaults import DEFAULT_MODEL
 
 
@@ -55,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from local.measure.scenario.traffic import ArrivalsFormatError, parse_duration
     from local.report.replay import write_validation
 
-    say = _Progress(sys.stderr if args.json else sys.stdout)
+    say = Progress(sys.stderr if args.json else sys.stdout)
     if not args.shape and not args.arrivals:
         args.shape = "spikes"  # the default scenario: idle expiries and bursts, a few minutes
     try:
@@ -72,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: no model at {args.model}: export it first (python -m export)", file=sys.stderr)
         return 1
     say(f"replay of {description}: {arrivals.size} requests")
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # through the cleanup that stops the emulators and the server
-    try:
+    try:  # Ctrl-C and SIGTERM (local.__main__) go through the cleanup that stops the emulators and the server
         validation = validate(arrivals, model=args.model, scenario=description, memory_mb=args.memory,
                               idle_timeout_s=args.idle_timeout, max_concurrency=args.max_concurrency,
                               server_workers=args.workers, server_queue=args.queue, seeds=args.seeds, image=image,
@@ -82,14 +79,9 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted: every emulator and server started was stopped", file=sys.stderr)
         return 130
-    except ClassifierError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if args.json:
         print(json.dumps({**validation.to_dict(), "outputs": {k: str(v) for k, v in paths.items()}}, indent=2))
     else:
@@ -99,6 +91,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{'every goal met' if validation.ok else 'NOT every goal met'}; wrote " + ", ".join(map(str, paths.values())))
     return 0 if validation.ok else 1
 
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt

@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
-from lambda_onnx.errors import ClassifierError
-from local.commands.options import count
+from local.commands.options import Progress, count
 from local.defaults import DEFAULT_MODEL
 
 
@@ -110,21 +108,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-class _Progress:
-    """Progress lines: every statement, and a simulation's counts at most every 2 s."""
-
-    def __init__(self, stream) -> None:
-        self.stream, self.started, self.last = stream, time.perf_counter(), 0.0
-
-    def __call__(self, message: str, fraction: float | None = None) -> None:
-        now = time.perf_counter()
-        if fraction is not None and now - self.last < 2.0 and fraction < 1.0:
-            return
-        self.last = now
-        share = f"{fraction:4.0%} " if fraction is not None else "     "
-        print(f"{now - self.started:7.1f} s {share} {message}", file=self.stream, flush=True)
-
-
 def traffic_from_args(args: argparse.Namespace):
     """The shape or the file's arrivals the options name (ValueError / ArrivalsFormatError otherwise)."""
     from local.measure.scenario.traffic import Shape, parse_duration, read_arrivals
@@ -164,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     from local.report import scenario as report
 
     stream = sys.stderr if args.json else sys.stdout
-    say = _Progress(stream)
+    say = Progress(stream)
     if args.benchmark:
         return _benchmark(args, say)
     if not args.compare and not args.shape and not args.arrivals:
@@ -208,9 +191,6 @@ def run(args: argparse.Namespace) -> int:
         return 130
     except (CalibrationError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except ClassifierError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
         return 1
     outputs = {k: str(v) for k, v in paths.items()}
     if args.json:

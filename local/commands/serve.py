@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from lambda_onnx.canary import CanaryResult
-from lambda_onnx.errors import ClassifierError
 from local.commands.options import RANDOM_WEIGHTS_BANNER, add_model_args, count, describe_canary
 from local.serve.config import HOST, PORT, QUEUE, ServeConfig
 from local.serve.protocol import HTTP_CHOICES
@@ -81,11 +80,7 @@ def run(args: argparse.Namespace) -> int:
                          int8_kernel=args.int8_kernel, allow_canary_failure=args.allow_canary_failure,
                          retry_after_s=args.retry_after, pace_refusals=args.pace_refusals, refused_body=args.refused_body,
                          access_log=args.access_log, http=args.http, loop=args.loop)
-    try:  # load now, so a bad model is a one-line error before anything binds
-        app = create_app(config)
-    except ClassifierError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
+    app = create_app(config)  # load now, so a bad model is a one-line error before anything binds
     info, split = app.state.info, app.state.split
     print(f"serving {info['label']} ({info['runtime']}, {split.workers} worker(s) x {split.lanes} lane(s) x "
           f"{split.threads} thread(s), queue {config.queue()} per worker) on http://{args.host}:{args.port}/classify",

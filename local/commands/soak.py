@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from lambda_onnx.errors import ClassifierError
 from local.defaults import DEFAULT_MODEL
 
 
@@ -83,18 +82,14 @@ def run(args: argparse.Namespace) -> int:
     def progress(text: str) -> None:
         print(f"running {text}…", flush=True)
 
-    try:
-        if args.target == "serve":
-            report = soak_serve(image, url=args.url, model=None if args.url else args.model, clients=args.clients,
-                                seconds=args.seconds, overload_clients=args.overload_clients,
-                                overload_seconds=args.overload_seconds, expected=photo.expected,
-                                serve_args=["--log-level", "warning", *args.serve_arg], send=args.send, on_phase=progress)
-        else:
-            report = soak_emulator(image, args.model, clients=args.clients, seconds=args.seconds, pool=args.pool,
-                                   memory_mb=args.memory, expected=photo.expected, on_phase=progress)
-    except ClassifierError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
+    if args.target == "serve":
+        report = soak_serve(image, url=args.url, model=None if args.url else args.model, clients=args.clients,
+                            seconds=args.seconds, overload_clients=args.overload_clients,
+                            overload_seconds=args.overload_seconds, expected=photo.expected,
+                            serve_args=["--log-level", "warning", *args.serve_arg], send=args.send, on_phase=progress)
+    else:
+        report = soak_emulator(image, args.model, clients=args.clients, seconds=args.seconds, pool=args.pool,
+                               memory_mb=args.memory, expected=photo.expected, on_phase=progress)
     print(f"\nsoak of {report.target}: {report.model}; every answer checked against {photo.name}'s class "
           f"({', '.join(photo.expected)})")
     if report.facts.get("capacity"):

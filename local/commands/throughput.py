@@ -7,7 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-from lambda_onnx.errors import ClassifierError
 from local.commands.options import count
 from local.defaults import DEFAULT_MODEL
 
@@ -39,16 +38,9 @@ def run(args: argparse.Namespace) -> int:
     except (KeyError, FileNotFoundError) as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
-    try:
-        backend = server_backend(Targets(model=args.model, server_url=args.server_url))
-    except ClassifierError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
+    backend = server_backend(Targets(model=args.model, server_url=args.server_url))
     try:
         result = measure_throughput(backend, image, requests=args.requests, clients=args.clients)
-    except ClassifierError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
     finally:
         backend.close()
     if args.json:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from pathlib import Path
 
-from lambda_onnx.errors import ClassifierError
 from local.defaults import DEFAULT_MODEL
 
 
@@ -89,22 +87,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"[{step.done:>4}/{step.total}] {time.perf_counter() - started:6.1f} s  {step.message}", file=progress_stream,
                   flush=True)
 
-    # SIGTERM ends the sweep like Ctrl-C: through the cleanup that stops emulators and removes cgroups.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # SIGTERM ends the sweep like Ctrl-C (local.__main__): through the cleanup that stops emulators and removes cgroups.
     try:
         report = run_tune(config, on_progress=show)
         paths = write_outputs(report, args.out)
     except KeyboardInterrupt:
         print("interrupted: emulators stopped and cgroups removed", file=sys.stderr)
         return 130
-    except ClassifierError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
     except (OSError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if args.json:
         print(json.dumps({**report.to_dict(), "outputs": {k: str(v) for k, v in paths.items()}}, indent=2, ensure_ascii=False))
     else:
@@ -112,6 +104,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nwrote {paths['markdown']}, {paths['json']} and {paths['png']} in {time.perf_counter() - started:.0f} s")
     return 0
 
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
