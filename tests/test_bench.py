@@ -168,17 +168,17 @@ def test_samples_are_taken_in_interleaved_rounds_and_split_exactly():
     import numpy as np
 
     from local.measure.bench import BenchConfig
-    from local.measure.bench.timing import _measure_in_rounds, _Variant
+    from local.measure.bench.timing import Variant, measure_in_rounds
 
     calls: list[tuple[str, int]] = []
 
-    def fresh() -> list[_Variant]:
-        return [_Variant(name, "onnxruntime", "fp32", "fp32", 2, lambda x, name=name: calls.append((name, len(x))))
+    def fresh() -> list[Variant]:
+        return [Variant(name, "onnxruntime", "fp32", "fp32", 2, lambda x, name=name: calls.append((name, len(x))))
                 for name in ("a", "b")]
 
     variants = fresh()
     config = BenchConfig(repeats=7, batch_repeats=2, warmup=1, rounds=3)
-    results = _measure_in_rounds(variants, np.zeros((BATCH, 3, 4, 4), np.float32), config, lambda _: None)
+    results = measure_in_rounds(variants, np.zeros((BATCH, 3, 4, 4), np.float32), config, lambda _: None)
     assert [len(r.samples) for r in results] == [7, 7]
     order = "".join(name for name, size in calls if size == 1)
     # per round: one warm-up + its share of 7 samples (3, 2, 2), first a then b
@@ -186,5 +186,5 @@ def test_samples_are_taken_in_interleaved_rounds_and_split_exactly():
     # batch: one warm-up for the new shape, then 2 samples per variant, whatever the rounds
     assert sum(size == BATCH for _, size in calls) == 2 * (1 + 2)
     assert all(r.batch_images_per_s > 0 for r in results)
-    no_batch = _measure_in_rounds(fresh(), np.zeros((1, 3, 4, 4), np.float32), config, lambda _: None, batch_repeats=0)
+    no_batch = measure_in_rounds(fresh(), np.zeros((1, 3, 4, 4), np.float32), config, lambda _: None, batch_repeats=0)
     assert all(r.batch_images_per_s is None for r in no_batch)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from local.measure.tune.config import METRICS
-from local.measure.tune.results import TuneReport, _ms
+from local.measure.tune.results import TuneReport, format_ms
 
 
 def markdown(report: TuneReport) -> str:
@@ -132,14 +132,14 @@ def summary_lines(report: TuneReport) -> list[str]:
     lines = [report.emulation_note, ""]
     for r in report.results:
         if r.ok:
-            lines.append(f"  {r.key:>16}: p50 {_ms(r.latency('p50', metric))}, {p} {_ms(r.latency(p, metric))}, "
-                         f"cold {_ms(r.cold_round_trip_ms)}, {r.threads} thread(s), ${r.cost_per_million_usd:.2f}/M"
+            lines.append(f"  {r.key:>16}: p50 {format_ms(r.latency('p50', metric))}, {p} {format_ms(r.latency(p, metric))}, "
+                         f"cold {format_ms(r.cold_round_trip_ms)}, {r.threads} thread(s), ${r.cost_per_million_usd:.2f}/M"
                          + (f", {r.int8_kernel}" if r.int8_kernel else "") + f", canary {r.canary or '–'}"
                          + (" (CPU capped)" if r.cpu_capped else "") + (" ⚠" if r.warnings else ""))
         else:
             lines.append(f"  {r.key:>16}: {r.status.upper()} — {r.message}")
     for r in report.aws_results:
-        lines.append(f"  AWS {r.key:>12}: " + (f"p50 {_ms(r.latency('p50'))}, {p} {_ms(r.latency(p))}, "
+        lines.append(f"  AWS {r.key:>12}: " + (f"p50 {format_ms(r.latency('p50'))}, {p} {format_ms(r.latency(p))}, "
                                                f"${r.cost_per_million_usd:.2f}/M" if r.ok else f"{r.status.upper()} — {r.message}"))
     if report.recommendation:
         lines += ["", "Recommendation (emulated): " + report.recommendation.text.replace("**", "")]

@@ -45,7 +45,7 @@ class BenchConfig:
     repeats: int = 30  # batch-1 samples per variant
     batch_repeats: int = 5  # batch-8 samples per variant
     warmup: int = 3  # per round, before its samples
-    rounds: int = 3  # interleaved blocks the batch-1 samples are split into (see _measure_in_rounds)
+    rounds: int = 3  # interleaved blocks the batch-1 samples are split into (see measure_in_rounds)
     cold_runs: int = 3  # fresh processes per handler
     threads: int | None = None  # None: resources.default_threads()
     quick: bool = False

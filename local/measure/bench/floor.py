@@ -10,7 +10,7 @@ from lambda_onnx.cpu import cpu_info, int8_kernel_choice, int8_kernel_name, use_
 from lambda_onnx.sidecar import Sidecar
 from local.measure.bench.config import INT8_FLOOR_DIVISOR, RESNET50_GFLOP, BenchConfig, Step, noop
 from local.measure.bench.inference import torch_module
-from local.measure.bench.timing import _times
+from local.measure.bench.timing import sample_times
 
 
 def model_gflop(meta: Sidecar) -> tuple[float, str]:
@@ -42,7 +42,7 @@ def gemm_gflops(threads: int, size: int = 4096, repeats: int = 4) -> dict[str, f
         threadpool_limits = None
     if threadpool_limits is not None:
         with threadpool_limits(limits=threads):
-            rates["numpy"] = flop / min(_times(lambda: a @ b, repeats, 1)) / 1e6
+            rates["numpy"] = flop / min(sample_times(lambda: a @ b, repeats, 1)) / 1e6
     try:
         import onnxruntime as ort
         from onnx import TensorProto, helper
@@ -55,7 +55,7 @@ def gemm_gflops(threads: int, size: int = 4096, repeats: int = 4) -> dict[str, f
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        rates["onnxruntime"] = flop / min(_times(lambda: session.run(None, {"a": a, "b": b}), repeats, 1)) / 1e6
+        rates["onnxruntime"] = flop / min(sample_times(lambda: session.run(None, {"a": a, "b": b}), repeats, 1)) / 1e6
     except ImportError:
         pass
     return rates
@@ -84,7 +84,7 @@ def int8_gemm_gops(threads: int, precise: bool, size: int = 2048, repeats: int =
         options.add_session_config_entry("session.x64quantprecision", "1")
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     a = rng.integers(0, 255, (size, size), dtype=np.uint8)
-    return 2.0 * size**3 / min(_times(lambda: session.run(None, {"a": a}), repeats, 1)) / 1e6  # samples are in ms
+    return 2.0 * size**3 / min(sample_times(lambda: session.run(None, {"a": a}), repeats, 1)) / 1e6  # samples are in ms
 
 
 def compute_floor(meta: Sidecar, threads: int, config: BenchConfig, on_step: Step = noop) -> dict[str, Any]:

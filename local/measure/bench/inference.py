@@ -10,7 +10,7 @@ import numpy as np
 from lambda_onnx.classifier import Classifier
 from lambda_onnx.sidecar import Sidecar, sidecar_path
 from local.measure.bench.config import BATCH, BenchConfig, Latency, Step, ThreadRow, noop
-from local.measure.bench.timing import _measure_in_rounds, _photo_batch, _Variant
+from local.measure.bench.timing import Variant, measure_in_rounds, photo_batch
 from local.measure.variants import variants_for
 
 
@@ -24,8 +24,8 @@ def torch_module(meta: Sidecar):
 def measure_inference(fp32: Path, int8: Path, threads: int, config: BenchConfig, on_step: Step = noop) -> list[Latency]:
     """PyTorch eager fp32 (the reference), then ONNX Runtime and OpenVINO on the fp32 and INT8 files."""
     meta = Sidecar.load(sidecar_path(fp32))
-    batch = _photo_batch(meta.preprocessing, BATCH)
-    variants: list[_Variant] = []
+    batch = photo_batch(meta.preprocessing, BATCH)
+    variants: list[Variant] = []
     try:
         import torch
 
@@ -37,7 +37,7 @@ def measure_inference(fp32: Path, int8: Path, threads: int, config: BenchConfig,
             with torch.inference_mode():
                 return module(torch.from_numpy(x))
 
-        variants.append(_Variant("pytorch eager fp32", "pytorch", "fp32", "fp32", threads, run_torch))
+        variants.append(Variant("pytorch eager fp32", "pytorch", "fp32", "fp32", threads, run_torch))
     except ImportError:
         on_step("PyTorch is not installed: the reference is not measured")
     for spec in variants_for([fp32, int8], forced_kernels=True, by="runtime"):
@@ -46,10 +46,10 @@ def measure_inference(fp32: Path, int8: Path, threads: int, config: BenchConfig,
         except Exception as exc:  # e.g. OpenVINO missing: measure the others
             on_step(f"{spec.runtime} cannot load {spec.model.name}: {exc}")
             continue
-        variants.append(_Variant(spec.name(classifier), spec.runtime, classifier.sidecar.precision,
+        variants.append(Variant(spec.name(classifier), spec.runtime, classifier.sidecar.precision,
                                  classifier.engine.computes_in, threads, classifier.infer, key=spec.key,
                                  int8_kernel=classifier.engine.int8_kernel, canary=classifier.canary.status))
-    results = _measure_in_rounds(variants, batch, config, on_step)
+    results = measure_in_rounds(variants, batch, config, on_step)
     reference = next((r for r in results if r.runtime == "pytorch"), None)
     for result in results:
         if reference:
@@ -67,9 +67,9 @@ def measure_threads(fp32: Path, int8: Path, chosen: int, config: BenchConfig, on
         for count in counts:
             classifier = Classifier(path, threads=count)
             precision = classifier.sidecar.precision
-            variants.append(_Variant(f"onnxruntime {precision}", "onnxruntime", precision, precision, count,
+            variants.append(Variant(f"onnxruntime {precision}", "onnxruntime", precision, precision, count,
                                      classifier.infer))
-    results = _measure_in_rounds(variants, _photo_batch(meta.preprocessing, 1), config, on_step, batch_repeats=0)
+    results = measure_in_rounds(variants, photo_batch(meta.preprocessing, 1), config, on_step, batch_repeats=0)
     return [{"runtime": "onnxruntime", "precision": r.precision, "threads": r.threads, "chosen": r.threads == chosen,
              "median_ms": r.median_ms, "p90_ms": r.p90_ms} for r in results]
 

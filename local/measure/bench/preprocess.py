@@ -10,7 +10,7 @@ from lambda_onnx import photos as sample_photos
 from lambda_onnx.preprocess import prepare
 from lambda_onnx.sidecar import Preprocessing
 from local.measure.bench.config import BenchConfig, PreprocessRow, Step, noop
-from local.measure.bench.timing import _times
+from local.measure.bench.timing import sample_times
 
 
 def measure_preprocess(params: Preprocessing, config: BenchConfig, on_step: Step = noop) -> list[PreprocessRow]:
@@ -21,7 +21,7 @@ def measure_preprocess(params: Preprocessing, config: BenchConfig, on_step: Step
         data = sample_photos.upscaled_jpeg(photo, megapixels=megapixels)
         on_step(f"preprocessing a {megapixels:g} MP JPEG ({'fast path allowed' if fast else 'reference path'})")
         prepared, decoded = prepare(data, params, fast=fast)
-        samples = _times(partial(prepare, data, params, fast=fast), max(3, config.repeats // 3), 1)
+        samples = sample_times(partial(prepare, data, params, fast=fast), max(3, config.repeats // 3), 1)
         rows.append({"image": f"{megapixels:g} MP JPEG", "width": decoded.width, "height": decoded.height,
                      "bytes": len(data), "fast_allowed": fast, "fast_path": prepared.fast_path,
                      "median_ms": float(np.median(samples)), "p90_ms": float(np.percentile(samples, 90))})

@@ -14,7 +14,7 @@ from lambda_onnx.preprocess import prepare
 from local.measure.bench.config import BenchConfig, Latency, Step
 
 
-def _times(fn: Callable[[], object], repeats: int, warmup: int) -> list[float]:
+def sample_times(fn: Callable[[], object], repeats: int, warmup: int) -> list[float]:
     for _ in range(warmup):
         fn()
     samples = []
@@ -25,7 +25,7 @@ def _times(fn: Callable[[], object], repeats: int, warmup: int) -> list[float]:
     return samples
 
 
-def _photo_batch(params, size: int) -> np.ndarray:
+def photo_batch(params, size: int) -> np.ndarray:
     """``size`` real preprocessed photos (repeated if needed): what the runtimes see when serving."""
     photos = sample_photos.available()
     tensors = [prepare(p.read(), params)[0].tensor for p in photos] or [np.zeros((1, 3, params.crop_size, params.crop_size), np.float32)]
@@ -33,7 +33,7 @@ def _photo_batch(params, size: int) -> np.ndarray:
 
 
 @dataclass
-class _Variant:
+class Variant:
     """One runtime × precision being measured, with the samples gathered so far."""
 
     name: str
@@ -49,7 +49,7 @@ class _Variant:
     canary: str = ""
 
 
-def _measure_in_rounds(variants: list[_Variant], batch: np.ndarray, config: BenchConfig, on_step: Step,
+def measure_in_rounds(variants: list[Variant], batch: np.ndarray, config: BenchConfig, on_step: Step,
                        batch_repeats: int | None = None) -> list[Latency]:
     """Sample every variant in ``config.rounds`` interleaved blocks rather than one after another.
 
@@ -65,10 +65,10 @@ def _measure_in_rounds(variants: list[_Variant], batch: np.ndarray, config: Benc
     for index, (count, batch_count) in enumerate(zip(per_round, per_round_batch)):
         for variant in variants:
             on_step(f"round {index + 1}/{rounds}: {variant.name}, {variant.threads} thread(s)")
-            variant.samples += _times(partial(variant.run, one), count, config.warmup)
+            variant.samples += sample_times(partial(variant.run, one), count, config.warmup)
             if batch_count:
                 warm = 0 if variant.batch_samples else 1  # the batch shape's first run, once
-                variant.batch_samples += _times(partial(variant.run, batch), batch_count, warm)
+                variant.batch_samples += sample_times(partial(variant.run, batch), batch_count, warm)
     return [Latency(v.name, v.runtime, v.precision, v.computes_in, v.threads, float(np.median(v.samples)),
                     float(np.percentile(v.samples, 90)),
                     len(batch) / (float(np.median(v.batch_samples)) / 1e3) if v.batch_samples else None,

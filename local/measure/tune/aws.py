@@ -16,7 +16,7 @@ from lambda_onnx.resources import lambda_vcpus
 from local.clients.base import BackendResult
 from local.clients.invoke import LambdaInvokeBackend
 from local.measure import cost
-from local.measure.tune.results import SizeResult, _ms, cold_then_warm, record_cold, record_warm
+from local.measure.tune.results import SizeResult, cold_then_warm, format_ms, record_cold, record_warm
 
 
 def sweep_aws(function: str, region: str | None, sizes: Sequence[int], requests: int, image: bytes,
@@ -38,7 +38,7 @@ def sweep_aws(function: str, region: str | None, sizes: Sequence[int], requests:
             def after_cold(cold: BackendResult, result: SizeResult = result) -> None:
                 record_cold(result, cold)
                 result.precision = cold.model["precision"]
-                tick(f"  AWS cold: round trip {cold.round_trip_ms:.0f} ms, Init Duration {_ms(result.init_phase_ms)}")
+                tick(f"  AWS cold: round trip {cold.round_trip_ms:.0f} ms, Init Duration {format_ms(result.init_phase_ms)}")
 
             series = cold_then_warm(lambda: lam.classify(image), requests, tick, on_cold=after_cold)
             if series.error is not None:
@@ -53,7 +53,7 @@ def sweep_aws(function: str, region: str | None, sizes: Sequence[int], requests:
             memory = [r.extra["max_memory_used_mb"] for r in answers if r is not None and "max_memory_used_mb" in r.extra]
             result.memory_peak_mb = max(memory) if memory else None
             record_warm(result, series.warm, prices)
-            tick(f"  AWS warm: duration p50 {_ms(result.latency('p50'))}, p90 {_ms(result.latency('p90'))}; "
+            tick(f"  AWS warm: duration p50 {format_ms(result.latency('p50'))}, p90 {format_ms(result.latency('p90'))}; "
                  f"${result.cost_per_million_usd:.2f} per million", steps=0)
             results.append(result)
     finally:

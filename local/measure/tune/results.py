@@ -158,7 +158,7 @@ def cost_per_million(prices: cost.CostInputs, memory_mb: int, warm_duration_ms: 
 def record_cold(result: SizeResult, cold: BackendResult) -> None:
     result.cold_round_trip_ms = round(cold.round_trip_ms, 2)
     result.cold_duration_ms = cold.extra.get("duration_ms")
-    result.init_ms = _round(cold.metrics["init_ms"])
+    result.init_ms = rounded(cold.metrics["init_ms"])
     result.init_phase_ms = cold.extra.get("emulator_init_ms", cold.extra.get("init_duration_ms"))
     result.threads = cold.model["threads"]
     result.cpu = cpu_label(cold.host)
@@ -181,7 +181,7 @@ def record_warm(result: SizeResult, warm: list[BackendResult], prices: cost.Cost
         result.warnings.append(f"{len(warm) - len(values['duration'])} REPORT line(s) were not seen in time: the "
                                "duration percentiles use the others")
     peaks = [r.metrics["peak_rss_mb"] for r in warm]
-    result.peak_rss_mb = _round(max(peaks)) if peaks else None
+    result.peak_rss_mb = rounded(max(peaks)) if peaks else None
     if result.outgrows_its_memory:
         result.warnings.append(f"peak RSS {result.peak_rss_mb:.0f} MB is above {result.memory_mb} MB: on Lambda, where "
                                "shared libraries count too, this size would likely run out of memory")
@@ -197,15 +197,15 @@ def record_warm(result: SizeResult, warm: list[BackendResult], prices: cost.Cost
 
 
 
-def _round(value: float | None, digits: int = 1) -> float | None:
+def rounded(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
-def _ms(value: float | None) -> str:
+def format_ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f} ms" if value >= 100 else f"{value:.1f} ms"
 
 
-def _mb(value: float | None) -> str:
+def format_mb(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f} MB"
 
 

@@ -26,7 +26,7 @@ from local.measure.core.machine import OtherLoad, machine
 from local.measure.tune.aws import sweep_aws
 from local.measure.tune.config import DEFAULT_PHOTO, EMULATION_NOTE, METRICS, Progress, TuneConfig, TuneProgress
 from local.measure.tune.recommend import recommend
-from local.measure.tune.results import SizeResult, TuneReport, _mb, _ms, _round, cold_then_warm, record_cold, record_warm
+from local.measure.tune.results import SizeResult, TuneReport, cold_then_warm, format_mb, format_ms, record_cold, record_warm, rounded
 
 
 def resolve_models(config: TuneConfig) -> tuple[dict[str, Path], list[str]]:
@@ -144,8 +144,8 @@ def measure_emulated(model: Path, precision: str, memory_mb: int, image: bytes, 
         def after_cold(cold: BackendResult) -> None:
             record_cold(result, cold)
             marks["counters"] = cgroup.counters()
-            tick(f"  cold: round trip {cold.round_trip_ms:.0f} ms, init phase {_ms(result.init_phase_ms)} "
-                 f"(handler init {_ms(result.init_ms)}), {result.threads} thread(s)")
+            tick(f"  cold: round trip {cold.round_trip_ms:.0f} ms, init phase {format_ms(result.init_phase_ms)} "
+                 f"(handler init {format_ms(result.init_ms)}), {result.threads} thread(s)")
             marks["cpu"] = OtherLoad(lambda: _ours(emulator)).start()
 
         try:
@@ -153,7 +153,7 @@ def measure_emulated(model: Path, precision: str, memory_mb: int, image: bytes, 
             series = cold_then_warm(lambda: backend.classify(image), config.requests, tick, on_cold=after_cold)
             end = cgroup.counters()
             result.oom_kills = end.oom_kills
-            result.memory_peak_mb = _round(end.memory_peak_mb)
+            result.memory_peak_mb = rounded(end.memory_peak_mb)
             result.throttling["total"] = _throttling(end)
             if series.error is not None:
                 result.requests_ok = len(series.warm)
@@ -165,9 +165,9 @@ def measure_emulated(model: Path, precision: str, memory_mb: int, image: bytes, 
         finally:
             backend.close()
     record_warm(result, series.warm, config.prices)
-    tick(f"  warm: {config.metric} p50 {_ms(result.latency('p50', config.metric))}, p90 "
-         f"{_ms(result.latency('p90', config.metric))}; peak {_mb(result.memory_peak_mb)} (cgroup) / "
-         f"{_mb(result.peak_rss_mb)} RSS; throttled in {result.throttling['warm']['nr_throttled']:.0f} of "
+    tick(f"  warm: {config.metric} p50 {format_ms(result.latency('p50', config.metric))}, p90 "
+         f"{format_ms(result.latency('p90', config.metric))}; peak {format_mb(result.memory_peak_mb)} (cgroup) / "
+         f"{format_mb(result.peak_rss_mb)} RSS; throttled in {result.throttling['warm']['nr_throttled']:.0f} of "
          f"{result.throttling['warm']['nr_periods']:.0f} periods; ${result.cost_per_million_usd:.2f} per million", steps=0)
     return result
 
