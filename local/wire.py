@@ -123,7 +123,7 @@ def sniff_content_type(data: bytes) -> str:
 
 
 def json_request(image: bytes) -> bytes:
-    """The reference project's request body: ``{"image": "<base64>"}``."""
+    """The request body the PyTorch-on-Lambda project's clients send: ``{"image": "<base64>"}``."""
     return json.dumps({"image": base64.b64encode(image).decode("ascii")}).encode()
 
 

@@ -466,7 +466,7 @@ def run_loadtest(models: Sequence[str | Path] = DEFAULT_MODELS, *, image: bytes 
 def bracket_ceiling(before: Ceiling, after: Ceiling) -> Ceiling:
     """The ceiling for the runs between two measurements of it: the mean CPU time per request of the two.
 
-    A shared machine drifts (measured: one model's ceiling read 203 ms, then 222 ms minutes later), and
+    A shared machine drifts (a model's ceiling can move by several percent within minutes), and
     one reading taken before a model's servers run for minutes credits or charges them with the drift;
     measured on both sides, a drift that is steady over those minutes cancels out."""
     return Ceiling(cpus=before.cpus, cpu_ms=(before.cpu_ms + after.cpu_ms) / 2, requests=before.requests + after.requests,

@@ -1,4 +1,4 @@
-"""Long-run monitoring: the reference project's one-hour CloudWatch run, done here.
+"""Long-run monitoring: the one-hour CloudWatch run of the PyTorch-on-Lambda project, done here.
 
 Each backend gets ``concurrency`` workers; every worker sends the same image once per
 ``interval_s`` until the duration or the request count is reached, or ``stop`` is set. Every

@@ -74,7 +74,8 @@ def markdown(result: ScenarioResult) -> str:
 
 
 def compare_markdown(results: Sequence[ScenarioResult]) -> str:
-    """The reference project's "Serverless vs Server" table, with numbers: a month of each shape."""
+    """The "Serverless vs Server" table of the PyTorch-on-Lambda project (ARCHITECTURE.md), with numbers:
+    a month of each shape."""
     header = ["| traffic (a month of it) | requests | Lambda p50 / p99 | server p50 / p99 | Lambda cold starts | "
               "refused: Lambda / server | Lambda per month | server per month | cheaper |",
               "|---|---:|---|---|---:|---|---:|---:|---|"]

@@ -7,11 +7,10 @@ front or the other lanes), holding ``threads`` ONNX Runtime intra-op threads tha
 
 Why one queue for every lane, and not one per process: with a worker process per lane, each
 listening on a socket of its own (``SO_REUSEPORT``), the kernel spreads *connections* over the
-workers by a hash of their addresses, and 8 keep-alive connections split 4/4 only 27 % of the
-time. Measured on 2 vCPUs (AMD EPYC, AVX2) with ResNet-50 INT8 and 8 connections: split 6/2, p50
-504 ms and p99 1.49 s; split 4/4, p50 981 ms and p99 1.02 s; the same goodput. A request on the
-busier worker waited while the other worker's queue was shorter; here no request waits while an
-earlier one is still queued, so an accepted request waits for at most the places ahead of it.
+workers by a hash of their addresses, and a few keep-alive connections seldom split evenly (the
+README's server side has the figures). A request on the busier worker waited while the other
+worker's queue was shorter; here no request waits while an earlier one is still queued, so an
+accepted request waits for at most the places ahead of it.
 
 A lane that dies (a crash in a native library, killed) costs only the request it was classifying:
 that request is answered 500 ``lane_failed`` with the reason, and the lane is started again while

@@ -10,8 +10,8 @@ that carries it, so two servers in one process keep their own.
 
 :func:`protocol_class` prefers :class:`HeadTimeoutHttpToolsProtocol` (uvicorn's ``httptools``
 protocol: the llhttp parser in C) over :class:`HeadTimeoutProtocol` (uvicorn's pure-Python ``h11``
-protocol). Measured on 2 vCPUs with 1 MP JPEG bodies, h11 parsing and response serialisation were
-about half of the event loop's CPU per request, time taken from the lanes classifying.
+protocol): h11's parsing and response serialisation cost the event loop CPU that the lanes
+classifying need (the README's server side has the figures).
 """
 
 from __future__ import annotations

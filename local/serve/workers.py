@@ -3,8 +3,8 @@ lanes of its own (``SO_REUSEPORT``). One front (the default) balances requests o
 one queue; several balance only connections, as follows.
 
 uvicorn's own workers share one listening socket, and the first to wake accepts every pending
-connection: with keep-alive clients, one worker got nearly all of them (per-worker CPU 1.04 against
-0.01 in one run). With a socket per worker in one ``SO_REUSEPORT`` group, the kernel hands each new
+connection: with keep-alive clients, one worker got nearly all of them (the README's server side
+has the figures). With a socket per worker in one ``SO_REUSEPORT`` group, the kernel hands each new
 connection to one of the sockets by a hash of its addresses, so connections spread evenly over the
 workers without any process accepting for the others
 (https://lwn.net/Articles/542629/). The group is made here, all at once: before joining it, the

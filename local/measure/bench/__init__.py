@@ -4,7 +4,8 @@ OpenVINO side by side, one machine, one run.
 What it measures (issue 5): batch-1 latency (median, p90) and batch-8 throughput of every runtime ×
 precision against PyTorch eager fp32; the thread count the core picks against the alternatives;
 cold start (fresh process to first prediction) and peak RSS of a PyTorch handler built as the
-reference project built it (:mod:`local.measure.bench.torch_handler`) and of the real ONNX handler
+PyTorch-on-Lambda project this one answers built it (ARCHITECTURE.md;
+:mod:`local.measure.bench.torch_handler`) and of the real ONNX handler
 (:mod:`lambda_onnx.handler`) with the fp32 and the INT8 model; preprocessing time of a 12 MP and a
 0.3 MP JPEG; the compute floor (the model's FLOPs over this machine's measured fp32 GEMM rate, INT8
 at a quarter of it for VNNI); the runtime payload (installed runtime packages + code + model);

@@ -1,6 +1,7 @@
-"""A PyTorch Lambda handler built the way the reference project built it — for the benchmark only.
+"""A PyTorch Lambda handler built the way the PyTorch-on-Lambda project this one answers built it (see
+ARCHITECTURE.md) — for the benchmark only.
 
-The reference project served ``torchvision`` models from PyTorch in Lambda: import torch and
+That project served ``torchvision`` models from PyTorch in Lambda: import torch and
 torchvision, build the model and load its state dict at import, preprocess with the weights'
 torchvision transforms, run eager fp32. ``python -m local bench`` imports this module in a fresh
 process to measure that cold start and memory against :mod:`lambda_onnx.handler`; nothing serves it.

@@ -7,8 +7,8 @@ Shapes (all Poisson processes unless said otherwise, so bursts happen as they do
   trough at the start of each ``period`` (a day by default; shorter for replays);
 - ``spikes``: a baseline ``rate`` plus bursts of ``spike_multiplier`` x the rate lasting
   ``spike_length_s``, every ``spike_every_s`` (the first half a period in);
-- ``sparse``: one request every ``every_s`` seconds (the reference project's 1-hour monitor sent one
-  every 30 s), optionally jittered by up to ``jitter`` x ``every_s`` either way.
+- ``sparse``: one request every ``every_s`` seconds (the PyTorch-on-Lambda project's 1-hour monitor
+  sent one every 30 s), optionally jittered by up to ``jitter`` x ``every_s`` either way.
 
 Files (:func:`read_arrivals`): a CSV with one arrival time in seconds per line (header optional;
 epoch or relative seconds, the first column if there are several), an API Gateway access log (the
