@@ -19,7 +19,7 @@ import collections
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,9 +27,10 @@ from urllib.parse import urlparse
 import psutil
 
 from lambda_onnx.errors import ClassifierError
-from local.clients.base import Backend, BackendResult
+from local.clients.base import Backend
 from local.clients.http import HttpBackend
 from local.measure.core.closed_loop import start_workers
+from local.measure.core.requests import Outcome, timed_request
 from local.measure.core.stats import duration_summary
 from local.serve.process import ServeProcess
 from local.wire import Send
@@ -134,21 +135,6 @@ class RssSampler:
 # --- clients -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """One request as its client saw it."""
-
-    client: int
-    t_s: float  # when it was sent, since the phase began
-    ms: float  # from sending to the answer (or the error), waiting for a busy emulator included
-    status: int  # 200, the error's HTTP status, or 0 when no answer came
-    code: str  # "ok", or the error's code (overloaded, backend_unavailable, wrong_answer, ...)
-    message: str
-    label: str | None = None
-    cold_start: bool | None = None
-    environment: str | None = None
-
-
 @dataclass
 class PhaseReport:
     """The figures of one phase."""
@@ -178,19 +164,11 @@ class PhaseReport:
         return sum(self.errors.values())
 
 
-def _outcome(client: int, started: float, sent: float, result: BackendResult | None, error: ClassifierError | None,
-             expected: Sequence[str]) -> Outcome:
-    elapsed = (time.monotonic() - sent) * 1e3
-    t_s = round(sent - started, 3)
-    if error is not None:
-        return Outcome(client, t_s, elapsed, error.status, error.code, error.message)
-    assert result is not None
-    top = result.predictions[0].label if result.predictions else None
-    environment = result.extra.get("environment")
-    if expected and top not in expected:
-        return Outcome(client, t_s, elapsed, result.status, "wrong_answer",
-                       f"top-1 {top!r}, expected one of {list(expected)}", top, result.cold_start, environment)
-    return Outcome(client, t_s, elapsed, result.status, "ok", "", top, result.cold_start, environment)
+def judged(outcome: Outcome, expected: Sequence[str]) -> Outcome:
+    """The outcome, with an answer whose top-1 is not one of ``expected`` counted as the error ``wrong_answer``."""
+    if outcome.code or not expected or outcome.label in expected:
+        return outcome
+    return replace(outcome, code="wrong_answer", error=f"top-1 {outcome.label!r}, expected one of {list(expected)}")
 
 
 def run_clients(backend_for: Callable[[int], Backend], image: bytes, *, clients: int, seconds: float,
@@ -210,13 +188,7 @@ def run_clients(backend_for: Callable[[int], Backend], image: bytes, *, clients:
     backends = [backend_for(i) for i in range(clients)]
 
     def send(index: int, seq: int, started: float) -> Outcome:
-        sent = time.monotonic()
-        result = error = None
-        try:
-            result = backends[index].classify(image)
-        except ClassifierError as exc:
-            error = exc
-        return _outcome(index, started, sent, result, error, expected)
+        return judged(timed_request(backends[index], image, worker=index, started=started), expected)
 
     def record(outcome: Outcome) -> None:
         with lock:
@@ -232,21 +204,21 @@ def run_clients(backend_for: Callable[[int], Backend], image: bytes, *, clients:
         for backend in backends:
             backend.close()
     with lock:
-        return sorted(outcomes, key=lambda o: o.t_s), time.monotonic() - run.started
+        return sorted(outcomes, key=lambda o: o.sent_s), time.monotonic() - run.started
 
 
 def summarise(name: str, target: str, outcomes: Sequence[Outcome], *, clients: int, seconds: float, elapsed_s: float,
               memory: MemoryTrace | None = None) -> PhaseReport:
     """The figures of a phase from its outcomes."""
-    ok = [o for o in outcomes if o.code == "ok"]
+    ok = [o for o in outcomes if not o.code]
     errors: collections.Counter[str] = collections.Counter()
     reasons: dict[str, str] = {}
     for o in outcomes:
-        if o.code != "ok":
+        if o.code:
             key = f"{o.status} {o.code}"
             errors[key] += 1
-            reasons.setdefault(key, o.message)
-    times = duration_summary([o.ms for o in ok], digits=1)
+            reasons.setdefault(key, o.error)
+    times = duration_summary([o.latency_ms for o in ok], digits=1)
 
     environments = collections.Counter(o.environment for o in outcomes if o.environment)
     return PhaseReport(

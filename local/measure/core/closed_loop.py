@@ -4,8 +4,10 @@ N workers in threads, each sending one request after another: paced (request ``s
 due at ``start + seq x interval``, the monitor's schedule) or back to back (``interval_s=0``, a
 closed-loop soak). A worker stops at its request limit, at the deadline, or when ``stop`` is set,
 and may pause after an answer (backing off after a 429/503, or after no answer at all, instead of
-piling up errors in a tight loop). The open-loop replay (arrivals at fixed times, never waiting
-for earlier answers) is another shape of load and lives in :mod:`local.measure.replay`.
+piling up errors in a tight loop). The soaks record each request as the one
+:class:`~local.measure.core.requests.Outcome`; the monitor as its :class:`~local.measure.monitor.Sample`,
+the row of its CSV, which keeps every figure an answer carries. The open loop (arrivals at fixed times,
+never waiting for earlier answers) is another shape of load: :mod:`local.measure.core.open_loop`.
 """
 
 from __future__ import annotations

@@ -375,7 +375,8 @@ def measure_server(model: Path, image: bytes, *, requests: int = SERVER_REQUESTS
 
 def _ok(outcome: Any, what: str) -> Any:
     if outcome.status != 200:
-        raise CalibrationError(f"{what} failed while calibrating: {outcome.error or outcome.status}")
+        why = f"{outcome.code}: {outcome.error}" if outcome.code else outcome.status
+        raise CalibrationError(f"{what} failed while calibrating: {why}")
     return outcome
 
 
