@@ -17,7 +17,8 @@ from gui.views.compare import last_serverless_answer
 from lambda_onnx import photos
 from lambda_onnx.errors import ClassifierError
 from local.measure import cost
-from local.measure.throughput import DEFAULT_CLIENTS, DEFAULT_PHOTO, DEFAULT_REQUESTS, measure_throughput
+from local.measure.core.images import DEFAULT_PHOTO
+from local.measure.throughput import DEFAULT_CLIENTS, DEFAULT_REQUESTS, measure_throughput
 from local.report import charts
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lambda_onnx.errors import ClassifierError
 from local.commands.options import RANDOM_WEIGHTS_BANNER, add_target_args, targets_from_args
+from local.measure.core.images import DEFAULT_PHOTO
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--concurrency", type=int, default=1,
                         help="workers per backend; on the emulator, a pool of this many environments (default: %(default)s)")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--photo", default="chelsea", help="a sample photo by name (default: %(default)s)")
+    source.add_argument("--photo", default=DEFAULT_PHOTO, help="a sample photo by name (default: %(default)s)")
     source.add_argument("--image", type=Path, help="an image file to send instead")
     parser.add_argument("--out", type=Path, default=Path("artifacts/monitor"), help="where CSV and HTML go (default: %(default)s)")
     parser.set_defaults(run=run)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from local.defaults import DEFAULT_MODEL
+from local.measure.core.images import DEFAULT_PHOTO
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="exported .onnx (default: %(default)s)")
-    parser.add_argument("--photo", default="chelsea",
+    parser.add_argument("--photo", default=DEFAULT_PHOTO,
                         help="sample photo every client sends; its known class is checked in every answer (default: %(default)s)")
 
 

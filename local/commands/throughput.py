@@ -12,7 +12,8 @@ from local.defaults import DEFAULT_MODEL
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from local.measure.throughput import DEFAULT_CLIENTS, DEFAULT_PHOTO, DEFAULT_REQUESTS
+    from local.measure.core.images import DEFAULT_PHOTO
+    from local.measure.throughput import DEFAULT_CLIENTS, DEFAULT_REQUESTS
 
     parser = subparsers.add_parser("throughput", help="requests per second one server answers (the cost comparison's figure)",
                                    description="Concurrent clients send a sample photo back to back to the in-process "

@@ -18,7 +18,6 @@ from local.measure.monitor import run_monitor
 # without measuring its queue instead of its work.
 DEFAULT_REQUESTS = 24
 DEFAULT_CLIENTS = 2
-DEFAULT_PHOTO = "chelsea"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from lambda_onnx import photos as sample_photos
 from lambda_onnx.sidecar import Sidecar, sidecar_path
 from local.measure.bench.config import BenchConfig, ColdStartRow, Step, noop
 from local.measure.bench.inference import torch_module
+from local.measure.core.images import DEFAULT_PHOTO
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -86,7 +87,7 @@ def measure_cold_starts(fp32: Path, int8: Path, config: BenchConfig, on_step: St
     meta = Sidecar.load(sidecar_path(fp32))
     image = config.cache / "chelsea.jpg"
     image.parent.mkdir(parents=True, exist_ok=True)
-    image.write_bytes(sample_photos.upscaled_jpeg(sample_photos.by_name("chelsea"), megapixels=0.3))
+    image.write_bytes(sample_photos.upscaled_jpeg(sample_photos.by_name(DEFAULT_PHOTO), megapixels=0.3))
     handlers: list[tuple[str, str, dict[str, str], str]] = []
     try:
         import torch

@@ -11,6 +11,7 @@ import numpy as np
 from lambda_onnx import photos as sample_photos
 from lambda_onnx.classifier import Classifier
 from local.measure.bench.config import BenchConfig, Step, noop
+from local.measure.core.images import DEFAULT_PHOTO
 
 
 def measure_emulator(fp32: Path, config: BenchConfig, on_step: Step = noop) -> dict[str, Any]:
@@ -28,7 +29,7 @@ def measure_emulator(fp32: Path, config: BenchConfig, on_step: Step = noop) -> d
         from local.lambda_env.rie import Emulator
     except ImportError as exc:
         return {"measured": False, "reason": f"not yet measured: the emulator is not available ({exc})"}
-    image = sample_photos.upscaled_jpeg(sample_photos.by_name("chelsea"), megapixels=0.3)
+    image = sample_photos.upscaled_jpeg(sample_photos.by_name(DEFAULT_PHOTO), megapixels=0.3)
     rounds = max(3, config.repeats // 3)
     try:
         on_step("starting the Lambda emulator (its first invoke is the function's cold start)")

@@ -11,11 +11,12 @@ from lambda_onnx.preprocess import prepare
 from lambda_onnx.sidecar import Preprocessing
 from local.measure.bench.config import BenchConfig, PreprocessRow, Step, noop
 from local.measure.bench.timing import sample_times
+from local.measure.core.images import DEFAULT_PHOTO
 
 
 def measure_preprocess(params: Preprocessing, config: BenchConfig, on_step: Step = noop) -> list[PreprocessRow]:
     """Decode + preprocess of a 12 MP phone-sized JPEG (fast and reference path) and a 0.3 MP one."""
-    photo = sample_photos.by_name("chelsea")
+    photo = sample_photos.by_name(DEFAULT_PHOTO)
     rows: list[PreprocessRow] = []
     for megapixels, fast in ((sample_photos.PHONE_MEGAPIXELS, True), (sample_photos.PHONE_MEGAPIXELS, False), (0.3, True)):
         data = sample_photos.upscaled_jpeg(photo, megapixels=megapixels)

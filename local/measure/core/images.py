@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lambda_onnx import photos
 
-DEFAULT_PHOTO = "chelsea"
+DEFAULT_PHOTO = "chelsea"  # every measurement's default photo, by name (lambda_onnx.photos)
 MEGAPIXELS = 1.0
 
 

@@ -14,7 +14,6 @@ from local.measure import cost
 DEFAULT_SIZES = (512, 1024, 1769, 2048, 3008, 4096)
 DEFAULT_REQUESTS = 20
 DEFAULT_OUT = TUNE_OUT
-DEFAULT_PHOTO = "chelsea"
 PRECISIONS = ("fp32", "int8")
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0}
 # What "latency" means: the function's duration as Lambda reports and bills it (the REPORT line),

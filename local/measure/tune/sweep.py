@@ -22,9 +22,10 @@ from local.clients.emulator import EmulatorBackend
 from local.lambda_env.cgroups import LambdaCgroup
 from local.lambda_env.rie import Emulator, session_members
 from local.measure import cost
+from local.measure.core.images import DEFAULT_PHOTO
 from local.measure.core.machine import OtherLoad, machine
 from local.measure.tune.aws import sweep_aws
-from local.measure.tune.config import DEFAULT_PHOTO, EMULATION_NOTE, METRICS, Progress, TuneConfig, TuneProgress
+from local.measure.tune.config import EMULATION_NOTE, METRICS, Progress, TuneConfig, TuneProgress
 from local.measure.tune.recommend import recommend
 from local.measure.tune.results import SizeResult, TuneReport, cold_then_warm, format_mb, format_ms, record_cold, record_warm, rounded
 
