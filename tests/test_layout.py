@@ -154,3 +154,13 @@ def test_every_local_package_is_placed():
         name = f"local.{package.name}"
         assert layer_of(name) >= 0, f"{name} is in no layer: add it to LAYERS and ARCHITECTURE.md"
     assert layer_of("local.newpackage") == -1  # a package not named in LAYERS is in none
+
+
+def test_no_module_imports_another_modules_private_name():
+    offending = []
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                offending += [f"{module_name(path)} line {node.lineno}: {node.module}.{name}" for name in private]
+    assert not offending, "private names imported across modules (make them public where they are shared): " + "; ".join(offending)

@@ -1,7 +1,8 @@
 """Measuring: what the two approaches do under load, real and simulated.
 
-``scenario/`` simulates traffic through Lambda and a server fleet (calibrated on this machine);
-``replay`` sends the same arrivals for real to the elastic emulator and ``local serve`` and checks
-the simulation against them. (The redesign of issue 15 moves bench, tune, soak, monitor and cost
-here as well.)
+``core/`` is the floor every measurement stands on (the request loops, the timed request and its one
+outcome type, the machine's CPU accounting, the default images, the statistics). On it, one module or
+package per measurement: ``bench/``, ``tune/``, ``evaluate``, ``monitor``, ``soak``, ``throughput``,
+``loadtest`` (with its ``peers/``), ``cost``, ``scenario/`` (the simulator) and ``replay`` (the
+simulation checked against real runs). Nothing here renders: :mod:`local.report` does.
 """
