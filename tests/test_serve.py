@@ -584,3 +584,14 @@ def test_uvicorn_access_lines_of_refusals_are_dropped_and_others_kept():
 
     drop = DropRefusalLines()
     assert not drop.filter(line(503)) and drop.filter(line(200)) and drop.filter(line(413))
+
+
+def test_each_server_gets_its_own_head_deadline():
+    # Settings are passed, not read from the process: two servers built in one process keep their own.
+    from local.serve.config import ServeConfig
+    from local.serve.protocol import protocol_class, uvicorn_options
+
+    short, long = protocol_class("h11", 1.0), protocol_class("h11", 7.0)
+    assert (short.header_timeout_s, long.header_timeout_s) == (1.0, 7.0)
+    assert uvicorn_options(ServeConfig(header_timeout_s=3.0), "info")["http"].header_timeout_s == 3.0
+    assert protocol_class("h11").header_timeout_s == ServeConfig().header_timeout_s

@@ -13,8 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from local.commands.options import Progress, count
-from local.commands.scenario import add_traffic_args, traffic_from_args
+from local.commands.options import Progress, add_traffic_args, count, traffic_from_args
 from local.defaults import DEFAULT_MODEL
 
 

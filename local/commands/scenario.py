@@ -13,32 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from local.commands.options import Progress, count
+from local.commands.options import Progress, add_traffic_args, count, traffic_from_args
 from local.defaults import DEFAULT_MODEL
-
-
-def add_traffic_args(parser: argparse.ArgumentParser, default_duration: str = "1d") -> None:
-    """A built-in shape and its parameters, or ``--arrivals FILE`` (shared with ``replay``)."""
-    from local.measure.scenario.traffic import SHAPES
-
-    parser.add_argument("shape", nargs="?", choices=SHAPES, help="a built-in traffic shape")
-    traffic = parser.add_argument_group("traffic")
-    traffic.add_argument("--arrivals", type=Path, metavar="FILE",
-                         help="your own arrivals: a CSV of arrival times in seconds (header optional), or an API Gateway "
-                              "(JSON/CLF/CSV/XML) or ALB access log (.gz too)")
-    traffic.add_argument("--duration", default=None,
-                         help=f"period: 90s, 15m, 2h, 30d (default: {default_duration} for a shape; a file's whole span)")
-    traffic.add_argument("--rate", type=float, default=1.0,
-                         help="requests/s: steady's rate, diurnal's mean, spikes' baseline (default: %(default)s)")
-    traffic.add_argument("--peak-to-trough", type=float, default=4.0, help="diurnal: peak / trough (default: %(default)s)")
-    traffic.add_argument("--period", default="1d", help="diurnal: the length of its cycle (default: %(default)s)")
-    traffic.add_argument("--spike-every", default="1h", help="spikes: time between bursts (default: %(default)s)")
-    traffic.add_argument("--spike-length", default="1m", help="spikes: how long a burst lasts (default: %(default)s)")
-    traffic.add_argument("--spike-multiplier", type=float, default=20.0,
-                         help="spikes: the burst's rate over the baseline (default: %(default)s)")
-    traffic.add_argument("--every", default="30s", help="sparse: one request every ... (default: %(default)s)")
-    traffic.add_argument("--jitter", type=float, default=0.0, help="sparse: +/- this share of the interval (default: 0)")
-    traffic.add_argument("--seed", type=int, default=0, help="random seed of the traffic and the service times")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -106,18 +82,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON, Markdown and PNGs go (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print everything as JSON on stdout (progress goes to stderr)")
     parser.set_defaults(run=run)
-
-
-def traffic_from_args(args: argparse.Namespace):
-    """The shape or the file's arrivals the options name (ValueError / ArrivalsFormatError otherwise)."""
-    from local.measure.scenario.traffic import Shape, parse_duration, read_arrivals
-
-    if args.arrivals:
-        return read_arrivals(args.arrivals)
-    return Shape(args.shape, rate=args.rate, peak_to_trough=args.peak_to_trough,
-                 period_s=parse_duration(args.period), spike_every_s=parse_duration(args.spike_every),
-                 spike_length_s=parse_duration(args.spike_length), spike_multiplier=args.spike_multiplier,
-                 every_s=parse_duration(args.every), jitter=args.jitter)
 
 
 def config_from_args(args: argparse.Namespace, traffic):
