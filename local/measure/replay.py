@@ -1,10 +1,12 @@
 """Replay: a scenario's arrivals sent for real, open loop, and the simulation checked against them.
 
-:func:`validate` sends a scenario's arrivals open loop (:mod:`local.measure.core.open_loop`) to the elastic emulated Lambda
+:func:`validate` sends a scenario's arrivals open loop (:mod:`local.measure.core.open_loop`: every
+request at its scheduled time, never waiting for earlier answers) to the elastic emulated Lambda
 (:class:`local.lambda_env.ElasticPool`, idle timeout scaled down to seconds, a concurrency that 2
-CPUs bear) and to ``local serve`` (:class:`local.serve.process.ServeProcess`), simulates them with figures
-calibrated on this machine just before, and compares cold starts, throttles, 503s, p50 and p99
-against the goals below. Library code: progress goes to a callback, nothing is printed.
+CPUs bear) and to ``local serve`` (:class:`local.serve.process.ServeProcess`), simulates them with
+figures calibrated on this machine just before, and compares cold starts, throttles, 503s, p50 and
+p99 against the goals below. Library code: progress goes to a callback, nothing is printed; the
+validation is rendered by :mod:`local.report.replay`.
 """
 
 from __future__ import annotations
