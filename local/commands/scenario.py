@@ -48,7 +48,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from local.lambda_env.elastic import DEFAULT_IDLE_TIMEOUT_S
     from local.measure import cost
     from local.measure.scenario.calibrate import DEFAULT_BENCH_JSON, DEFAULT_CACHE, DEFAULT_TUNE_JSON, MEASURE_CHOICES
-    from local.measure.scenario.params import DEFAULT_BOOT_S, DEFAULT_QUEUE_TIMEOUT_S
+    from local.measure.scenario.params import (
+        DEFAULT_BOOT_S,
+        DEFAULT_QUEUE_TIMEOUT_S,
+        DEFAULT_REQUEST_BYTES,
+        DEFAULT_SMT_GAIN,
+        PLATFORMS,
+    )
     from local.measure.scenario.run import DEFAULT_REPRESENTATIVE_DAYS
     from local.report.scenario import DEFAULT_OUT
 
@@ -56,9 +62,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "scenario", help="simulate traffic through Lambda and a server fleet, calibrated on this machine: which wins?",
         description="Simulates a traffic shape or your own arrivals (SimPy) through Lambda (cold starts, idle timeout, "
-                    "concurrency limit, scaling rate, API Gateway's 30 s) and through a server fleet (K instances x W "
-                    "workers, bounded queues, fixed or autoscaled), with latencies measured on this machine, and prints "
-                    "latency percentiles, cold starts, refusals, peaks and cost for the period and per month.")
+                    "concurrency limit, scaling rate, API Gateway's 30 s) and through a server fleet (K instances of an "
+                    "EC2 type or Fargate tasks, each running local serve's lanes, behind an Application Load Balancer; "
+                    "bounded queues, fixed or autoscaled), with latencies measured on this machine, and prints latency "
+                    "percentiles, cold starts, refusals, peaks, cost for the period and per month, and what to deploy "
+                    "(with the ECS stack's parameters and a Kubernetes overlay).")
     add_traffic_args(parser)
     lam = parser.add_argument_group("Lambda")
     lam.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="exported fp32 model (default: %(default)s)")
@@ -77,7 +85,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="take Lambda's latencies from a real function's REPORT lines (a CloudWatch log export)")
     fleet = parser.add_argument_group("server fleet")
     fleet.add_argument("--instances", type=count, help="a fixed number of instances (default: sized for the peak minute)")
-    fleet.add_argument("--workers", type=count, default=1, help="requests an instance serves at once (default: %(default)s)")
+    fleet.add_argument("--instance-type", choices=tuple(cost.INSTANCE_TYPES), default=cost.DEFAULT_INSTANCE_TYPE,
+                       help="the EC2 instance type (or the Fargate task of its vCPUs and memory): its vCPUs set the lanes, "
+                            "its CPU layout the service time (c7i: 2 hyperthreads per core; c7a: a core per vCPU) "
+                            "(default: %(default)s)")
+    fleet.add_argument("--workers", type=count, default=None,
+                       help="requests an instance serves at once (default: the lanes local serve runs on its vCPUs)")
+    fleet.add_argument("--smt-gain", type=float, default=DEFAULT_SMT_GAIN,
+                       help="a core's throughput with two hyperthreads busy over one's, to carry this machine's service "
+                            "time to another CPU layout (default: %(default)g, Intel's figure for AI inference)")
+    fleet.add_argument("--platform", choices=("auto", *PLATFORMS), default="auto",
+                       help="price the fleet on EC2 instances or Fargate tasks; auto: the cheaper (default: %(default)s)")
+    fleet.add_argument("--no-load-balancer", action="store_true",
+                       help="leave out the Application Load Balancer's hours and LCUs")
+    fleet.add_argument("--request-bytes", type=count, default=DEFAULT_REQUEST_BYTES,
+                       help="bytes a request carries through the load balancer (its LCUs) (default: %(default)s, the "
+                            "1 MP JPEG every measurement here sends)")
     fleet.add_argument("--queue", type=int, default=16, help="requests that may wait per instance before 503 "
                                                              "(default: %(default)s)")
     fleet.add_argument("--queue-timeout", type=float, default=DEFAULT_QUEUE_TIMEOUT_S,
@@ -88,8 +111,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     fleet.add_argument("--boot", type=float, default=DEFAULT_BOOT_S, help="seconds before a new instance takes traffic "
                                                                          "(default: %(default)g)")
     fleet.add_argument("--max-instances", type=count, default=100, help="the autoscaler's ceiling (default: %(default)s)")
-    fleet.add_argument("--server-hourly-usd", type=float, default=defaults.server_hourly_usd,
-                       help="price of one instance-hour (default: %(default)g, c7i.large on-demand)")
+    fleet.add_argument("--server-hourly-usd", type=float, default=None,
+                       help="price of one instance-hour (default: the instance type's on-demand price in us-east-1)")
     calibration = parser.add_argument_group("calibration: where the latencies come from (each source is reported)")
     calibration.add_argument("--calibrate", choices=MEASURE_CHOICES, default="auto",
                              help="auto: this machine's latest measurements, else measure briefly now; always: measure "
@@ -146,14 +169,16 @@ def config_from_args(args: argparse.Namespace, traffic):
     from local.measure.scenario.traffic import Shape, parse_duration
 
     prices = replace(cost.CostInputs(), architecture=args.architecture, memory_mb=args.memory,
-                     server_hourly_usd=args.server_hourly_usd, api_gateway=not args.no_api_gateway)
+                     api_gateway=not args.no_api_gateway)
     duration = parse_duration(args.duration) if args.duration else (86_400.0 if isinstance(traffic, Shape) else None)
     return ScenarioConfig(traffic=traffic, duration_s=duration, seed=args.seed, idle_timeout_s=args.idle_timeout,
                           reserved_concurrency=args.reserved_concurrency, provisioned=args.provisioned,
                           api_gateway=not args.no_api_gateway, instances=args.instances, workers=args.workers,
                           queue=args.queue, queue_timeout_s=args.queue_timeout, autoscale=args.autoscale,
                           target_utilisation=args.target_utilisation, boot_s=args.boot, max_instances=args.max_instances,
-                          prices=prices, representative_days=args.representative_days)
+                          prices=prices, representative_days=args.representative_days, instance_type=args.instance_type,
+                          server_hourly_usd=args.server_hourly_usd, smt_gain=args.smt_gain, platform=args.platform,
+                          load_balancer=not args.no_load_balancer, request_bytes=args.request_bytes)
 
 
 def run(args: argparse.Namespace) -> int:
