@@ -527,3 +527,25 @@ def test_the_views_plain_function_and_its_tab(saved_calibration, model):
                   "Reserved concurrency (empty: account's 1,000)"):
         assert labels[label].get("value") is None, label
     assert "What to deploy" in view.deployment and any(f.endswith("deployment.json") for f in view.deploy_files)
+
+
+# --- the server's figures with every lane busy, measured ------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_servers_service_time_is_measured_with_every_lane_busy(lite0):
+    from lambda_onnx.resources import server_split
+    from local.measure.replay import default_image
+    from local.measure.scenario.calibrate import MEASURE_CHOICES, measure_server, threads_per_core
+
+    assert "auto" in MEASURE_CHOICES
+    figures = measure_server(lite0, default_image(), requests=50, loaded_seconds=2.0)
+    split = server_split()
+    assert figures.all_lanes_busy and figures.lanes == split.workers * split.lanes
+    assert figures.threads_per_core == threads_per_core() >= 1 and figures.worker_ms and figures.worker_ms > 0
+    assert f"all {figures.lanes} busy" in figures.source and "connections" in figures.source
+    # the one-at-a-time distribution's lane part is scaled to the lane time measured under load
+    assert figures.service_ms.mean_ms - figures.overhead_ms == pytest.approx(figures.worker_ms, rel=0.02)
+    calibration = Calibration.of(lite0, 3008, fake_calibration().lambda_, figures)
+    assert "lanes busy" in calibration.sources["server_service_ms"]
+    assert Calibration.from_dict(json.loads(json.dumps(calibration.to_dict()))).server == figures
