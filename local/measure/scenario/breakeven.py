@@ -38,7 +38,7 @@ from local.measure.scenario.fleet_sim import fleet_cost, simulate_fleet
 from local.measure.scenario.lambda_sim import simulate_lambda
 from local.measure.scenario.params import PLATFORMS, Distribution, FleetParams, LambdaParams
 from local.measure.scenario.results import MONTH_S, SideRun, failed, summarise
-from local.measure.scenario.run import ScenarioConfig, Segment, fleet_params, lambda_params, peak_rate
+from local.measure.scenario.run import ScenarioConfig, Segment, fleet_params, instance_for, lambda_params, peak_rate
 from local.measure.scenario.traffic import DAY_S, Shape, format_duration
 
 DEFAULT_RATES = "1/3600:500:25"  # one request an hour to the rate of tens of instances
@@ -470,7 +470,7 @@ def breakeven(calibration: Calibration, base: ScenarioConfig, rates: Sequence[fl
                    "the fleet sized for each rate's busiest minute at the target utilisation, as `scenario` sizes it",
                    f"options refusing more than {FAILURE_LIMIT:.1%} of requests are not called cheapest"]
     assumptions += sorted({o.assumption for o in chosen if o.assumption})
-    fleet = {"instance_type": cost.instance_type(base.instance_type).describe(), "platforms": list(platforms),
+    fleet = {"instance_type": instance_for(base).describe(), "platforms": list(platforms),
              "target_utilisation": base.target_utilisation, "load_balancer": base.load_balancer, "smt_gain": base.smt_gain}
     return BreakevenResult(sweeps, [o.to_dict() for o in chosen], fleet, calibration.summary(), assumptions,
                            asked_rate=rate, wall_s=time.perf_counter() - began)
