@@ -30,8 +30,9 @@ def add_traffic_args(parser: argparse.ArgumentParser, default_duration: str = "1
                               "(JSON/CLF/CSV/XML) or ALB access log (.gz too)")
     traffic.add_argument("--duration", default=None,
                          help=f"period: 90s, 15m, 2h, 30d (default: {default_duration} for a shape; a file's whole span)")
-    traffic.add_argument("--rate", type=float, default=1.0,
-                         help="requests/s: steady's rate, diurnal's mean, spikes' baseline (default: %(default)s)")
+    traffic.add_argument("--rate", type=float, default=None,
+                         help="requests/s: steady's rate, diurnal's mean, spikes' baseline (default: 1); with --breakeven, "
+                              "your mean rate: its cheapest option and p99 are printed")
     traffic.add_argument("--peak-to-trough", type=float, default=4.0, help="diurnal: peak / trough (default: %(default)s)")
     traffic.add_argument("--period", default="1d", help="diurnal: the length of its cycle (default: %(default)s)")
     traffic.add_argument("--spike-every", default="1h", help="spikes: time between bursts (default: %(default)s)")
@@ -47,6 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from local.defaults import DEFAULT_MEMORY_MB
     from local.lambda_env.elastic import DEFAULT_IDLE_TIMEOUT_S
     from local.measure import cost
+    from local.measure.scenario.breakeven import DEFAULT_RATES
     from local.measure.scenario.calibrate import DEFAULT_BENCH_JSON, DEFAULT_CACHE, DEFAULT_TUNE_JSON, MEASURE_CHOICES
     from local.measure.scenario.params import (
         DEFAULT_BOOT_S,
@@ -126,6 +128,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="for arrivals files over 2 days: days simulated to stand for the rest (default: %(default)s)")
     parser.add_argument("--compare", action="store_true",
                         help="a month of every built-in shape: the Serverless vs Server table (Markdown and PNG)")
+    breakeven = parser.add_argument_group("break-even: which option at which rate")
+    breakeven.add_argument("--breakeven", action="store_true",
+                           help="every Lambda option (x86 and arm64 image, SnapStart, provisioned) and the fleet (EC2, "
+                                "Fargate) simulated at rates from --rates, steady and with --burstiness: monthly cost and "
+                                "p99 against the rate, the crossovers in words (PNG, Markdown, JSON)")
+    breakeven.add_argument("--rates", default=DEFAULT_RATES, metavar="LOW:HIGH:N",
+                           help="mean rates in requests/s, N of them evenly spaced on a log scale; fractions allowed "
+                                "(default: %(default)s, one an hour to 500 a second)")
+    breakeven.add_argument("--burstiness", type=float, default=None, metavar="B",
+                           help="also with bursts: the spikes shape (--spike-every, --spike-length) scaled so its busiest "
+                                "rate is B x the mean (default: steady only)")
     parser.add_argument("--benchmark", action="store_true",
                         help="time a million simulated requests and check the models against queueing theory")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON, Markdown and PNGs go (default: %(default)s)")
@@ -154,7 +167,7 @@ def traffic_from_args(args: argparse.Namespace):
 
     if args.arrivals:
         return read_arrivals(args.arrivals)
-    return Shape(args.shape, rate=args.rate, peak_to_trough=args.peak_to_trough,
+    return Shape(args.shape, rate=args.rate if args.rate is not None else 1.0, peak_to_trough=args.peak_to_trough,
                  period_s=parse_duration(args.period), spike_every_s=parse_duration(args.spike_every),
                  spike_length_s=parse_duration(args.spike_length), spike_multiplier=args.spike_multiplier,
                  every_s=parse_duration(args.every), jitter=args.jitter)
@@ -182,8 +195,7 @@ def config_from_args(args: argparse.Namespace, traffic):
 
 
 def run(args: argparse.Namespace) -> int:
-    from lambda_onnx.sidecar import int8_path
-    from local.measure.scenario.calibrate import CalibrationError, calibrate
+    from local.measure.scenario.calibrate import CalibrationError
     from local.measure.scenario.run import compare_shapes, run_scenario
     from local.measure.scenario.traffic import ArrivalsFormatError
     from local.report import scenario as report
@@ -192,9 +204,11 @@ def run(args: argparse.Namespace) -> int:
     say = _Progress(stream)
     if args.benchmark:
         return _benchmark(args, say)
+    if args.breakeven:
+        return _breakeven(args, say)
     if not args.compare and not args.shape and not args.arrivals:
-        print("error: give a traffic shape (steady, diurnal, spikes, sparse), --arrivals FILE, --compare or --benchmark",
-              file=sys.stderr)
+        print("error: give a traffic shape (steady, diurnal, spikes, sparse), --arrivals FILE, --compare, --breakeven or "
+              "--benchmark", file=sys.stderr)
         return 2
     if args.shape and args.arrivals:
         print("error: a shape or --arrivals, not both", file=sys.stderr)
@@ -205,19 +219,13 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, ArrivalsFormatError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    model = int8_path(args.model) if args.precision == "int8" else args.model
-    if not Path(model).is_file():
-        print(f"error: no model at {model}: export it first (python -m export{' --int8' if args.precision == 'int8' else ''})",
-              file=sys.stderr)
+    model = _model(args)
+    if model is None:
         return 1
     if config is not None:
         say(f"traffic: {config.describe()}")
     try:
-        calibration = calibrate(model, args.memory, args.precision, report_log=args.report_log, tune_json=args.tune_json,
-                                bench_json=args.bench_json, cache=args.calibration, measure=args.calibrate,
-                                on_progress=say)
-        for key, text in calibration.sources.items():
-            say(f"{key}: {text}")
+        calibration = _calibration(args, model, say)
         if args.compare:
             from local.measure.scenario.run import COMPARE, ScenarioConfig
 
@@ -279,3 +287,74 @@ def _benchmark(args: argparse.Namespace, say) -> int:
     else:
         print("\nno validation against a real run yet: `python -m local replay` runs one (a few minutes)")
     return 0 if result.met else 1
+
+
+def _model(args: argparse.Namespace) -> Path | None:
+    """The model the function runs (its INT8 sibling with --precision int8), or None after saying it is missing."""
+    from lambda_onnx.sidecar import int8_path
+
+    model = int8_path(args.model) if args.precision == "int8" else args.model
+    if not Path(model).is_file():
+        print(f"error: no model at {model}: export it first (python -m export{' --int8' if args.precision == 'int8' else ''})",
+              file=sys.stderr)
+        return None
+    return Path(model)
+
+
+def _calibration(args: argparse.Namespace, model: Path, say):
+    from local.measure.scenario.calibrate import calibrate
+
+    calibration = calibrate(model, args.memory, args.precision, report_log=args.report_log, tune_json=args.tune_json,
+                            bench_json=args.bench_json, cache=args.calibration, measure=args.calibrate, on_progress=say)
+    for key, text in calibration.sources.items():
+        say(f"{key}: {text}")
+    return calibration
+
+
+def _breakeven(args: argparse.Namespace, say) -> int:
+    from local.measure.scenario.breakeven import breakeven, bursty_shape, parse_rates
+    from local.measure.scenario.calibrate import CalibrationError
+    from local.measure.scenario.traffic import Shape, parse_duration
+    from local.report import breakeven as report
+
+    try:
+        rates = parse_rates(args.rates)
+        bursts = Shape("spikes", spike_every_s=parse_duration(args.spike_every),
+                       spike_length_s=parse_duration(args.spike_length))
+        if args.burstiness is not None:
+            bursty_shape(1.0, args.burstiness, bursts.spike_every_s, bursts.spike_length_s)  # refused now, not after
+        if args.rate is not None and not args.rate > 0:
+            raise ValueError(f"--rate must be a positive number of requests per second, got {args.rate}")
+        config = config_from_args(args, bursts)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    model = _model(args)
+    if model is None:
+        return 1
+    try:
+        calibration = _calibration(args, model, say)
+        result = breakeven(calibration, config, rates, burstiness=args.burstiness, rate=args.rate, on_progress=say)
+        paths = report.write_outputs(result, args.out)
+    except KeyboardInterrupt:
+        print("interrupted: every emulator and server started was stopped", file=sys.stderr)
+        return 130
+    except (CalibrationError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ClassifierError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    outputs = {k: str(v) for k, v in paths.items()}
+    if args.json:
+        print(json.dumps({**result.to_dict(), "outputs": outputs}, indent=2, ensure_ascii=False))
+        return 0
+    print()
+    for sweep in result.sweeps:
+        print(f"{sweep.traffic}: {sweep.words}.")
+    if args.rate is not None:
+        print()
+        for line in result.lines_at(args.rate):
+            print(line)
+    print("\nwrote " + ", ".join(outputs.values()))
+    return 0
