@@ -150,3 +150,24 @@ def test_cli_breakeven_with_a_burstiness_and_a_users_rate(tmp_path):
     assert (tmp_path / "breakeven.png").stat().st_size > 0 and (tmp_path / "breakeven.md").is_file()
     data = json.loads((tmp_path / "breakeven.json").read_text())
     assert [s["burstiness"] for s in data["sweeps"]] == [1.0, 4.0]
+
+
+@pytest.mark.slow  # imports Gradio
+def test_the_scenario_tabs_breakeven(tmp_path):
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from gui.views.scenario import breakeven_view, build_tab
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not loaded")
+    saved = save_cache(constant_calibration(str(model)), tmp_path / "calibration.json")
+    view = breakeven_view(model, rates="1:10:3", rate=2, memory_mb=1024, calibration="never", instance_type="c7a.large",
+                          prices=cost.CostInputs(api_gateway=False), saved_calibration=saved)
+    assert "Break-even" in view.summary and "At 2 req/s (steady Poisson)" in view.summary and len(view.files) == 3
+    assert list(view.table["rate_rps"]) == pytest.approx([1.0, 2.0, 10 ** 0.5, 10.0])
+    with gr.Blocks() as demo:
+        with gr.Tabs():
+            build_tab(SimpleNamespace(model_path=model))
+    assert "scenario_breakeven" in {dependency.get("api_name") for dependency in demo.config["dependencies"]}

@@ -16,10 +16,12 @@ import pandas as pd
 
 from local.lambda_env.elastic import DEFAULT_IDLE_TIMEOUT_S
 from local.measure import cost
+from local.measure.scenario.breakeven import DEFAULT_RATES, breakeven, parse_rates
 from local.measure.scenario.calibrate import DEFAULT_CACHE, MEASURE_CHOICES, Calibration, calibrate
 from local.measure.scenario.results import ScenarioResult
 from local.measure.scenario.run import COMPARE, ScenarioConfig, compare_shapes, run_scenario
 from local.measure.scenario.traffic import SHAPES, Shape, parse_duration, read_arrivals
+from local.report import breakeven as breakeven_report
 from local.report import scenario as report
 
 INTRO = ("Which wins for **your** traffic? A traffic shape, or your own access log (API Gateway or ALB) or a CSV of "
@@ -118,6 +120,31 @@ def compare_view(model: Path, *, memory_mb: float = 3008, precision: str = "fp32
                         [str(paths[k]) for k in ("markdown", "json", "png")])
 
 
+def breakeven_view(model: Path, *, rates: str = DEFAULT_RATES, burstiness: float | None = None, rate: float | None = None,
+                   memory_mb: float = 3008, precision: str = "fp32", calibration: str = "auto",
+                   instance_type: str = cost.DEFAULT_INSTANCE_TYPE, prices: cost.CostInputs | None = None,
+                   saved_calibration: Path = DEFAULT_CACHE,
+                   on_progress: Callable[[str, float | None], None] | None = None) -> ScenarioView:
+    """Which option at which rate (``scenario --breakeven``): every Lambda option and the fleet over the rates,
+    steady and with ``burstiness`` (over 1), and the line for the user's ``rate``."""
+    chosen = prices or cost.CostInputs()
+    base = ScenarioConfig(traffic=Shape("spikes"), duration_s=1.0, api_gateway=chosen.api_gateway,
+                          instance_type=instance_type or cost.DEFAULT_INSTANCE_TYPE,
+                          prices=replace(chosen, memory_mb=int(memory_mb)))
+    grid = parse_rates(rates or DEFAULT_RATES)
+    figures = _calibration(model, int(memory_mb), precision, calibration, on_progress, saved_calibration)
+    result = breakeven(figures, base, grid, burstiness=float(burstiness) if burstiness else None,
+                       rate=float(rate) if rate else None, on_progress=on_progress)
+    paths = breakeven_report.write_outputs(result, Path(tempfile.mkdtemp(prefix="breakeven-")))
+    first = result.sweeps[0]
+    rows = pd.DataFrame([{"rate_rps": r, "cheapest": first.names[first.cheapest[i]],
+                          **{f"{first.names[k]} $/month": first.points[k][i].cost_per_month_usd for k in first.points},
+                          **{f"{first.names[k]} p99 ms": first.points[k][i].p99_ms for k in first.points}}
+                         for i, r in enumerate(first.rates)])
+    return ScenarioView(breakeven_report.markdown(result), breakeven_report.figure(result), rows, result.to_dict(),
+                        [str(paths[k]) for k in ("markdown", "json", "png")])
+
+
 def priced(architecture: str, gb_second_usd: float | None, request_per_million: float, api_per_million: float,
            api_gateway: bool, cold_fraction: float | None = None) -> cost.CostInputs:
     """The Cost tab's price inputs as :class:`local.measure.cost.CostInputs` (its cold-start share is not
@@ -177,6 +204,21 @@ def build_tab(ctx: Any, prices: Any = None) -> None:
             raise gr.Error(str(exc)) from None
         return view.summary, view.figure, view.table, view.result, view.files, "", None
 
+    def crossover(rate: float, rates: str, burstiness: float | None, memory_mb: float, precision: str, calibration: str,
+                  instance_type: str = cost.DEFAULT_INSTANCE_TYPE, architecture: str | None = None,
+                  gb_second_usd: float | None = None, request_per_million: float = 0.0, api_per_million: float = 0.0,
+                  api_gateway: bool = True, cold_fraction: float | None = None, progress: gr.Progress = gr.Progress()) -> tuple:
+        chosen = costs(architecture, gb_second_usd, request_per_million, api_per_million, api_gateway)
+        try:
+            view = breakeven_view(model_for(precision), rates=rates, burstiness=burstiness, rate=rate, memory_mb=memory_mb,
+                                  precision=precision, calibration=calibration, instance_type=instance_type, prices=chosen,
+                                  on_progress=progress_callback(progress))
+        except ClassifierError as exc:
+            raise gr.Error(exc.message) from None
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from None
+        return view.summary, view.figure, view.table, view.result, view.files, "", None
+
     with gr.Tab("Scenario"):
         gr.Markdown(INTRO)
         with gr.Row():
@@ -202,6 +244,10 @@ def build_tab(ctx: Any, prices: Any = None) -> None:
         with gr.Row():
             run_button = gr.Button("Simulate", variant="primary")
             compare_button = gr.Button("Compare every built-in shape (a month each)")
+        with gr.Row():
+            rates = gr.Textbox(DEFAULT_RATES, label="Break-even rates LOW:HIGH:N (req/s, log-spaced; 1/3600 allowed)")
+            burstiness = gr.Number(None, minimum=1, label="Burstiness: peak / mean (empty: steady only)")
+            breakeven_button = gr.Button("Break-even: which option at which rate (your rate above)")
         summary = gr.Markdown()
         plot = gr.Plot(label="Over time / per shape (simulated)")
         rows = gr.Dataframe(label="Lambda against the server fleet")
@@ -217,3 +263,5 @@ def build_tab(ctx: Any, prices: Any = None) -> None:
                          api_name="scenario")
         compare_button.click(compare, inputs=[memory, precision, calibration, *price_inputs], outputs=outputs,
                              api_name="scenario_compare")
+        breakeven_button.click(crossover, inputs=[rate, rates, burstiness, memory, precision, calibration, instance_type,
+                                                  *price_inputs], outputs=outputs, api_name="scenario_breakeven")
