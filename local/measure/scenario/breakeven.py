@@ -63,7 +63,8 @@ SNAPSTART_CACHE_USD_PER_GB_S_PLACEHOLDER = 0.0000015046
 SNAPSTART_RESTORE_USD_PER_GB_PLACEHOLDER = 0.0001397998
 SNAPSTART_SOURCE = ("PLACEHOLDERS (local/measure/scenario/breakeven.py, SNAPSTART_*_PLACEHOLDER): restore 500 ms, "
                     "cache $0.0000015046/GB-s, restore $0.0001397998/GB as read from AWS's Lambda pricing page, not "
-                    "yet the zip branch's measured restore and sourced charges")
+                    "yet the zip branch's measured restore and sourced charges; the zip's warm requests assumed as "
+                    "fast as the image's")
 ARM64_SPEED_ASSUMPTION = ("arm64's latencies are x86_64's as measured here (its speed is ASSUMED equal: nothing here "
                           "times a Graviton); only its price differs")
 
@@ -329,8 +330,8 @@ def crossovers(rates: Sequence[float], points: dict[str, list[Point]], cheapest:
         if a == b:
             continue
         lo, hi = math.log(rates[i]), math.log(rates[i + 1])
-        before = math.log(points[a][i].cost_per_month_usd) - math.log(points[b][i].cost_per_month_usd)
-        after = math.log(points[a][i + 1].cost_per_month_usd) - math.log(points[b][i + 1].cost_per_month_usd)
+        before, after = (math.log(max(points[a][j].cost_per_month_usd, 1e-12) / max(points[b][j].cost_per_month_usd, 1e-12))
+                         for j in (i, i + 1))
         share = before / (before - after) if before != after else 0.5
         share = min(1.0, max(0.0, share))
         found.append(Crossover(math.exp(lo + share * (hi - lo)), a, b, (rates[i], rates[i + 1])))
