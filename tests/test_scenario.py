@@ -18,7 +18,7 @@ from local.measure.cost import PROVISIONED_USD_PER_GB_S
 from local.measure.scenario.calibrate import Calibration, LambdaFigures, ServerFigures, from_report_log, save_cache
 from local.measure.scenario.fleet_sim import simulate_fleet
 from local.measure.scenario.lambda_sim import simulate_lambda
-from local.measure.scenario.params import Distribution, FleetParams, LambdaParams
+from local.measure.scenario.params import Distribution, FleetParams, LambdaParams, lane_time_factor, lanes_for
 from local.measure.scenario.results import OK, REJECTED, THROTTLED, TIMED_OUT, summarise, time_series, verdict
 from local.measure.scenario.run import DAY_S, ScenarioConfig, plan, run_scenario
 from local.measure.scenario.traffic import ArrivalsFormatError, Shape, format_duration, parse_duration, parse_lines, read_arrivals
@@ -205,7 +205,8 @@ def test_the_cost_of_a_steady_load_is_the_cost_modules():
                                cold_start_fraction=result.cold_starts / result.requests)
     assert sum(run.cost.values()) == pytest.approx(result.requests * cost.serverless_per_request(expected), rel=1e-9)
     per_month = summarise(simulate_fleet(Shape("steady", 5).arrivals(3600), fleet(instances=3), end_s=3600), "fleet")
-    assert per_month.cost_per_month_usd == pytest.approx(3 * cost.SERVER_HOURLY_USD * cost.HOURS_PER_MONTH)
+    assert per_month.cost_breakdown["instances"] * cost.HOURS_PER_MONTH == pytest.approx(
+        3 * cost.SERVER_HOURLY_USD * cost.HOURS_PER_MONTH)
 
 
 def test_the_same_seed_gives_the_same_run():
@@ -262,6 +263,105 @@ def test_the_autoscaler_grows_with_load_and_shrinks_after_it():
     assert counts.max() >= 4 and counts[-1] < counts.max()  # grew for the busy half hour, then gave instances back
     assert times[np.argmax(counts >= 2)] > 1800  # it grew only after the load came
     assert summarise(run, "x").requests == arrivals.size
+
+
+# --- the fleet as a real instance, priced as AWS bills it ---------------------------------------------
+
+
+@pytest.mark.parametrize("name,vcpus", [("c7a.medium", 1), ("c7i.large", 2), ("c7a.large", 2), ("c7i.xlarge", 4)])
+def test_workers_per_instance_are_the_lanes_local_serve_runs_on_its_vcpus(name, vcpus):
+    from lambda_onnx.resources import server_split
+
+    instance = cost.instance_type(name)
+    split = server_split(float(vcpus))
+    assert instance.vcpus == vcpus and lanes_for(instance) == split.workers * split.lanes == vcpus
+    assert fleet(100, instance=instance).workers == vcpus  # not 1, whatever the type
+    assert fleet(100, instance=instance, workers=1).workers == 1  # unless given
+
+
+def test_the_cpu_layout_carries_the_service_time_measured_here_to_the_type():
+    # c7i: two hyperthreads per core; c7a: a core per vCPU. Here: one thread per core (lscpu), 100 ms of which 10 ms
+    # outside the lane, every lane busy. On one SMT core two lanes share a core worth 1.1 cores: 2 / 1.1 x the lane part.
+    assert cost.instance_type("c7i.large").threads_per_core == 2 and cost.instance_type("c7a.large").threads_per_core == 1
+    assert lane_time_factor(1, 2, 1.1) == pytest.approx(2 / 1.1) and lane_time_factor(1, 1, 1.1) == 1.0
+    assert lane_time_factor(2, 1, 1.25) == pytest.approx(1.25 / 2)  # measured on SMT siblings, carried to whole cores
+    calibration = Calibration.of("m.onnx", 3008, fake_calibration().lambda_,
+                                 ServerFigures(Distribution.constant(100.0), "t", 10.0, lanes=2, threads_per_core=1,
+                                               worker_ms=90.0))
+    c7i = calibration.fleet_params(instance=cost.instance_type("c7i.large"), smt_gain=1.1)
+    c7a = calibration.fleet_params(instance=cost.instance_type("c7a.large"), smt_gain=1.1)
+    assert c7i.service_ms.mean_ms == pytest.approx(10 + 90 * 2 / 1.1) and c7a.service_ms.mean_ms == pytest.approx(100)
+    assert c7i.capacity_rps == pytest.approx(2 * 1000 / (90 * 2 / 1.1)) and c7a.capacity_rps == pytest.approx(2000 / 90)
+    assert calibration.fleet_params().service_ms.mean_ms == 100  # no type: this machine as measured (the replay's)
+
+
+def test_a_steady_rate_is_sized_by_hand_for_c7i_and_c7a():
+    # 100 ms a request, all lanes busy, nothing outside the lane; Poisson 50 req/s for an hour: its busiest minute is
+    # 50-55 req/s. c7a.large: 2 lanes x 10/s = 20/s, 10/s at 50 % busy -> 6 instances. c7i.large: the two lanes share a
+    # core worth 1.1: 2 x 1000 / 181.8 = 11/s, 5.5/s at 50 % -> 10 instances.
+    from local.measure.scenario.run import fleet_params, plan
+
+    calibration = Calibration.of("m.onnx", 3008, fake_calibration().lambda_,
+                                 ServerFigures(Distribution.constant(100.0), "t", 0.0, 2, 1, 100.0))
+    sizes = {}
+    for name in ("c7a.large", "c7i.large"):
+        config = ScenarioConfig(traffic=Shape("steady", 50.0), duration_s=3600, instance_type=name, smt_gain=1.1)
+        params, label = fleet_params(config, calibration, plan(config)[0])
+        sizes[name] = params.instances
+        assert f"x {name}, 2 lane(s) each" in label
+    assert sizes == {"c7a.large": 6, "c7i.large": 10}
+
+
+def test_the_load_balancer_bills_each_hours_largest_dimension():
+    # 90,000 requests in an hour without a body: 25 new connections a second = 1 LCU (active: 1,500 a minute = 0.5)
+    lcus = cost.alb_lcus(90_000, 1.0, request_bytes=0, response_bytes=0)
+    assert lcus["new_connections"] == pytest.approx(1.0) and lcus["active_connections"] == pytest.approx(0.5)
+    assert lcus["lcus"] == pytest.approx(1.0)
+    # 1,000 requests of 1 MB answered with 1 MB: 2 GB processed = 2 LCUs; 12 rules: 2 beyond the free 10 per request
+    assert cost.alb_lcus(1000, 1.0, request_bytes=1e6, response_bytes=1e6)["lcus"] == pytest.approx(2.0)
+    assert cost.alb_lcus(3_600_000, 1.0, request_bytes=0, response_bytes=0, rules=12)["rule_evaluations"] == pytest.approx(2.0)
+    bill = cost.alb_cost([90_000, 1000], request_bytes=1e6, response_bytes=1e6, last_hour=0.5)
+    # hour 1: 180 GB = 180 LCUs; half an hour: 2 GB in 0.5 h = 4 LCUs for 0.5 h; 1.5 hours of the balancer
+    assert bill["hours_usd"] == pytest.approx(1.5 * 0.0225)
+    assert bill["lcus_usd"] == pytest.approx((180 + 4 * 0.5) * 0.008) and bill["dominant"] == "processed_bytes"
+
+
+def test_fargate_and_the_load_balancer_priced_by_hand():
+    assert cost.fargate_hourly(2, 4096) == pytest.approx(2 * 0.04048 + 4 * 0.004445)
+    arrivals = Shape("steady", 5).arrivals(3600, seed=0)
+    for platform, hourly in (("ec2", 0.08925), ("fargate", 2 * 0.04048 + 4 * 0.004445)):
+        run = simulate_fleet(arrivals, fleet(50, instances=3, platform=platform), end_s=3600)
+        lcus = arrivals.size * (fleet(50).request_bytes + fleet(50).response_bytes) / 1e9  # bytes dominate: > 5/25
+        assert run.cost["instances"] == pytest.approx(3 * hourly)
+        assert run.cost["load_balancer"] == pytest.approx(0.0225 + lcus * 0.008)
+    assert "load_balancer" not in simulate_fleet(arrivals, fleet(50, load_balancer=False), end_s=3600).cost
+
+
+def test_a_scenario_says_what_to_deploy_and_splits_the_servers_cost(tmp_path):
+    from local.measure.scenario.deployment import FleetDeployment
+
+    calibration = fake_calibration()
+    config = ScenarioConfig(traffic=Shape("diurnal", 5.0, peak_to_trough=4.0), duration_s=6 * 3600, instance_type="c7a.large")
+    result = run_scenario(config, calibration)
+    deployment = FleetDeployment(**result.deployment)
+    assert deployment.platform in ("ec2", "fargate") and deployment.platform == result.server_cost["platform"]
+    assert deployment.instance_type == ("c7a.large" if deployment.platform == "ec2" else "fargate")
+    assert (deployment.vcpus, deployment.memory_mib, deployment.lanes) == (2, 4096, 2)
+    assert 1 <= deployment.min_instances <= deployment.max_instances and deployment.max_instances >= result.server.peak_instances
+    assert (deployment.target_cpu_pct, deployment.drain_s, deployment.max_queue) == (50.0, 30, 16)
+    assert deployment.model == "efficientnet_lite0.onnx" and deployment.boot_s == config.boot_s
+    money = result.server_cost
+    assert money["instances"] + money["load_balancer"] == pytest.approx(money["total"], abs=0.01)
+    assert money["total"] == result.server.cost_per_month_usd
+    assert money["total"] == pytest.approx(min(money["ec2_per_month_usd"], money["fargate_per_month_usd"]), abs=0.01)
+    data = result.to_dict()
+    assert {"deployment", "lambda_deployment", "server_cost", "lambda", "server", "verdict"} <= set(data)
+    assert data["lambda_deployment"]["memory_mb"] == 3008 and data["lambda_deployment"]["precision"] == "fp32"
+    from local.report.scenario import deployment_markdown, write_outputs
+
+    assert "What to deploy" in deployment_markdown(result) and "Load Balancer" in deployment_markdown(result)
+    paths = write_outputs(result, tmp_path)
+    assert json.loads(paths["deployment"].read_text()) == result.deployment
 
 
 # --- scenarios, month scale, results -----------------------------------------------------------------
@@ -421,3 +521,31 @@ def test_the_views_plain_function_and_its_tab(saved_calibration, model):
             build_tab(SimpleNamespace(model_path=model))
     names = {dependency.get("api_name") for dependency in demo.config["dependencies"]}
     assert {"scenario", "scenario_compare"} <= names
+    # fields whose empty value means "the default" show empty, not 0
+    labels = {c["props"].get("label"): c["props"] for c in demo.config["components"] if "label" in c.get("props", {})}
+    for label in ("Lanes per instance (empty: one per vCPU)", "Server instances (empty: sized for the peak)",
+                  "Reserved concurrency (empty: account's 1,000)"):
+        assert labels[label].get("value") is None, label
+    assert "What to deploy" in view.deployment and any(f.endswith("deployment.json") for f in view.deploy_files)
+
+
+# --- the server's figures with every lane busy, measured ------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_servers_service_time_is_measured_with_every_lane_busy(lite0):
+    from lambda_onnx.resources import server_split
+    from local.measure.replay import default_image
+    from local.measure.scenario.calibrate import MEASURE_CHOICES, measure_server, threads_per_core
+
+    assert "auto" in MEASURE_CHOICES
+    figures = measure_server(lite0, default_image(), requests=50, loaded_seconds=2.0)
+    split = server_split()
+    assert figures.all_lanes_busy and figures.lanes == split.workers * split.lanes
+    assert figures.threads_per_core == threads_per_core() >= 1 and figures.worker_ms and figures.worker_ms > 0
+    assert f"all {figures.lanes} busy" in figures.source and "connections" in figures.source
+    # the one-at-a-time distribution's lane part is scaled to the lane time measured under load
+    assert figures.service_ms.mean_ms - figures.overhead_ms == pytest.approx(figures.worker_ms, rel=0.02)
+    calibration = Calibration.of(lite0, 3008, fake_calibration().lambda_, figures)
+    assert "lanes busy" in calibration.sources["server_service_ms"]
+    assert Calibration.from_dict(json.loads(json.dumps(calibration.to_dict()))).server == figures

@@ -150,8 +150,9 @@ def add_traffic_args(parser: argparse.ArgumentParser, default_duration: str = "1
                               "(JSON/CLF/CSV/XML) or ALB access log (.gz too)")
     traffic.add_argument("--duration", default=None,
                          help=f"period: 90s, 15m, 2h, 30d (default: {default_duration} for a shape; a file's whole span)")
-    traffic.add_argument("--rate", type=float, default=1.0,
-                         help="requests/s: steady's rate, diurnal's mean, spikes' baseline (default: %(default)s)")
+    traffic.add_argument("--rate", type=float, default=None,
+                         help="requests/s: steady's rate, diurnal's mean, spikes' baseline (default: 1); with --breakeven, "
+                              "your mean rate: its cheapest option and p99 are printed")
     traffic.add_argument("--peak-to-trough", type=float, default=4.0, help="diurnal: peak / trough (default: %(default)s)")
     traffic.add_argument("--period", default="1d", help="diurnal: the length of its cycle (default: %(default)s)")
     traffic.add_argument("--spike-every", default="1h", help="spikes: time between bursts (default: %(default)s)")
@@ -169,7 +170,7 @@ def traffic_from_args(args: argparse.Namespace):
 
     if args.arrivals:
         return read_arrivals(args.arrivals)
-    return Shape(args.shape, rate=args.rate, peak_to_trough=args.peak_to_trough,
+    return Shape(args.shape, rate=args.rate if args.rate is not None else 1.0, peak_to_trough=args.peak_to_trough,
                  period_s=parse_duration(args.period), spike_every_s=parse_duration(args.spike_every),
                  spike_length_s=parse_duration(args.spike_length), spike_multiplier=args.spike_multiplier,
                  every_s=parse_duration(args.every), jitter=args.jitter)

@@ -21,8 +21,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from local.defaults import DEFAULT_MEMORY_MB
     from local.lambda_env.elastic import DEFAULT_IDLE_TIMEOUT_S
     from local.measure import cost
+    from local.measure.scenario.breakeven import DEFAULT_RATES
     from local.measure.scenario.calibrate import DEFAULT_BENCH_JSON, DEFAULT_CACHE, DEFAULT_TUNE_JSON, MEASURE_CHOICES
-    from local.measure.scenario.params import DEFAULT_BOOT_S, DEFAULT_QUEUE_TIMEOUT_S
+    from local.measure.scenario.params import (
+        DEFAULT_BOOT_S,
+        DEFAULT_QUEUE_TIMEOUT_S,
+        DEFAULT_REQUEST_BYTES,
+        DEFAULT_SMT_GAIN,
+        PLATFORMS,
+    )
     from local.measure.scenario.run import DEFAULT_REPRESENTATIVE_DAYS
     from local.report.scenario import DEFAULT_OUT
 
@@ -30,9 +37,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "scenario", help="simulate traffic through Lambda and a server fleet, calibrated on this machine: which wins?",
         description="Simulates a traffic shape or your own arrivals (SimPy) through Lambda (cold starts, idle timeout, "
-                    "concurrency limit, scaling rate, API Gateway's 30 s) and through a server fleet (K instances x W "
-                    "workers, bounded queues, fixed or autoscaled), with latencies measured on this machine, and prints "
-                    "latency percentiles, cold starts, refusals, peaks and cost for the period and per month.")
+                    "concurrency limit, scaling rate, API Gateway's 30 s) and through a server fleet (K instances of an "
+                    "EC2 type or Fargate tasks, each running local serve's lanes, behind an Application Load Balancer; "
+                    "bounded queues, fixed or autoscaled), with latencies measured on this machine, and prints latency "
+                    "percentiles, cold starts, refusals, peaks, cost for the period and per month, and what to deploy "
+                    "(with the ECS stack's parameters and a Kubernetes overlay).")
     add_traffic_args(parser)
     lam = parser.add_argument_group("Lambda")
     lam.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="exported fp32 model (default: %(default)s)")
@@ -51,7 +60,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="take Lambda's latencies from a real function's REPORT lines (a CloudWatch log export)")
     fleet = parser.add_argument_group("server fleet")
     fleet.add_argument("--instances", type=count, help="a fixed number of instances (default: sized for the peak minute)")
-    fleet.add_argument("--workers", type=count, default=1, help="requests an instance serves at once (default: %(default)s)")
+    fleet.add_argument("--instance-type", choices=tuple(cost.INSTANCE_TYPES), default=cost.DEFAULT_INSTANCE_TYPE,
+                       help="the EC2 instance type (or the Fargate task of its vCPUs and memory): its vCPUs set the lanes, "
+                            "its CPU layout the service time (c7i: 2 hyperthreads per core; c7a: a core per vCPU) "
+                            "(default: %(default)s)")
+    fleet.add_argument("--workers", type=count, default=None,
+                       help="requests an instance serves at once (default: the lanes local serve runs on its vCPUs)")
+    fleet.add_argument("--smt-gain", type=float, default=DEFAULT_SMT_GAIN,
+                       help="a core's throughput with two hyperthreads busy over one's, to carry this machine's service "
+                            "time to another CPU layout (default: %(default)g, Intel's figure for AI inference)")
+    fleet.add_argument("--platform", choices=("auto", *PLATFORMS), default="auto",
+                       help="price the fleet on EC2 instances or Fargate tasks; auto: the cheaper (default: %(default)s)")
+    fleet.add_argument("--no-load-balancer", action="store_true",
+                       help="leave out the Application Load Balancer's hours and LCUs")
+    fleet.add_argument("--request-bytes", type=count, default=DEFAULT_REQUEST_BYTES,
+                       help="bytes a request carries through the load balancer (its LCUs) (default: %(default)s, the "
+                            "1 MP JPEG every measurement here sends)")
     fleet.add_argument("--queue", type=int, default=16, help="requests that may wait per instance before 503 "
                                                              "(default: %(default)s)")
     fleet.add_argument("--queue-timeout", type=float, default=DEFAULT_QUEUE_TIMEOUT_S,
@@ -62,8 +86,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     fleet.add_argument("--boot", type=float, default=DEFAULT_BOOT_S, help="seconds before a new instance takes traffic "
                                                                          "(default: %(default)g)")
     fleet.add_argument("--max-instances", type=count, default=100, help="the autoscaler's ceiling (default: %(default)s)")
-    fleet.add_argument("--server-hourly-usd", type=float, default=defaults.server_hourly_usd,
-                       help="price of one instance-hour (default: %(default)g, c7i.large on-demand)")
+    fleet.add_argument("--server-hourly-usd", type=float, default=None,
+                       help="price of one instance-hour (default: the instance type's on-demand price in us-east-1)")
     calibration = parser.add_argument_group("calibration: where the latencies come from (each source is reported)")
     calibration.add_argument("--calibrate", choices=MEASURE_CHOICES, default="auto",
                              help="auto: this machine's latest measurements, else measure briefly now; always: measure "
@@ -77,6 +101,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="for arrivals files over 2 days: days simulated to stand for the rest (default: %(default)s)")
     parser.add_argument("--compare", action="store_true",
                         help="a month of every built-in shape: the Serverless vs Server table (Markdown and PNG)")
+    breakeven = parser.add_argument_group("break-even: which option at which rate")
+    breakeven.add_argument("--breakeven", action="store_true",
+                           help="every Lambda option (x86 and arm64 image, SnapStart, provisioned) and the fleet (EC2, "
+                                "Fargate) simulated at rates from --rates, steady and with --burstiness: monthly cost and "
+                                "p99 against the rate, the crossovers in words (PNG, Markdown, JSON)")
+    breakeven.add_argument("--rates", default=DEFAULT_RATES, metavar="LOW:HIGH:N",
+                           help="mean rates in requests/s, N of them evenly spaced on a log scale; fractions allowed "
+                                "(default: %(default)s, one an hour to 500 a second)")
+    breakeven.add_argument("--burstiness", type=float, default=None, metavar="B",
+                           help="also with bursts: the spikes shape (--spike-every, --spike-length) scaled so its busiest "
+                                "rate is B x the mean (default: steady only)")
     parser.add_argument("--benchmark", action="store_true",
                         help="time a million simulated requests and check the models against queueing theory")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON, Markdown and PNGs go (default: %(default)s)")
@@ -93,19 +128,20 @@ def config_from_args(args: argparse.Namespace, traffic):
     from local.measure.scenario.traffic import Shape, parse_duration
 
     prices = replace(cost.CostInputs(), architecture=args.architecture, memory_mb=args.memory,
-                     server_hourly_usd=args.server_hourly_usd, api_gateway=not args.no_api_gateway)
+                     api_gateway=not args.no_api_gateway)
     duration = parse_duration(args.duration) if args.duration else (86_400.0 if isinstance(traffic, Shape) else None)
     return ScenarioConfig(traffic=traffic, duration_s=duration, seed=args.seed, idle_timeout_s=args.idle_timeout,
                           reserved_concurrency=args.reserved_concurrency, provisioned=args.provisioned,
                           api_gateway=not args.no_api_gateway, instances=args.instances, workers=args.workers,
                           queue=args.queue, queue_timeout_s=args.queue_timeout, autoscale=args.autoscale,
                           target_utilisation=args.target_utilisation, boot_s=args.boot, max_instances=args.max_instances,
-                          prices=prices, representative_days=args.representative_days)
+                          prices=prices, representative_days=args.representative_days, instance_type=args.instance_type,
+                          server_hourly_usd=args.server_hourly_usd, smt_gain=args.smt_gain, platform=args.platform,
+                          load_balancer=not args.no_load_balancer, request_bytes=args.request_bytes)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lambda_onnx.sidecar import int8_path
-    from local.measure.scenario.calibrate import CalibrationError, calibrate
+    from local.measure.scenario.calibrate import CalibrationError
     from local.measure.scenario.run import compare_shapes, run_scenario
     from local.measure.scenario.traffic import ArrivalsFormatError
     from local.report import scenario as report
@@ -114,9 +150,11 @@ def run(args: argparse.Namespace) -> int:
     say = Progress(stream)
     if args.benchmark:
         return _benchmark(args, say)
+    if args.breakeven:
+        return _breakeven(args, say)
     if not args.compare and not args.shape and not args.arrivals:
-        print("error: give a traffic shape (steady, diurnal, spikes, sparse), --arrivals FILE, --compare or --benchmark",
-              file=sys.stderr)
+        print("error: give a traffic shape (steady, diurnal, spikes, sparse), --arrivals FILE, --compare, --breakeven or "
+              "--benchmark", file=sys.stderr)
         return 2
     if args.shape and args.arrivals:
         print("error: a shape or --arrivals, not both", file=sys.stderr)
@@ -127,19 +165,13 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, ArrivalsFormatError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    model = int8_path(args.model) if args.precision == "int8" else args.model
-    if not Path(model).is_file():
-        print(f"error: no model at {model}: export it first (python -m export{' --int8' if args.precision == 'int8' else ''})",
-              file=sys.stderr)
+    model = _model(args)
+    if model is None:
         return 1
     if config is not None:
         say(f"traffic: {config.describe()}")
     try:
-        calibration = calibrate(model, args.memory, args.precision, report_log=args.report_log, tune_json=args.tune_json,
-                                bench_json=args.bench_json, cache=args.calibration, measure=args.calibrate,
-                                on_progress=say)
-        for key, text in calibration.sources.items():
-            say(f"{key}: {text}")
+        calibration = _calibration(args, model, say)
         if args.compare:
             from local.measure.scenario.run import COMPARE, ScenarioConfig
 
@@ -198,3 +230,71 @@ def _benchmark(args: argparse.Namespace, say) -> int:
     else:
         print("\nno validation against a real run yet: `python -m local replay` runs one (a few minutes)")
     return 0 if result.met else 1
+
+
+def _model(args: argparse.Namespace) -> Path | None:
+    """The model the function runs (its INT8 sibling with --precision int8), or None after saying it is missing."""
+    from lambda_onnx.sidecar import int8_path
+
+    model = int8_path(args.model) if args.precision == "int8" else args.model
+    if not Path(model).is_file():
+        print(f"error: no model at {model}: export it first (python -m export{' --int8' if args.precision == 'int8' else ''})",
+              file=sys.stderr)
+        return None
+    return Path(model)
+
+
+def _calibration(args: argparse.Namespace, model: Path, say):
+    from local.measure.scenario.calibrate import calibrate
+
+    calibration = calibrate(model, args.memory, args.precision, report_log=args.report_log, tune_json=args.tune_json,
+                            bench_json=args.bench_json, cache=args.calibration, measure=args.calibrate, on_progress=say)
+    for key, text in calibration.sources.items():
+        say(f"{key}: {text}")
+    return calibration
+
+
+def _breakeven(args: argparse.Namespace, say) -> int:
+    from local.measure.scenario.breakeven import breakeven, bursty_shape, parse_rates
+    from local.measure.scenario.calibrate import CalibrationError
+    from local.measure.scenario.traffic import Shape, parse_duration
+    from local.report import breakeven as report
+
+    try:
+        rates = parse_rates(args.rates)
+        bursts = Shape("spikes", spike_every_s=parse_duration(args.spike_every),
+                       spike_length_s=parse_duration(args.spike_length))
+        if args.burstiness is not None:
+            bursty_shape(1.0, args.burstiness, bursts.spike_every_s, bursts.spike_length_s)  # refused now, not after
+        if args.rate is not None and not args.rate > 0:
+            raise ValueError(f"--rate must be a positive number of requests per second, got {args.rate}")
+        config = config_from_args(args, bursts)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    model = _model(args)
+    if model is None:
+        return 1
+    try:
+        calibration = _calibration(args, model, say)
+        result = breakeven(calibration, config, rates, burstiness=args.burstiness, rate=args.rate, on_progress=say)
+        paths = report.write_outputs(result, args.out)
+    except KeyboardInterrupt:
+        print("interrupted: every emulator and server started was stopped", file=sys.stderr)
+        return 130
+    except (CalibrationError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    outputs = {k: str(v) for k, v in paths.items()}
+    if args.json:
+        print(json.dumps({**result.to_dict(), "outputs": outputs}, indent=2, ensure_ascii=False))
+        return 0
+    print()
+    for sweep in result.sweeps:
+        print(f"{sweep.traffic}: {sweep.words}.")
+    if args.rate is not None:
+        print()
+        for line in result.lines_at(args.rate):
+            print(line)
+    print("\nwrote " + ", ".join(outputs.values()))
+    return 0

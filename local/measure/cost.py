@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 # https://aws.amazon.com/lambda/pricing/ and https://aws.amazon.com/api-gateway/pricing/ (us-east-1)
 PRICES_DATE = "2025-11 (us-east-1, on-demand, no free tier)"
@@ -116,3 +117,120 @@ def curve(inputs: CostInputs, volumes: list[float]) -> list[dict[str, float]]:
 def log_volumes(low: float = 1e4, high: float = 1e9, points: int = 61) -> list[float]:
     step = (math.log10(high) - math.log10(low)) / (points - 1)
     return [10 ** (math.log10(low) + i * step) for i in range(points)]
+
+
+# --- a server fleet as AWS bills it: instance types, Fargate, the Application Load Balancer ---------------
+# (us-east-1, on-demand, Linux; the scenario's fleet, :mod:`local.measure.scenario`). Prices read 2026-12.
+FLEET_PRICES_DATE = "2026-12 (us-east-1, on-demand, Linux)"
+EC2_PRICES_SOURCE = "https://aws.amazon.com/ec2/pricing/on-demand/ (us-east-1, Linux), read 2026-12"
+# How the vCPUs sit on cores: "Amazon EC2 CPU options: supported CPU cores and threads per CPU core"
+# https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/cpu-options-supported-instances-values.html
+# (C7i: 2 threads per core, so a c7i.large's 2 vCPUs are the two hyperthreads of one core; C7a: 1 thread
+# per core, every vCPU a core of its own).
+CPU_LAYOUT_SOURCE = ("AWS docs 'CPU options: supported CPU cores and threads per CPU core' (C7i: 2 threads per core; "
+                     "C7a: 1, a vCPU is a physical core)")
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    """An EC2 instance type as the fleet sees it: its CPUs, their layout, its memory and price."""
+
+    name: str
+    vcpus: int
+    memory_mib: int
+    cores_per_vcpu: float  # physical cores per vCPU: 0.5 where each core's two hyperthreads are two vCPUs
+    hourly_usd: float
+    source: str = EC2_PRICES_SOURCE
+
+    @property
+    def threads_per_core(self) -> int:
+        return max(1, round(1.0 / self.cores_per_vcpu))
+
+    def describe(self) -> str:
+        layout = (f"{self.vcpus} vCPU = {self.vcpus * self.cores_per_vcpu:g} core(s) x {self.threads_per_core} hyperthreads"
+                  if self.threads_per_core > 1 else f"{self.vcpus} vCPU = {self.vcpus} core(s), no SMT")
+        return f"{self.name} ({layout}, {self.memory_mib // 1024} GiB, ${self.hourly_usd:g}/h)"
+
+
+INSTANCE_TYPES = {t.name: t for t in (
+    InstanceType("c7a.medium", 1, 2048, 1.0, 0.05132),
+    InstanceType("c7i.large", 2, 4096, 0.5, 0.08925),
+    InstanceType("c7a.large", 2, 4096, 1.0, 0.10264),
+    InstanceType("c7i.xlarge", 4, 8192, 0.5, 0.1785),
+    InstanceType("c7a.xlarge", 4, 8192, 1.0, 0.20528),
+)}
+DEFAULT_INSTANCE_TYPE = "c7i.large"  # the size the benchmarks' machine is closest to, and SERVER_HOURLY_USD's
+
+
+def instance_type(name: str) -> InstanceType:
+    try:
+        return INSTANCE_TYPES[name]
+    except KeyError:
+        raise ValueError(f"instance type must be one of {', '.join(INSTANCE_TYPES)}, got {name!r}") from None
+
+
+# Fargate, Linux/x86, per second with a one-minute minimum: https://aws.amazon.com/fargate/pricing/
+# (confirmed against vantage.sh's and factualminds.com's us-east-1 tables, 2026-06).
+FARGATE_VCPU_HOUR_USD = 0.04048
+FARGATE_GB_HOUR_USD = 0.004445
+FARGATE_PRICES_SOURCE = "https://aws.amazon.com/fargate/pricing/ (Linux/x86, us-east-1), read 2026-12"
+# A task of 1 vCPU or more needs at least 2 GB per vCPU:
+# https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-tasks-services.html#fargate-tasks-size
+FARGATE_MIN_GB_PER_VCPU = 2
+
+
+def fargate_hourly(vcpus: float, memory_mib: int) -> float:
+    """USD an hour for one Fargate task of ``vcpus`` and ``memory_mib``."""
+    return vcpus * FARGATE_VCPU_HOUR_USD + memory_mib / 1024.0 * FARGATE_GB_HOUR_USD
+
+
+# The Application Load Balancer: every hour it runs, plus LCU-hours; an hour's LCUs are its largest
+# dimension's (https://aws.amazon.com/elasticloadbalancing/pricing/, us-east-1; confirmed against
+# cloud-horizons.com's 2026-05 reading): 25 new connections a second, 3,000 active connections a
+# minute, 1 GB processed an hour (EC2, container and IP targets), 1,000 rule evaluations a second
+# beyond the first 10 rules of a request.
+ALB_HOURLY_USD = 0.0225
+ALB_LCU_HOUR_USD = 0.008
+ALB_NEW_CONNECTIONS_PER_S = 25.0
+ALB_ACTIVE_CONNECTIONS_PER_MIN = 3000.0
+ALB_GB_PER_HOUR = 1.0
+ALB_RULE_EVALUATIONS_PER_S = 1000.0
+ALB_FREE_RULES = 10
+ALB_PRICES_SOURCE = "https://aws.amazon.com/elasticloadbalancing/pricing/ (us-east-1), read 2026-12"
+
+
+def alb_lcus(requests: float, hours: float, *, request_bytes: float, response_bytes: float,
+             requests_per_connection: float = 1.0, rules: int = 1) -> dict[str, float]:
+    """The LCUs of ``requests`` served in ``hours`` (at most one hour: AWS bills each hour's largest
+    dimension), by dimension, and ``lcus``, the one billed. A connection lasts far less than a minute,
+    so the connections active in a minute are those opened in it."""
+    if hours <= 0:
+        return {"new_connections": 0.0, "active_connections": 0.0, "processed_bytes": 0.0, "rule_evaluations": 0.0,
+                "lcus": 0.0}
+    connections = requests / max(requests_per_connection, 1e-9)
+    dimensions = {
+        "new_connections": connections / (hours * 3600.0) / ALB_NEW_CONNECTIONS_PER_S,
+        "active_connections": connections / (hours * 60.0) / ALB_ACTIVE_CONNECTIONS_PER_MIN,
+        "processed_bytes": requests * (request_bytes + response_bytes) / 1e9 / hours / ALB_GB_PER_HOUR,
+        "rule_evaluations": requests * max(0, rules - ALB_FREE_RULES) / (hours * 3600.0) / ALB_RULE_EVALUATIONS_PER_S,
+    }
+    return {**dimensions, "lcus": max(dimensions.values())}
+
+
+def alb_cost(hourly_requests: list[float], *, request_bytes: float, response_bytes: float,
+             requests_per_connection: float = 1.0, rules: int = 1, last_hour: float = 1.0) -> dict[str, Any]:
+    """USD for a load balancer running for ``len(hourly_requests)`` hours (the last one ``last_hour``
+    long), each hour billed its own LCUs: ``hours`` and ``lcus`` parts, and the dimension that cost most."""
+    hours = [1.0] * len(hourly_requests)
+    if hours:
+        hours[-1] = last_hour
+    by_dimension: dict[str, float] = {}
+    lcu_usd = 0.0
+    for count, length in zip(hourly_requests, hours):
+        lcus = alb_lcus(count, length, request_bytes=request_bytes, response_bytes=response_bytes,
+                        requests_per_connection=requests_per_connection, rules=rules)
+        lcu_usd += lcus.pop("lcus") * length * ALB_LCU_HOUR_USD
+        top = max(lcus, key=lambda k: lcus[k])
+        by_dimension[top] = by_dimension.get(top, 0.0) + length
+    return {"hours_usd": sum(hours) * ALB_HOURLY_USD, "lcus_usd": lcu_usd,
+            "dominant": max(by_dimension, key=lambda k: by_dimension[k]) if by_dimension else "none"}

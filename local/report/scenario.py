@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import matplotlib.ticker
 
 from local.defaults import SCENARIO_OUT
+from local.measure.scenario.deployment import FleetDeployment
 from local.measure.scenario.results import ScenarioResult, SideResult, TimeSeries, failed
 from local.measure.scenario.traffic import format_duration
 from local.report.charts import to_png
@@ -68,9 +70,80 @@ def markdown(result: ScenarioResult) -> str:
         lines += [f"- idle timeout {assumptions['idle_timeout_s']:g} s ({assumptions['idle_timeout_source']}); concurrency "
                   f"limit {assumptions['concurrency_limit']:,}; scaling: {assumptions['scaling']}; prices "
                   f"{assumptions['prices']}"]
+        if "instance_type" in assumptions:
+            lines += [f"- fleet: {assumptions['instance_type']} ({assumptions['instance_price_source']}); CPU layout: "
+                      f"{assumptions['cpu_layout']}; this machine's service time carried to it with an SMT gain of "
+                      f"{assumptions['smt_gain']:g} ({assumptions['smt_gain_source']}), at this machine's speed per core; "
+                      f"Fargate: {assumptions['fargate_prices']}; load balancer: {assumptions['load_balancer_prices']}, "
+                      f"{assumptions['request_bytes']:,} bytes a request"]
     notes = result.lambda_.notes + result.server.notes
     lines += [f"- {note}" for note in notes]
+    if result.deployment:
+        lines += ["", deployment_markdown(result)]
     return "\n".join(lines)
+
+
+def deployment_markdown(result: ScenarioResult) -> str:
+    """What to deploy on each side for this traffic, and what the server side's month is made of."""
+    d, lam, money_of = result.deployment, result.lambda_deployment, result.server_cost
+    where = (f"EC2 **{d['instance_type']}** ({d['vcpus']} vCPU, {d['memory_mib'] // 1024} GiB)" if d["platform"] == "ec2"
+             else f"**Fargate** tasks of {d['vcpus']} vCPU and {d['memory_mib'] // 1024} GB")
+    lines = ["#### What to deploy", "",
+             f"- **Server**: {where}, {d['lanes']} lane(s) each; **{d['min_instances']} to {d['max_instances']}** "
+             f"instances, target tracking at **{d['target_cpu_pct']:g} % CPU**; drain {d['drain_s']} s (the load "
+             f"balancer's deregistration delay), {d['max_queue']} requests queued per instance; boot {d['boot_s']:g} s; "
+             f"model {d['model']}."]
+    if lam:
+        extra = (f", {lam['provisioned']} provisioned" if lam.get("provisioned") else "") + (
+            f", reserved concurrency {lam['reserved_concurrency']}" if lam.get("reserved_concurrency") else "")
+        lines.append(f"- **Lambda**: {lam['memory_mb']} MB, {lam['precision']}, {lam['architecture']}{extra}"
+                     f"{' behind an HTTP API' if lam.get('api_gateway') else ', invoked directly'}; peak concurrency "
+                     f"{lam.get('peak_concurrency', 0):,}.")
+    if money_of:
+        other = "fargate" if money_of["platform"] == "ec2" else "ec2"
+        lines.append(f"- **Server per month**: {money(money_of['instances'])} for the "
+                     f"{'instances' if money_of['platform'] == 'ec2' else 'tasks'} + {money(money_of['load_balancer'])} "
+                     f"for the Application Load Balancer (its LCUs mostly from "
+                     f"{money_of['load_balancer_dominant'].replace('_', ' ')}) = **{money(money_of['total'])}**; on "
+                     f"{'Fargate' if other == 'fargate' else 'EC2'} the same fleet would cost "
+                     f"{money(money_of.get(f'{other}_per_month_usd', 0.0))} with the load balancer.")
+    return "\n".join(lines)
+
+
+def deployment_of(result: ScenarioResult) -> FleetDeployment | None:
+    return FleetDeployment(**result.deployment) if result.deployment else None
+
+
+def write_deploy_files(result: ScenarioResult, out: Path) -> dict[str, Path]:
+    """``deployment.json`` (the record), and where the deploy writers are installed (the server image's
+    ``local/report/deploy.py``) the ECS stack's parameters and the Kubernetes overlay made from it."""
+    deployment = deployment_of(result)
+    if deployment is None:
+        return {}
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"deployment": out / "deployment.json"}
+    paths["deployment"].write_text(json.dumps(result.deployment, indent=1) + "\n", encoding="utf-8")
+    try:
+        writers = importlib.import_module("local.report.deploy")
+    except ImportError:  # a branch without the server image's deploy files
+        return paths
+    paths["ecs_parameters"] = out / "ecs-parameters.json"
+    writers.write_ecs_parameters(deployment, paths["ecs_parameters"])
+    paths["k8s_overlay"] = out / "k8s"
+    writers.write_k8s_overlay(deployment, paths["k8s_overlay"])
+    return paths
+
+
+def deploy_file_list(paths: dict[str, Path]) -> list[str]:
+    """Every file :func:`write_deploy_files` wrote (the overlay's directory opened), for a download."""
+    files: list[str] = []
+    for key in ("deployment", "ecs_parameters", "k8s_overlay"):
+        path = paths.get(key)
+        if path is not None and path.is_dir():
+            files += [str(f) for f in sorted(path.rglob("*")) if f.is_file()]
+        elif path is not None and path.is_file():
+            files.append(str(path))
+    return files
 
 
 def compare_markdown(results: Sequence[ScenarioResult]) -> str:
@@ -181,6 +254,7 @@ def write_outputs(result: ScenarioResult, out: Path = DEFAULT_OUT, stem: str | N
     result.charts = {"over_time": str(paths["png"])}
     paths["json"].write_text(json.dumps(result.to_dict(with_series=True), indent=1) + "\n", encoding="utf-8")
     paths["markdown"].write_text(markdown(result) + "\n", encoding="utf-8")
+    paths.update(write_deploy_files(result, out / f"{stem}-deploy"))
     return paths
 
 

@@ -12,9 +12,15 @@ Lambda side (warm and cold latency, billed INIT, the invoke overhead not billed)
    same model, memory size and CPU;
 4. measured now, briefly (a few cold starts and warm requests on the elastic emulator).
 
-Server side (one request's service time on an idle instance): the earlier on-the-spot measurement,
-else ``artifacts/bench/bench.json`` (the same model's in-process request time; its spread from the
-inference samples), else measured now against ``local serve``.
+Server side (a request's service time on an instance with every lane busy, its capacity as the load
+test measures it): the earlier on-the-spot measurement if it was taken under that load, else measured
+now against ``local serve``: requests one at a time (the spread, and the part of a round trip outside
+the lane), then closed-loop load from the load test's generator (:mod:`local.measure.loadgen`) with
+twice as many connections as lanes, whose answers per second give the lane time per request every lane
+busy (lanes / goodput); the one-at-a-time distribution's lane part is scaled to it. With
+``--calibrate never`` and nothing better, ``artifacts/bench/bench.json``'s one-request-at-a-time time
+is used, and said to be that. :meth:`Calibration.fleet_params` carries the figures from this machine's
+CPU layout (``threads_per_core``) to an instance type's (:func:`~.params.lane_time_factor`).
 
 On-the-spot Lambda figures are not CPU-limited to the memory size (that needs the cgroups of
 ``python -m local tune``); only the handler's thread count follows it. Every figure's source is in
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -35,7 +42,7 @@ import numpy as np
 
 from local.defaults import BENCH_OUT, SCENARIO_OUT, TUNE_OUT
 from local.measure import cost
-from local.measure.scenario.params import Distribution, FleetParams, LambdaParams
+from local.measure.scenario.params import DEFAULT_SMT_GAIN, Distribution, FleetParams, LambdaParams, lane_time_factor
 
 DEFAULT_TUNE_JSON = TUNE_OUT / "tune.json"
 DEFAULT_BENCH_JSON = BENCH_OUT / "bench.json"
@@ -43,6 +50,8 @@ DEFAULT_CACHE = SCENARIO_OUT / "calibration.json"
 WARM_REQUESTS = 60  # enough to resample them as measured (params.MIN_EMPIRICAL_SAMPLES)
 COLD_STARTS = 5
 SERVER_REQUESTS = 60
+LOADED_SECONDS = 10.0  # closed-loop load with every lane busy (after a second's warm-up)
+LOADED_CONNECTIONS_PER_LANE = 2  # every lane busy, and one request waiting for each
 MEASURE_CHOICES = ("auto", "always", "never")
 WARM_PAUSE_S = (0.05, 0.5)  # random pause before each measured warm request
 Say = Callable[..., None]  # (message, fraction or None)
@@ -73,6 +82,13 @@ class ServerFigures:
     service_ms: Distribution
     source: str
     overhead_ms: float = 0.0  # of a round trip, outside the lane (FleetParams.overhead_ms)
+    lanes: int = 0  # lanes busy while measured (local serve's on this machine); 0: one request at a time
+    threads_per_core: int = 1  # this machine's CPU layout when measured (lscpu's "Thread(s) per core")
+    worker_ms: float | None = None  # a lane's time per request with every lane busy (lanes / goodput)
+
+    @property
+    def all_lanes_busy(self) -> bool:
+        return self.lanes > 0 and self.worker_ms is not None
 
 
 @dataclass
@@ -97,7 +113,11 @@ class Calibration:
         return {"lambda_warm_ms": lam.warm_ms.describe(), "lambda_cold_ms": lam.cold_ms.describe(),
                 "lambda_init_ms": f"{lam.init_ms:.0f} ms billed per cold start ({lam.source})",
                 "lambda_overhead_ms": f"{lam.overhead_ms:.1f} ms of a warm round trip not billed ({lam.source})",
-                "server_service_ms": self.server.service_ms.describe(),
+                "server_service_ms": self.server.service_ms.describe() + (
+                    f"; every one of {self.server.lanes} lanes busy: {self.server.worker_ms:.1f} ms a lane per request, "
+                    f"{self.server.threads_per_core} thread(s) per core here" if self.server.all_lanes_busy else
+                    "; ONE REQUEST AT A TIME, not with every lane busy: the fleet's capacity is overstated "
+                    "(--calibrate always measures it)"),
                 "server_overhead_ms": (f"{self.server.overhead_ms:.1f} ms of a round trip outside the lane: the round "
                                        f"trip less the answer's handler_ms, median ({self.server.source})")}
 
@@ -114,8 +134,20 @@ class Calibration:
         return self.lambda_params(cold_overlap_ms=self.lambda_.cold_overlap_ms,
                                   warm_during_cold_ms=self.lambda_.warm_during_cold_ms, **overrides)
 
-    def fleet_params(self, **overrides: Any) -> FleetParams:
-        return FleetParams(service_ms=self.server.service_ms, **{"overhead_ms": self.server.overhead_ms, **overrides})
+    def fleet_params(self, instance: cost.InstanceType | None = None, smt_gain: float = DEFAULT_SMT_GAIN,
+                     **overrides: Any) -> FleetParams:
+        """The fleet with these figures: as measured on this machine (no ``instance``: the replay's
+        validation), or on ``instance``, a lane's part of the service time carried from this machine's
+        CPU layout to the type's (:func:`~.params.lane_time_factor`; the same per-core speed assumed)."""
+        server = self.server
+        if instance is None:
+            return FleetParams(service_ms=server.service_ms, **{"overhead_ms": server.overhead_ms, **overrides})
+        factor = lane_time_factor(server.threads_per_core, instance.threads_per_core, smt_gain)
+        service = server.service_ms.scaled_above(
+            server.overhead_ms, factor,
+            f"{server.service_ms.source}; a lane's part x {factor:.3g} for {instance.name} ({instance.threads_per_core} "
+            f"thread(s) per core there, {server.threads_per_core} here, SMT gain {smt_gain:g})")
+        return FleetParams(service_ms=service, instance=instance, **{"overhead_ms": server.overhead_ms, **overrides})
 
     def summary(self) -> dict[str, Any]:
         """What a result carries: the figures' shape and sources, not every sample."""
@@ -134,7 +166,8 @@ class Calibration:
                            "warm_during_cold_ms": (_dist(self.lambda_.warm_during_cold_ms)
                                                    if self.lambda_.warm_during_cold_ms else None)},
                 "server": {"service_ms": _dist(self.server.service_ms), "source": self.server.source,
-                           "overhead_ms": self.server.overhead_ms}}
+                           "overhead_ms": self.server.overhead_ms, "lanes": self.server.lanes,
+                           "threads_per_core": self.server.threads_per_core, "worker_ms": self.server.worker_ms}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
@@ -144,8 +177,11 @@ class Calibration:
                                 float(lam["init_ms"]), float(lam["overhead_ms"]), int(lam["memory_mb"]), lam["source"],
                                 Distribution(**_undist(overlap)) if overlap else None,
                                 Distribution(**_undist(contended)) if contended else None)
-        server = ServerFigures(Distribution(**_undist(data["server"]["service_ms"])), data["server"]["source"],
-                               float(data["server"].get("overhead_ms", 0.0)))
+        saved = data["server"]
+        server = ServerFigures(Distribution(**_undist(saved["service_ms"])), saved["source"],
+                               float(saved.get("overhead_ms", 0.0)), int(saved.get("lanes", 0)),
+                               int(saved.get("threads_per_core", 1)),
+                               float(saved["worker_ms"]) if saved.get("worker_ms") is not None else None)
         return cls(data["model"], int(data["memory_mb"]), figures, server, data.get("created", ""), data.get("machine", {}))
 
 
@@ -161,6 +197,21 @@ def _machine() -> dict[str, Any]:
     from local.choice import cpu_identity
 
     return cpu_identity()
+
+
+def threads_per_core() -> int:
+    """This machine's hyperthreads per core, as lscpu counts them (from sysfs' sibling lists)."""
+    from lambda_onnx.resources import available_cpus
+
+    counts = []
+    for cpu in sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(int(available_cpus())):
+        try:
+            siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text().strip()
+        except OSError:
+            continue
+        counts.append(sum(int(b) - int(a) + 1 for a, _, b in (part.partition("-") if "-" in part else (part, "", part)
+                                                              for part in siblings.split(","))))
+    return max(counts) if counts else 1
 
 
 def _same_machine(info: dict[str, Any]) -> bool:
@@ -241,8 +292,10 @@ def from_bench(path: Path, model: Path) -> ServerFigures | None:
     median = emulator.get("in_process_median_ms")
     spread = next((row.get("p90_ms", 0) / row["median_ms"] for row in data.get("inference", [])
                    if row.get("runtime") == "onnxruntime" and row.get("precision") == "fp32" and row.get("median_ms")), 1.0)
-    source = f"{path} ({data.get('created', '?')}): in-process request median, spread of its inference samples"
-    return ServerFigures(Distribution.summary(median, median * max(1.0, spread), source), source)
+    source = (f"{path} ({data.get('created', '?')}): in-process request median, spread of its inference samples "
+              "(one request at a time)")
+    return ServerFigures(Distribution.summary(median, median * max(1.0, spread), source), source,
+                         threads_per_core=threads_per_core())
 
 
 def load_cache(path: Path, model: Path, memory_mb: int) -> Calibration | None:
@@ -339,12 +392,17 @@ def measure_lambda(model: Path, memory_mb: int, image: bytes, *, warm: int = WAR
 
 
 def measure_server(model: Path, image: bytes, *, requests: int = SERVER_REQUESTS, serve_args: Sequence[str] = (),
-                   on_progress: Say | None = None) -> ServerFigures:
+                   loaded_seconds: float = 0.0, on_progress: Say | None = None) -> ServerFigures:
     """Sequential requests to a fresh ``local serve``, spaced like warm Lambda requests: one
-    request's time on an idle instance."""
+    request's time on an idle instance. With ``loaded_seconds``, then closed-loop load with every lane
+    busy (the module docstring), and the lane part of that distribution scaled to the lane time per
+    request measured under it."""
+    from lambda_onnx.resources import server_split
     from local.clients.http import HttpBackend
+    from local.measure.core.http_load import load_generator
     from local.measure.core.machine import OtherLoad
     from local.measure.core.requests import timed_request
+    from local.measure.loadtest import CONTENT_TYPE
     from local.serve.process import ServeProcess
 
     say = on_progress or _quiet
@@ -367,10 +425,33 @@ def measure_server(model: Path, image: bytes, *, requests: int = SERVER_REQUESTS
                     say(f"server {i + 1}/{requests}: p50 {np.median(times):.1f} ms", (i + 1) / requests)
         finally:
             backend.close()
+        loaded = None
+        if loaded_seconds > 0:
+            split = server_split()
+            lanes = split.workers * split.lanes
+            generator = load_generator("auto")
+            connections = LOADED_CONNECTIONS_PER_LANE * lanes
+            say(f"server: {connections} connections from {generator.name} for {loaded_seconds:g} s, every one of "
+                f"{lanes} lanes busy", None)
+            generator.run(process.url + "/classify", image, content_type=CONTENT_TYPE, connections=connections, seconds=1.0)
+            loaded = generator.run(process.url + "/classify", image, content_type=CONTENT_TYPE, connections=connections,
+                                   seconds=loaded_seconds)
+            if loaded.ok == 0:
+                raise CalibrationError(f"no request answered under load: statuses {loaded.statuses}")
     source = (f"measured now against local serve ({Path(model).name}, {' '.join(args)}): {requests} requests one at a time; "
               f"other processes used {load.cpus:.1f} CPUs meanwhile")
-    overhead = max(0.0, float(np.median(outside))) if outside else 0.0
-    return ServerFigures(Distribution.measured(times, source), source, min(overhead, 0.9 * float(np.mean(times))))
+    overhead = min(max(0.0, float(np.median(outside))) if outside else 0.0, 0.9 * float(np.mean(times)))
+    idle = Distribution.measured(times, source)
+    if loaded is None:
+        return ServerFigures(idle, source, overhead, threads_per_core=threads_per_core())
+    worker_ms = lanes * loaded.elapsed_s * 1000.0 / loaded.ok
+    factor = worker_ms / max(idle.mean_ms - overhead, 1e-6)
+    source += (f"; under {connections} connections ({loaded.generator}, {loaded.elapsed_s:.0f} s): {loaded.ok} answers, "
+               f"{worker_ms:.1f} ms a lane per request with all {lanes} busy")
+    say(f"server, every lane busy: {loaded.ok / loaded.elapsed_s:.1f} answers/s, {worker_ms:.1f} ms a lane per request "
+        f"({factor:.2f} x one at a time)", 1.0)
+    return ServerFigures(idle.scaled_above(overhead, factor, source + f": the one-at-a-time lane part x {factor:.3g}"),
+                         source, overhead, lanes, threads_per_core(), worker_ms)
 
 
 def _ok(outcome: Any, what: str) -> Any:
@@ -399,7 +480,9 @@ def calibrate(model: Path, memory_mb: int, precision: str, *, report_log: Path |
         lam = replace(lam, memory_mb=lam.memory_mb or memory_mb)
     elif measure != "always":
         lam = from_tune(tune_json, memory_mb, precision) or (cached.lambda_ if cached else None)
-    server = (cached.server if cached else from_bench(bench_json, model)) if measure != "always" else None
+    server = cached.server if cached and (cached.server.all_lanes_busy or measure == "never") else None
+    if server is None and measure == "never":  # one request at a time: better than nothing, and said so
+        server = from_bench(bench_json, model)
     if (lam is None or server is None) and measure == "never":
         missing = " and ".join(side for side, figures in (("Lambda", lam), ("server", server)) if figures is None)
         raise CalibrationError(f"no {missing} figures for {model} at {memory_mb} MB on this machine and measuring is off: "
@@ -416,8 +499,9 @@ def calibrate(model: Path, memory_mb: int, precision: str, *, report_log: Path |
         lam = measure_lambda(model, memory_mb, photo, on_progress=say)
         measured_now = True
     if server is None:
-        say(f"no server figures for {Path(model).name} on this machine: measuring them now against local serve", None)
-        server = measure_server(model, photo, on_progress=say)
+        say(f"no server figures for {Path(model).name} with every lane busy on this machine: measuring them now against "
+            "local serve", None)
+        server = measure_server(model, photo, loaded_seconds=LOADED_SECONDS, on_progress=say)
         measured_now = True
     calibration = Calibration.of(model, memory_mb, lam, server)
     if measured_now:

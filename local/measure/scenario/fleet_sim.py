@@ -15,11 +15,12 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import simpy
 
+from local.measure import cost
 from local.measure.scenario.params import FleetParams
 from local.measure.scenario.results import OK, REJECTED, SideRun
 
@@ -52,7 +53,7 @@ def simulate_fleet(arrivals: np.ndarray, params: FleetParams, *, seed: int = 0, 
     start = min(0.0, float(times[0])) if n else 0.0
     end = float(end_s if end_s is not None else (times[-1] if n else 0.0))
     env = simpy.Environment(initial_time=start)
-    workers, places, patience, overhead = params.workers, params.queue, params.queue_timeout_s, params.overhead_ms
+    workers, places, patience, overhead = params.lanes, params.queue, params.queue_timeout_s, params.overhead_ms
     fleet: list[_Instance] = []
     routable: list[_Instance] = []
     changes: list[tuple[float, int]] = []  # (time, +1 launched / -1 stopped)
@@ -184,14 +185,30 @@ def simulate_fleet(arrivals: np.ndarray, params: FleetParams, *, seed: int = 0, 
     run = SideRun("server", times, latency, status, np.zeros(n, dtype=bool), busy_ms, wait_ms,
                   (step_times, counts),
                   measure_from=measure_from, end_s=end, notes=notes)
-    run.cost = fleet_cost(run, params, fleet)
+    seconds = 0.0
+    for instance in fleet:  # every instance-second of the measured period, from launch (booting is billed) to stop
+        stopped = instance.stopped if instance.stopped is not None else run.end_s
+        seconds += max(0.0, min(stopped, run.end_s) - max(instance.launched, run.measure_from))
+    run.instance_s = seconds
+    run.cost = fleet_cost(run, params)
     return run
 
 
-def fleet_cost(run: SideRun, params: FleetParams, fleet: list[_Instance]) -> dict[str, float]:
-    """USD for the measured period: every instance-second from launch (booting is billed) to stop."""
-    seconds = 0.0
-    for instance in fleet:
-        stopped = instance.stopped if instance.stopped is not None else run.end_s
-        seconds += max(0.0, min(stopped, run.end_s) - max(instance.launched, run.measure_from))
-    return {"instances": seconds / 3600.0 * params.prices.server_hourly_usd}
+def fleet_cost(run: SideRun, params: FleetParams) -> dict[str, float]:
+    """USD for the measured period: its instance-seconds at the platform's price (an EC2 instance type's
+    hour, or a Fargate task's vCPU- and GB-hours), and the Application Load Balancer's hours and LCUs,
+    each hour of the period billed its own largest LCU dimension (:func:`local.measure.cost.alb_cost`)."""
+    items = {"instances": run.instance_s / 3600.0 * params.hourly_usd}
+    if params.load_balancer:
+        items["load_balancer"] = sum(load_balancer_cost(run, params)[k] for k in ("hours_usd", "lcus_usd"))
+    return items
+
+
+def load_balancer_cost(run: SideRun, params: FleetParams) -> dict[str, Any]:
+    """The load balancer's bill for the measured period, from the requests that reached it each hour."""
+    counted = run.arrivals[run.counted]
+    span = run.duration_s
+    hours = max(1, math.ceil(span / 3600.0 - 1e-9))
+    counts, _ = np.histogram(counted, bins=run.measure_from + 3600.0 * np.arange(hours + 1))
+    return cost.alb_cost([float(c) for c in counts], request_bytes=params.request_bytes,
+                         response_bytes=params.response_bytes, last_hour=(span - 3600.0 * (hours - 1)) / 3600.0)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lambda_onnx.resources import server_split
 from local.lambda_env.elastic import DEFAULT_IDLE_TIMEOUT_S  # stated where the emulator applies it
 from local.measure import cost
 
@@ -42,7 +43,41 @@ DEFAULT_QUEUE_TIMEOUT_S = 30.0  # a request waiting longer for a server gets 503
 # Fewer samples than this and a measured distribution is replaced by a lognormal fitted to it:
 # resampling 20 values would make the 20th-largest the simulated p99.
 MIN_EMPIRICAL_SAMPLES = 50
+PLATFORMS = ("ec2", "fargate")
+# What a request and its answer weigh through the load balancer (its processed-bytes LCUs): a 1 MP JPEG
+# (lambda_onnx.photos' "chelsea", 240,512 bytes, the photo every measurement here sends) and a top-5 answer.
+DEFAULT_REQUEST_BYTES = 240_512
+DEFAULT_RESPONSE_BYTES = 1_000
 _Z90 = 1.2815515655446004  # the standard normal's 90th percentile
+# What a core's second hyperthread adds to its throughput when both run lanes of ONNX Runtime
+# inference: the core then completes this many times what it completes with one thread, shared by the
+# two lanes. Intel's "Hyper-Thread Tuning Guide for End to End Video AI Workload" (2023-07,
+# intel.com/content/www/us/en/developer/articles/guide/hyper-thread-tuning-guide-for-video-ai-workload.html)
+# measured about 10 % on Xeon for an AI pipeline; dense AVX-512 kernels gain least, since both threads
+# wait for the same vector units. This machine has no SMT siblings to measure it on (lscpu: 1 thread per
+# core); measure yours (`local loadtest` with 1 and 2 lanes on one core) and pass it (--smt-gain).
+DEFAULT_SMT_GAIN = 1.1
+SMT_GAIN_SOURCE = ("Intel, 'Hyper-Thread Tuning Guide for End to End Video AI Workload' (2023-07): about 10 % more "
+                   "throughput from a core's second hyperthread on AI inference; not measurable here (no SMT siblings)")
+
+
+def lanes_for(instance: cost.InstanceType) -> int:
+    """Lanes ``local serve`` runs on the instance's vCPUs (:func:`~lambda_onnx.resources.server_split`)."""
+    split = server_split(float(instance.vcpus))
+    return split.workers * split.lanes
+
+
+def lane_time_factor(here_threads_per_core: int, there_threads_per_core: int, smt_gain: float = DEFAULT_SMT_GAIN) -> float:
+    """How many times longer a lane takes over a request there than here, every lane busy: a core
+    running ``t`` lanes as hyperthreads completes ``smt_gain`` times what it completes with one (1 when
+    ``t`` is 1), shared by the ``t`` lanes."""
+    if smt_gain <= 0:
+        raise ValueError(f"the SMT gain must be positive, got {smt_gain}")
+
+    def per_lane(threads: int) -> float:
+        return threads / (smt_gain if threads > 1 else 1.0)
+
+    return per_lane(max(1, there_threads_per_core)) / per_lane(max(1, here_threads_per_core))
 
 
 @dataclass(frozen=True)
@@ -100,6 +135,20 @@ class Distribution:
     @property
     def p50_ms(self) -> float:
         return float(np.median(self.samples)) if self.samples else (self.median_ms or 0.0)
+
+    def scaled_above(self, offset_ms: float, factor: float, source: str) -> Distribution:
+        """Every latency's part above ``offset_ms`` times ``factor`` (the part a lane holds, carried to
+        another CPU layout or load; the rest, outside the lane, unchanged)."""
+        if factor == 1.0:
+            return self
+
+        def move(ms: float) -> float:
+            return offset_ms + max(0.0, ms - offset_ms) * factor
+
+        if self.samples:
+            return Distribution(samples=tuple(move(s) for s in self.samples), source=source)
+        return Distribution(median_ms=move(self.median_ms or 0.0), p90_ms=move(self.p90_ms or self.median_ms or 0.0),
+                            source=source)
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` latencies (ms)."""
@@ -159,13 +208,17 @@ class LambdaParams:
 @dataclass(frozen=True)
 class FleetParams:
     """K instances x W workers behind a load balancer (least outstanding requests), each with a
-    bounded queue; fixed, or target-tracking autoscaled with a boot delay."""
+    bounded queue; fixed, or target-tracking autoscaled with a boot delay.
 
-    service_ms: Distribution  # one request's round trip on an idle instance
+    The workers are the lanes ``local serve`` runs on the instance type's vCPUs unless given, and the
+    service time is a request's on such an instance with every lane busy (its capacity; see
+    :meth:`~local.measure.scenario.calibrate.Calibration.fleet_params`)."""
+
+    service_ms: Distribution  # one request's round trip on an instance of this type, every lane busy
     # The part of service_ms spent outside a worker (the client, the network, the HTTP event loop reading the
     # body and writing the answer): it overlaps with other requests, so a worker is held for service - overhead.
     overhead_ms: float = 0.0
-    workers: int = 1  # requests one instance serves at once
+    workers: int | None = None  # requests one instance serves at once; None: local serve's lanes on its vCPUs
     queue: int = 16  # requests that may wait per instance before it answers 503
     queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S
     instances: int = 1  # fixed size, or the autoscaler's starting size
@@ -176,20 +229,44 @@ class FleetParams:
     boot_s: float = DEFAULT_BOOT_S
     evaluation_s: float = DEFAULT_EVALUATION_S
     scale_in_cooldown_s: float = DEFAULT_SCALE_IN_COOLDOWN_S
-    instance_type: str = "c7i.large (2 vCPU)"
+    instance: cost.InstanceType = field(default_factory=lambda: cost.instance_type(cost.DEFAULT_INSTANCE_TYPE))
+    platform: str = "ec2"  # "ec2": the instance type's hourly price; "fargate": a task of its vCPUs and memory
+    load_balancer: bool = True  # an Application Load Balancer in front, priced by the hour and its LCUs
+    request_bytes: int = DEFAULT_REQUEST_BYTES
+    response_bytes: int = DEFAULT_RESPONSE_BYTES
     prices: cost.CostInputs = field(default_factory=cost.CostInputs)
 
     def __post_init__(self) -> None:
+        if self.workers is None:
+            object.__setattr__(self, "workers", lanes_for(self.instance))
+        if self.platform not in PLATFORMS:
+            raise ValueError(f"platform must be one of {', '.join(PLATFORMS)}, got {self.platform!r}")
         if self.overhead_ms < 0 or self.overhead_ms >= self.service_ms.mean_ms:
             raise ValueError(f"the overhead outside a worker ({self.overhead_ms} ms) must be at least 0 and less than "
                              f"the mean service time ({self.service_ms.mean_ms:.1f} ms)")
-        if self.workers < 1 or self.queue < 0 or self.instances < 1 or self.queue_timeout_s <= 0:
+        if self.lanes < 1 or self.queue < 0 or self.instances < 1 or self.queue_timeout_s <= 0:
             raise ValueError("a fleet needs at least one instance and one worker, a queue of 0 or more and a "
                              "positive queue timeout")
         if not 0 < self.target_utilisation <= 1 or not 1 <= self.min_instances <= self.max_instances:
             raise ValueError("the target utilisation must be in (0, 1] and 1 <= min instances <= max instances")
 
     @property
+    def lanes(self) -> int:
+        """``workers``, resolved (never None after construction)."""
+        return int(self.workers or 1)
+
+    @property
+    def instance_type(self) -> str:
+        return self.instance.name if self.platform == "ec2" else f"Fargate task ({self.instance.vcpus} vCPU)"
+
+    @property
+    def hourly_usd(self) -> float:
+        """One instance-hour (EC2) or task-hour (Fargate)."""
+        if self.platform == "fargate":
+            return cost.fargate_hourly(self.instance.vcpus, self.instance.memory_mib)
+        return self.instance.hourly_usd
+
+    @property
     def capacity_rps(self) -> float:
         """Requests per second one instance completes when always busy."""
-        return self.workers * 1000.0 / (self.service_ms.mean_ms - self.overhead_ms)
+        return self.lanes * 1000.0 / (self.service_ms.mean_ms - self.overhead_ms)

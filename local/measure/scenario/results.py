@@ -36,6 +36,7 @@ class SideRun:
     end_s: float = 0.0  # the period measured ends here
     cost: dict[str, float] = field(default_factory=dict)  # USD by item, for the measured period
     notes: list[str] = field(default_factory=list)
+    instance_s: float = 0.0  # a fleet's instance-seconds in the measured period (what its instances cost)
 
     @property
     def counted(self) -> np.ndarray:
@@ -201,12 +202,16 @@ class ScenarioResult:
     wall_s: float = 0.0
     series: dict[str, TimeSeries] = field(default_factory=dict)
     charts: dict[str, str] = field(default_factory=dict)
+    deployment: dict[str, Any] = field(default_factory=dict)  # the server side's FleetDeployment, as a dict
+    lambda_deployment: dict[str, Any] = field(default_factory=dict)  # the function's settings simulated
+    server_cost: dict[str, Any] = field(default_factory=dict)  # per month: instances, load balancer, total, platforms
 
     def to_dict(self, with_series: bool = False) -> dict[str, Any]:
         data = {"name": self.name, "traffic": self.traffic, "duration_s": self.duration_s,
                 "simulated_s": self.simulated_s, "method": self.method, "lambda": self.lambda_.to_dict(),
                 "server": self.server.to_dict(), "verdict": self.verdict, "calibration": self.calibration,
-                "wall_s": round(self.wall_s, 2), "charts": self.charts}
+                "wall_s": round(self.wall_s, 2), "charts": self.charts, "deployment": self.deployment,
+                "lambda_deployment": self.lambda_deployment, "server_cost": self.server_cost}
         if with_series:
             data["series"] = {side: asdict(series) for side, series in self.series.items()}
         return data

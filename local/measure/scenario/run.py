@@ -22,14 +22,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from local.measure import cost
 from local.measure.scenario.calibrate import Calibration
-from local.measure.scenario.fleet_sim import simulate_fleet
+from local.measure.scenario.deployment import FleetDeployment
+from local.measure.scenario.fleet_sim import fleet_cost, load_balancer_cost, simulate_fleet
 from local.measure.scenario.lambda_sim import simulate_lambda
 from local.measure.scenario.params import (
     ACCOUNT_CONCURRENCY,
@@ -37,8 +38,13 @@ from local.measure.scenario.params import (
     DEFAULT_BOOT_S,
     DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_QUEUE_TIMEOUT_S,
+    DEFAULT_REQUEST_BYTES,
+    DEFAULT_RESPONSE_BYTES,
+    DEFAULT_SMT_GAIN,
     IDLE_TIMEOUT_SOURCE,
+    PLATFORMS,
     SCALING_SOURCE,
+    SMT_GAIN_SOURCE,
     FleetParams,
     LambdaParams,
 )
@@ -68,7 +74,14 @@ class ScenarioConfig:
     api_gateway: bool = True
     # the fleet
     instances: int | None = None  # None: sized for the peak (the autoscaler's start when autoscaling)
-    workers: int = 1
+    workers: int | None = None  # None: the lanes local serve runs on the instance type's vCPUs
+    instance_type: str = cost.DEFAULT_INSTANCE_TYPE
+    server_hourly_usd: float | None = None  # None: the instance type's on-demand price
+    smt_gain: float = DEFAULT_SMT_GAIN
+    platform: str = "auto"  # "ec2", "fargate", or "auto": the cheaper of the two for this traffic
+    load_balancer: bool = True
+    request_bytes: int = DEFAULT_REQUEST_BYTES
+    response_bytes: int = DEFAULT_RESPONSE_BYTES
     queue: int = 16
     queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S
     autoscale: bool = False
@@ -85,6 +98,9 @@ class ScenarioConfig:
             raise ValueError(f"the duration must be positive, got {self.duration_s}")
         if self.representative_days < 1:
             raise ValueError("at least one representative day")
+        cost.instance_type(self.instance_type)  # an unknown type is refused now
+        if self.platform not in ("auto", *PLATFORMS):
+            raise ValueError(f"platform must be auto, {' or '.join(PLATFORMS)}, got {self.platform!r}")
 
     @property
     def period_s(self) -> float:
@@ -171,11 +187,23 @@ def lambda_params(config: ScenarioConfig, calibration: Calibration) -> LambdaPar
                                      prices=replace(config.prices, api_gateway=config.api_gateway))
 
 
+def instance_for(config: ScenarioConfig) -> cost.InstanceType:
+    """The instance type chosen, at the price given if one was."""
+    instance = cost.instance_type(config.instance_type)
+    if config.server_hourly_usd is not None and config.server_hourly_usd != instance.hourly_usd:
+        instance = replace(instance, hourly_usd=config.server_hourly_usd, source="given (--server-hourly-usd)")
+    return instance
+
+
 def fleet_params(config: ScenarioConfig, calibration: Calibration, segments: list[Segment]) -> tuple[FleetParams, str]:
     """The fleet, sized for the peak unless given (and where the autoscaler starts)."""
-    base = calibration.fleet_params(workers=config.workers, queue=config.queue, queue_timeout_s=config.queue_timeout_s,
+    base = calibration.fleet_params(instance=instance_for(config), smt_gain=config.smt_gain, workers=config.workers,
+                                    queue=config.queue, queue_timeout_s=config.queue_timeout_s,
                                     target_utilisation=config.target_utilisation, boot_s=config.boot_s,
-                                    max_instances=config.max_instances, prices=config.prices)
+                                    max_instances=config.max_instances, prices=config.prices,
+                                    platform="ec2" if config.platform == "auto" else config.platform,
+                                    load_balancer=config.load_balancer, request_bytes=config.request_bytes,
+                                    response_bytes=config.response_bytes)
     everything = np.concatenate([s.arrivals[s.arrivals >= s.measure_from] for s in segments])
     peak = peak_rate(everything)
     sized = size_for_peak(peak, base)
@@ -183,12 +211,53 @@ def fleet_params(config: ScenarioConfig, calibration: Calibration, segments: lis
         first = everything[everything < everything.min() + 600] if everything.size else everything
         start = config.instances or max(1, size_for_peak(first.size / 600.0, base))
         fleet = replace(base, instances=start, autoscale=True, max_instances=max(config.max_instances, start))
-        label = (f"autoscaled {base.instance_type} fleet (target {config.target_utilisation:.0%} busy, boot "
-                 f"{config.boot_s:g} s), {config.workers} worker(s) each")
+        label = (f"autoscaled {base.instance.name} fleet (target {config.target_utilisation:.0%} busy, boot "
+                 f"{config.boot_s:g} s), {base.lanes} lane(s) each")
         return fleet, label
     count = config.instances or sized
     why = "given" if config.instances else f"sized for the peak minute, {peak:.3g} req/s, at {config.target_utilisation:.0%} busy"
-    return replace(base, instances=count), f"{count} x {base.instance_type}, {config.workers} worker(s) each ({why})"
+    return replace(base, instances=count), f"{count} x {base.instance.name}, {base.lanes} lane(s) each ({why})"
+
+
+def price_platforms(fleet: FleetParams, parts: list[tuple[SideRun, float]], choice: str) -> tuple[str, dict[str, float]]:
+    """Each simulated piece priced on EC2 and on Fargate (the same instance-seconds); every piece's
+    ``cost`` set to the platform chosen (``choice``, or the cheaper when ``"auto"``). Returns it and
+    each platform's USD for the pieces, weighted."""
+    totals = {platform: sum(w * sum(fleet_cost(run, replace(fleet, platform=platform)).values()) for run, w in parts)
+              for platform in PLATFORMS}
+    chosen = min(PLATFORMS, key=lambda k: totals[k]) if choice == "auto" else choice
+    for run, _ in parts:
+        run.cost = fleet_cost(run, replace(fleet, platform=chosen))
+    return chosen, totals
+
+
+def minute_rates(segments: list[Segment]) -> tuple[float, float]:
+    """The quietest and the busiest minute's rate (requests per second) over the measured periods."""
+    lows, highs = [], []
+    for segment in segments:
+        counted = segment.arrivals[segment.arrivals >= segment.measure_from]
+        minutes = max(1, int((segment.end_s - segment.measure_from) // PEAK_WINDOW_S))
+        counts, _ = np.histogram(counted, bins=segment.measure_from + PEAK_WINDOW_S * np.arange(minutes + 1))
+        lows.append(counts.min() / PEAK_WINDOW_S)
+        highs.append(counts.max() / PEAK_WINDOW_S)
+    return min(lows), max(highs)
+
+
+def deployment_for(config: ScenarioConfig, calibration: Calibration, fleet: FleetParams, platform: str,
+                   segments: list[Segment], peak_instances: int) -> FleetDeployment:
+    """What to deploy for this traffic: the instance type (or a Fargate task of its size), at least what
+    the quietest minute needs at the target and at most what the busiest needs (or the simulation used),
+    target tracking at the planned utilisation, a drain as long as a request may wait."""
+    low, high = minute_rates(segments)
+    least = min(size_for_peak(low, fleet), config.max_instances)
+    most = max(size_for_peak(high, fleet), peak_instances, least)
+    instance = fleet.instance
+    return FleetDeployment(platform=platform, instance_type=instance.name if platform == "ec2" else "fargate",
+                           vcpus=instance.vcpus, memory_mib=instance.memory_mib, lanes=fleet.lanes,
+                           min_instances=least, max_instances=most,
+                           target_cpu_pct=round(100.0 * config.target_utilisation, 1),
+                           drain_s=math.ceil(config.queue_timeout_s), boot_s=config.boot_s, max_queue=config.queue,
+                           model=Path(calibration.model).name)
 
 
 def run_scenario(config: ScenarioConfig, calibration: Calibration, *, on_progress: Say | None = None,
@@ -222,6 +291,10 @@ def run_scenario(config: ScenarioConfig, calibration: Calibration, *, on_progres
     lambda_label = (f"Lambda {lam.memory_mb} MB, {config.prices.architecture}"
                     + (f", {config.provisioned} provisioned" if config.provisioned else "")
                     + (f", reserved concurrency {config.reserved_concurrency}" if config.reserved_concurrency else ""))
+    platform, platform_usd = price_platforms(fleet, runs["server"], config.platform)
+    if platform == "fargate":
+        fleet_label = fleet_label.replace(f"x {fleet.instance.name},", f"x Fargate task ({fleet.instance.vcpus} vCPU, "
+                                          f"{fleet.instance.memory_mib // 1024} GB),")
     single = len(segments) == 1 and segments[0].weight == 1.0
     sides = {side: (summarise(parts[0][0], label) if single else combine(parts, label, config.period_s))
              for side, parts, label in (("lambda", runs["lambda"], lambda_label), ("server", runs["server"], fleet_label))}
@@ -232,13 +305,33 @@ def run_scenario(config: ScenarioConfig, calibration: Calibration, *, on_progres
                    "concurrency_limit": lam.concurrency_limit, "scaling": SCALING_SOURCE,
                    "api_timeout_s": lam.api_timeout_s, "provisioned": config.provisioned,
                    "provisioned_prices": cost.PROVISIONED_PRICES_DATE, "prices": cost.PRICES_DATE,
-                   "server_hourly_usd": config.prices.server_hourly_usd}
+                   "server_hourly_usd": fleet.instance.hourly_usd, "instance_type": fleet.instance.describe(),
+                   "instance_price_source": fleet.instance.source, "cpu_layout": cost.CPU_LAYOUT_SOURCE,
+                   "smt_gain": config.smt_gain, "smt_gain_source": SMT_GAIN_SOURCE,
+                   "fleet_prices": cost.FLEET_PRICES_DATE, "fargate_prices": cost.FARGATE_PRICES_SOURCE,
+                   "load_balancer_prices": cost.ALB_PRICES_SOURCE,
+                   "request_bytes": config.request_bytes, "response_bytes": config.response_bytes}
+    server = sides["server"]
+    month = results_month(config.period_s)
+    dominant = [load_balancer_cost(run, fleet)["dominant"] for run, _ in runs["server"]] if config.load_balancer else []
+    server_cost = {"platform": platform,
+                   "instances": round(server.cost_breakdown.get("instances", 0.0) * month, 4),
+                   "load_balancer": round(server.cost_breakdown.get("load_balancer", 0.0) * month, 4),
+                   "total": server.cost_per_month_usd,
+                   **{f"{k}_per_month_usd": round(v * month, 4) for k, v in platform_usd.items()},
+                   "load_balancer_dominant": max(set(dominant), key=dominant.count) if dominant else "none"}
+    deployment = deployment_for(config, calibration, fleet, platform, segments, server.peak_instances)
+    lambda_deployment = {"memory_mb": lam.memory_mb, "architecture": config.prices.architecture,
+                         "precision": "int8" if Path(calibration.model).name.endswith(".int8.onnx") else "fp32",
+                         "provisioned": config.provisioned, "reserved_concurrency": config.reserved_concurrency,
+                         "api_gateway": config.api_gateway, "peak_concurrency": sides["lambda"].peak_concurrency}
     result = ScenarioResult(
         name=config.name or (config.traffic.name if isinstance(config.traffic, Shape) else Path(config.traffic.source).name),
         traffic={**traffic, "description": config.describe()}, duration_s=config.period_s, simulated_s=simulated,
         method=method, lambda_=sides["lambda"], server=sides["server"],
         calibration={**calibration.summary(), "assumptions": assumptions},
-        verdict=verdict(sides["lambda"], sides["server"]))
+        verdict=verdict(sides["lambda"], sides["server"]), deployment=asdict(deployment),
+        lambda_deployment=lambda_deployment, server_cost=server_cost)
     biggest = max(range(len(segments)), key=lambda k: segments[k].weight * segments[k].arrivals.size)
     result.series = {side: time_series(runs[side][biggest][0], buckets) for side in ("lambda", "server")}
     result.wall_s = time.perf_counter() - began
@@ -274,6 +367,11 @@ def compare_shapes(calibration: Calibration, base: ScenarioConfig | None = None,
         result.traffic["summary"] = COMPARE[index][2]
         results.append(result)
     return results
+
+
+def results_month(period_s: float) -> float:
+    """Months in ``period_s`` to the Cost module's month, inverted: a period's USD times this is a month's."""
+    return cost.HOURS_PER_MONTH * 3600.0 / period_s if period_s else 0.0
 
 
 def month_requests(result: ScenarioResult) -> float:
