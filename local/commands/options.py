@@ -7,13 +7,16 @@ from __future__ import annotations
 import argparse
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lambda_onnx.canary import ALLOW_CANARY_FAILURE_ENV, CanaryResult
 from lambda_onnx.cpu import INT8_KERNEL_CHOICES, INT8_KERNEL_ENV
 from lambda_onnx.engines import RUNTIMES
 from lambda_onnx.sidecar import RANDOM_WEIGHTS_WARNING
-from local.clients.targets import Targets
 from local.defaults import DEFAULT_MEMORY_MB, DEFAULT_MODEL
+
+if TYPE_CHECKING:  # imported where it is used: `local serve` alone (the server image) has no clients
+    from local.clients.targets import Targets
 
 
 def count(text: str) -> int:
@@ -117,6 +120,8 @@ def add_target_args(parser) -> None:
 
 
 def targets_from_args(args) -> Targets:
+    from local.clients.targets import Targets
+
     return Targets(model=args.model, server_url=args.server_url, lambda_url=args.lambda_url,
                    lambda_function=args.lambda_function, region=args.region, sigv4=args.sigv4,
                    emulator_memory_mb=args.emulator_memory)

@@ -273,10 +273,10 @@ def uvicorn_options(config: ServeConfig, log_level: str) -> dict[str, Any]:
 
 def run(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
         app: Starlette | None = None) -> None:
-    """Serve until interrupted. With several workers, each HTTP front starts lanes of its own and
-    listens on a socket of its own (:mod:`local.serve.workers`); with one, an ``app`` already built
-    (lanes loaded) is served as it is."""
-    import uvicorn
+    """Serve until interrupted or stopped (SIGTERM: the drain, :mod:`local.serve.drain`). With several
+    workers, each HTTP front starts lanes of its own and listens on a socket of its own
+    (:mod:`local.serve.workers`); with one, an ``app`` already built (lanes loaded) is served as it is."""
+    from local.serve.drain import serve
 
     os.environ[_ENV] = config.to_env()
     if config.split().workers > 1:
@@ -284,4 +284,4 @@ def run(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, log_leve
 
         serve_workers(config, host=host, port=port, log_level=log_level)
     else:
-        uvicorn.run(app or create_app(config), host=host, port=port, **uvicorn_options(config, log_level))
+        serve(app or create_app(config), uvicorn_options(config, log_level), config.drain_timeout_s, host=host, port=port)

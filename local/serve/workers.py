@@ -70,12 +70,13 @@ def _worker(sock: socket.socket, log_level: str) -> None:
     """One worker process: build the app from the configuration in the environment and serve ``sock``."""
     import uvicorn
 
-    from local.serve.app import uvicorn_options
+    from local.serve.app import create_app, uvicorn_options
+    from local.serve.drain import serve
 
     config = ServeConfig.from_env()
-    server = uvicorn.Server(uvicorn.Config("local.serve.app:create_app", factory=True, **uvicorn_options(config, log_level)))
+    uvicorn.Config("local.serve.app:create_app", factory=True, log_level=log_level)  # log as uvicorn does, from here on
     try:
-        server.run(sockets=[sock])
+        serve(create_app(config), uvicorn_options(config, log_level), config.drain_timeout_s, sockets=[sock])
     except KeyboardInterrupt:  # the parent is stopping everything
         pass
 
@@ -118,7 +119,7 @@ def serve_workers(config: ServeConfig, *, host: str, port: int, log_level: str) 
         for process in processes:
             if process.is_alive():
                 process.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT_S
+        deadline = time.monotonic() + config.drain_timeout_s + STOP_TIMEOUT_S  # each worker drains (SIGTERM)
         for process in processes:
             process.join(max(0.1, deadline - time.monotonic()))
             if process.is_alive():
