@@ -251,3 +251,33 @@ def test_past_the_drain_deadline_the_rest_are_answered_503_not_dropped(app_dir, 
             assert response.json()["predictions"][0]["class_id"] == expected
         else:
             assert response.json()["error"] == "draining", response.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_python_m_local_serve_drains_and_exits_0_on_sigterm_too(lite0, lite0_classifier, workers):
+    """The same drain outside the image, with one HTTP front and with several (each drains its own)."""
+    from local.serve.process import ServeProcess
+
+    photo = by_name("coffee").read()
+    with ServeProcess(lite0, "--runtime", "onnxruntime", "--workers", workers) as server:
+        assert server.pid is not None
+        process = psutil.Process(server.pid)
+        family = [process, *process.children(recursive=True)]
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(classify, server.url, photo) for _ in range(4)]
+            deadline = time.monotonic() + 60
+            while httpx.get(server.url + "/health", timeout=5).json()["in_flight"] == 0 and not any(f.done() for f in futures):
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            process.send_signal(signal.SIGTERM)
+            answers = [f.exception() or f.result() for f in futures]
+        assert process.wait(DRAIN_TIMEOUT_S + 30) == 0, server.output()
+    expected = lite0_classifier.predict(photo).predictions[0].class_id
+    # One at least was admitted before SIGTERM; each one received by then is answered. A request still on its way
+    # when SIGTERM came (its connection not yet read: another worker's /health cannot tell) is refused or closed.
+    received = [r for r in answers if isinstance(r, httpx.Response)]
+    assert received and all(isinstance(r, httpx.TransportError) for r in answers if not isinstance(r, httpx.Response)), answers
+    for response in received:
+        assert response.status_code == 200 and response.json()["predictions"][0]["class_id"] == expected, response.text
+    assert not [p.pid for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
