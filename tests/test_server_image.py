@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -25,7 +26,7 @@ from lambda_onnx.sidecar import sidecar_path
 from local.ports import free_ports
 from local.serve.config import DRAIN_TIMEOUT_S
 from tests.helpers.process import ROOT
-from tests.helpers.taskroot import IMAGE_PYTHON, TaskRoot, assemble_task_root, find_python, localise, parse_dockerfile
+from tests.helpers.taskroot import IMAGE_PYTHON, PLATFORMS, TaskRoot, assemble_task_root, find_python, localise, parse_dockerfile
 from tests.test_image import hadolint
 from tests.test_lock import HASH, canonical, logical_lines, pins
 
@@ -76,6 +77,18 @@ def test_the_lock_holds_every_pin_at_its_version_with_hashes_and_nothing_heavy()
     assert not {name for name in locked if "torch" in name or name in ("gradio", "matplotlib", "boto3", "httpx")}
     header = LOCK.read_text().splitlines()[:3]
     assert any("uv pip compile deploy/server/requirements.txt" in line and "--generate-hashes" in line for line in header)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("machine", list(PLATFORMS))
+def test_the_lock_is_closed_for_each_architecture(tmp_path, machine):
+    """As for the Lambda image's lock (tests/test_lock.py): resolved with hashes required and dependencies
+    followed, nothing outside the lock is needed, for x86-64 (c7i, c7a) and arm64 (Graviton) alike."""
+    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--disable-pip-version-check",
+               "--require-hashes", "--only-binary=:all:", "--python-version", IMAGE_PYTHON, "--implementation", "cp",
+               "--target", str(tmp_path), *[arg for p in PLATFORMS[machine] for arg in ("--platform", p)], "-r", str(LOCK)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_the_servers_pins_are_local_serves_pins():
