@@ -133,6 +133,10 @@ def test_fargate_by_default_ec2_capacity_provider_on_request(stack):
     for kind in ("AWS::AutoScaling::AutoScalingGroup", "AWS::ECS::CapacityProvider", "AWS::EC2::LaunchTemplate"):
         (resource,) = resources_of(stack, kind).values()
         assert resource["Condition"] == "OnEc2", kind
+    (service,) = resources_of(stack, "AWS::ECS::Service").values()
+    assert service["Properties"]["CapacityProviderStrategy"] == [
+        {"CapacityProvider": {"Fn::If": ["OnEc2", {"Ref": "CapacityProvider"}, "FARGATE"]}, "Weight": 1}]
+    assert "ClusterCapacityProviders" in service["DependsOn"]  # the strategy's provider is the cluster's first
     (template,) = resources_of(stack, "AWS::EC2::LaunchTemplate").values()
     assert template["Properties"]["LaunchTemplateData"]["MetadataOptions"]["HttpTokens"] == "required"
 
