@@ -1,7 +1,8 @@
 """``python -m local <command>``: the server side from the command line.
 
 Every module in ``local/commands`` with ``add_parser(subparsers)`` is a subcommand. A command's
-:class:`~lambda_onnx.errors.ClassifierError` becomes one ``error: ...`` line and exit status 1 here,
+:class:`~lambda_onnx.errors.ClassifierError` becomes one ``error: ...`` line and exit status 1
+(:func:`~local.commands.options.run_command`, also the server image's entry point's),
 and SIGTERM ends every command as Ctrl-C does (:func:`~local.commands.options.stop_on_sigterm`).
 """
 
@@ -9,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import pkgutil
 import sys
 
 import local.commands
-from lambda_onnx.errors import ClassifierError
-from local.commands.options import stop_on_sigterm
+from local.commands.options import run_command, stop_on_sigterm
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -31,18 +30,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except ClassifierError as exc:  # every command's typed failure: one line and status 1
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:  # `python -m local predict ... | head`: the reader left, which is fine
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what was started is stopped on the way out, quietly
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

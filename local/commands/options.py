@@ -5,16 +5,21 @@ Libraries never see ``argparse``: they take the typed values these produce."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lambda_onnx.canary import ALLOW_CANARY_FAILURE_ENV, CanaryResult
 from lambda_onnx.cpu import INT8_KERNEL_CHOICES, INT8_KERNEL_ENV
 from lambda_onnx.engines import RUNTIMES
 from lambda_onnx.sidecar import RANDOM_WEIGHTS_WARNING
-from local.clients.targets import Targets
 from local.defaults import DEFAULT_MEMORY_MB, DEFAULT_MODEL
+
+if TYPE_CHECKING:  # imported where it is used: `local serve` alone (the server image) has no clients
+    from local.clients.targets import Targets
 
 
 def count(text: str) -> int:
@@ -89,6 +94,25 @@ def describe_canary(result: CanaryResult, int8_kernel: str | None) -> str:
 RANDOM_WEIGHTS_BANNER = f"WARNING: {RANDOM_WEIGHTS_WARNING}"
 
 
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command (``args.run(args)``), the one place its failures become an exit status: a
+    :class:`ClassifierError` one ``error: ...`` line and 1, a reader that left the pipe 0, Ctrl-C (or
+    SIGTERM, :func:`stop_on_sigterm`) 130, what was started being stopped on the way out."""
+    from lambda_onnx.errors import ClassifierError
+
+    try:
+        return args.run(args)
+    except ClassifierError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `python -m local predict ... | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
 def stop_on_sigterm() -> None:
     """Make SIGTERM (``kill``, ``docker stop``, systemd) end the command as Ctrl-C does.
 
@@ -118,6 +142,8 @@ def add_target_args(parser) -> None:
 
 
 def targets_from_args(args) -> Targets:
+    from local.clients.targets import Targets
+
     return Targets(model=args.model, server_url=args.server_url, lambda_url=args.lambda_url,
                    lambda_function=args.lambda_function, region=args.region, sigv4=args.sigv4,
                    emulator_memory_mb=args.emulator_memory)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from lambda_onnx.canary import CanaryResult
-from local.commands.options import RANDOM_WEIGHTS_BANNER, add_model_args, count, describe_canary
+from local.commands.options import RANDOM_WEIGHTS_BANNER, add_model_args, count, describe_canary, run_command
 from local.serve.config import HOST, PORT, QUEUE, ServeConfig
 from local.serve.protocol import HTTP_CHOICES
 
@@ -57,6 +57,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--header-timeout", type=float, default=DEFAULTS.header_timeout_s,
                         help="seconds from connecting to the end of the request headers before the server hangs up "
                              "(default: %(default)s)")
+    parser.add_argument("--drain-timeout", type=float, default=DEFAULTS.drain_timeout_s, metavar="SECONDS",
+                        help="on SIGTERM, stop taking connections (new ones are refused) and answer every request "
+                             "already accepted, queued ones included, within this many seconds; past it the rest are "
+                             "answered 503, then the server exits 0 (default: %(default)s)")
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="allow cross-origin requests from this origin (repeatable; default: none)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -77,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
                          max_queue=args.max_queue, max_receiving=args.max_receiving, cors_origins=args.cors_origin,
                          workers=args.workers,
                          body_timeout_s=args.body_timeout, lane_timeout_s=args.lane_timeout, header_timeout_s=args.header_timeout,
+                         drain_timeout_s=args.drain_timeout,
                          int8_kernel=args.int8_kernel, allow_canary_failure=args.allow_canary_failure,
                          retry_after_s=args.retry_after, pace_refusals=args.pace_refusals, refused_body=args.refused_body,
                          access_log=args.access_log, http=args.http, loop=args.loop)
@@ -106,3 +111,16 @@ def run(args: argparse.Namespace) -> int:
         if serving is not None:  # stopped before its lifespan ran (e.g. the port was taken)
             close_app(serving)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m local.commands.serve [options]``: this command alone, importing nothing of the other
+    commands (the server image runs it: ``deploy/server/Dockerfile``). SIGTERM is the drain's."""
+    parser = argparse.ArgumentParser(prog="python -m local.commands.serve")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    return run_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,6 +5,7 @@
 - :mod:`local.serve.config`: ``ServeConfig``, every default once, passed as an argument (never through the environment);
 - :mod:`local.serve.gate`: admission control (503 past capacity);
 - :mod:`local.serve.refusal`: pacing, counting and summarising the 503s;
+- :mod:`local.serve.drain`: the graceful drain on SIGTERM (new connections refused, accepted requests answered);
 - :mod:`local.serve.workers`: ``--workers N``, fronts on sockets of their own (``SO_REUSEPORT``);
 - :mod:`local.serve.protocol`: uvicorn's HTTP protocols with a request-head deadline, and ``uvicorn_options``;
 - :mod:`local.serve.auto`: ``--runtime auto``, the benchmark's choice on this machine;

@@ -267,14 +267,14 @@ def close_app(app: Starlette) -> None:
 
 def run(config: ServeConfig, host: str = HOST, port: int = PORT, log_level: str = "info",
         app: Starlette | None = None) -> None:
-    """Serve until interrupted. With several workers, each HTTP front starts lanes of its own and
-    listens on a socket of its own (:mod:`local.serve.workers`); with one, an ``app`` already built
-    (lanes loaded) is served as it is."""
-    import uvicorn
+    """Serve until interrupted or stopped (SIGTERM: the drain, :mod:`local.serve.drain`). With several
+    workers, each HTTP front starts lanes of its own and listens on a socket of its own
+    (:mod:`local.serve.workers`); with one, an ``app`` already built (lanes loaded) is served as it is."""
+    from local.serve.drain import serve
 
     if config.split().workers > 1:
         from local.serve.workers import serve_workers
 
         serve_workers(config, create_app, host=host, port=port, log_level=log_level)
     else:
-        uvicorn.run(app or create_app(config), host=host, port=port, **uvicorn_options(config, log_level))
+        serve(app or create_app(config), uvicorn_options(config, log_level), config.drain_timeout_s, host=host, port=port)

@@ -15,6 +15,9 @@ PORT = 8000
 LANE_TIMEOUT_S = 60.0  # a lane that has not answered a request by then is stopped (and started again)
 # Requests that may wait for a lane, in all the workers together, unless --max-queue says how many per worker.
 QUEUE = 16
+# Seconds a stopping server (SIGTERM) has to answer what it accepted before it answers the rest 503
+# (local.serve.drain); deployments set the load balancer's deregistration delay to it (deploy/).
+DRAIN_TIMEOUT_S = 30
 
 
 @dataclass
@@ -31,6 +34,7 @@ class ServeConfig:
     body_timeout_s: float = 30.0
     lane_timeout_s: float = LANE_TIMEOUT_S  # a lane that has not answered by then is stopped and started again
     header_timeout_s: float = 10.0  # from connecting to the end of the request head
+    drain_timeout_s: float = DRAIN_TIMEOUT_S  # on SIGTERM: to answer what was accepted (local.serve.drain)
     cors_origins: list[str] = field(default_factory=list)  # empty: no cross-origin access
     workers: int | None = None  # HTTP fronts, each with lanes of its own; default: one
     int8_kernel: str | None = None  # None: $INT8_KERNEL or auto (lambda_onnx.cpu)

@@ -234,6 +234,8 @@ class LanePool:
         self.queue: deque[Job] = deque()
         self.restarts = 0
         self.failed = 0  # requests lost to a lane that stopped
+        self._current: dict[int, Job] = {}  # each lane's latest request (answered or not)
+        self.expired: ClassifierError | None = None  # set by expire(): every request from then on is answered with it
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._context = multiprocessing.get_context("spawn")
@@ -283,6 +285,9 @@ class LanePool:
 
     def submit(self, body: bytes, content_type: str | None, request_id: str) -> Job:
         job = Job(body, content_type, request_id, asyncio.get_running_loop().create_future())
+        if self.expired is not None:
+            job.future.set_exception(self.expired)
+            return job
         self.queue.append(job)
         assert self._wake is not None, "open() the pool before submitting"
         self._wake.set()
@@ -311,6 +316,7 @@ class LanePool:
         while True:
             job = await self._next()
             job.running, sent = True, False
+            self._current[index] = job
             lane = self.lanes[index]
             assert lane.reader is not None and lane.writer is not None
             try:
@@ -362,6 +368,17 @@ class LanePool:
             self.restarts += 1
             log.info("lane %d started again (pid %s)", index, lane.process.pid)
             return
+
+    def expire(self, error: ClassifierError) -> int:
+        """Answer every request not yet answered, queued or running, with ``error``, and every later
+        one too (the drain's deadline, :mod:`local.serve.drain`); returns how many were waiting."""
+        self.expired = error
+        pending = {id(job): job for job in (*self.queue, *self._current.values()) if not job.future.done()}
+        unanswered = list(pending.values())
+        for job in unanswered:
+            job.future.set_exception(error)
+        self.queue.clear()
+        return len(unanswered)
 
     async def aclose(self) -> None:
         """Stop feeding and stop every lane (queued requests are withdrawn)."""

@@ -69,11 +69,10 @@ def reuseport_sockets(host: str, port: int, count: int) -> list[socket.socket]:
 
 def _worker(sock: socket.socket, config: ServeConfig, app_factory: Callable[[ServeConfig], Any], log_level: str) -> None:
     """One worker process: build the app with ``app_factory(config)`` and serve ``sock``."""
-    import uvicorn
+    from local.serve.drain import serve
 
-    server = uvicorn.Server(uvicorn.Config(app_factory(config), **uvicorn_options(config, log_level)))
     try:
-        server.run(sockets=[sock])
+        serve(app_factory(config), uvicorn_options(config, log_level), config.drain_timeout_s, sockets=[sock])
     except KeyboardInterrupt:  # the parent is stopping everything
         pass
 
@@ -117,7 +116,7 @@ def serve_workers(config: ServeConfig, app_factory: Callable[[ServeConfig], Any]
         for process in processes:
             if process.is_alive():
                 process.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT_S
+        deadline = time.monotonic() + config.drain_timeout_s + STOP_TIMEOUT_S  # each worker drains (SIGTERM)
         for process in processes:
             process.join(max(0.1, deadline - time.monotonic()))
             if process.is_alive():

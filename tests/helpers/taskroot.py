@@ -47,6 +47,7 @@ class Dockerfile:
     args: dict[str, str]  # ARG defaults
     steps: list[tuple[str, list[str]]]  # ("COPY" | "RUN" | "ENV" | "WORKDIR", words) in order, not yet expanded
     cmd: list[str] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)  # USER, EXPOSE, HEALTHCHECK: how it runs, not what it holds
 
 
 def _logical_lines(text: str) -> list[str]:
@@ -67,9 +68,13 @@ def _logical_lines(text: str) -> list[str]:
     return lines
 
 
+# Instructions that change how the image runs, not the files it holds: recorded (Dockerfile.meta), not reproduced.
+_METADATA = ("USER", "EXPOSE", "HEALTHCHECK")
+
+
 def parse_dockerfile(path: Path) -> Dockerfile:
     """Parse the instructions the task root depends on; refuse any this module cannot reproduce."""
-    base, args, steps, cmd = "", {}, [], []
+    base, args, steps, cmd, meta = "", {}, [], [], {}
     for line in _logical_lines(Path(path).read_text()):
         keyword, _, rest = line.partition(" ")
         keyword, rest = keyword.upper(), rest.strip()
@@ -82,11 +87,13 @@ def parse_dockerfile(path: Path) -> Dockerfile:
             steps.append((keyword, shlex.split(rest)))
         elif keyword == "CMD":
             cmd = json.loads(rest)
+        elif keyword in _METADATA:
+            meta[keyword] = rest
         elif keyword not in ("LABEL",):
             raise DockerfileError(f"{path}: {keyword} is not reproduced by tests/helpers/taskroot.py; extend it before using it")
     if not base:
         raise DockerfileError(f"{path}: no FROM line")
-    return Dockerfile(base, args, steps, cmd)
+    return Dockerfile(base, args, steps, cmd, meta)
 
 
 def expand(word: str, variables: dict[str, str]) -> str:
@@ -150,9 +157,24 @@ class TaskRoot:
     handler: str  # the image's CMD
     copied: list[str]  # files copied from the build context (relative to the task root)
     env: dict[str, str] = field(default_factory=dict)  # the image's ENV instructions: the function sees them
+    cmd: list[str] = field(default_factory=list)  # the image's CMD, whole
+    image_root: str = IMAGE_ENV["LAMBDA_TASK_ROOT"]  # where ``path`` is in the image
 
     def size_mb(self) -> float:
         return directory_mb(self.path)
+
+    def local_env(self) -> dict[str, str]:
+        """The image's ENV with its paths under ``image_root`` made paths under ``path`` (PYTHONPATH, say)."""
+        return {key: localise(value, PurePosixPath(self.image_root), self.path) for key, value in self.env.items()}
+
+
+def localise(value: str, image_root: PurePosixPath, root: Path) -> str:
+    """A path (or ``:``-separated paths) in the image as the same path in the assembled directory."""
+    def one(part: str) -> str:
+        path = PurePosixPath(part)
+        return str(root / path.relative_to(image_root)) if path == image_root or image_root in path.parents else part
+
+    return os.pathsep.join(one(part) for part in value.split(os.pathsep))
 
 
 def directory_mb(path: Path) -> float:
@@ -215,7 +237,8 @@ def _compileall(python: Path, arguments: list[str]) -> None:
 
 def assemble_task_root(root: Path, *, context: Path = ROOT, dockerfile: Path | None = None,
                        build_args: dict[str, str] | None = None, python: Path | None = None,
-                       machine: str | None = None) -> TaskRoot:
+                       machine: str | None = None, image_root: str = IMAGE_ENV["LAMBDA_TASK_ROOT"],
+                       image_env: dict[str, str] | None = None, dockerignore: Path | None = None) -> TaskRoot:
     """Build the image's ``$LAMBDA_TASK_ROOT`` in ``root``, following the Dockerfile step by step.
 
     ``context`` is the build context (the repository root for ``sam build``); ``build_args``
@@ -225,12 +248,16 @@ def assemble_task_root(root: Path, *, context: Path = ROOT, dockerfile: Path | N
     passed on, so a hash lock is checked as in the image), ``RUN python -m MODULE`` (run by the
     image's Python in the task root), ``ENV KEY=VALUE`` and ``WORKDIR $LAMBDA_TASK_ROOT`` are
     reproduced; anything else raises :class:`DockerfileError` rather than being silently skipped.
+
+    Another image (the server's, ``deploy/server/Dockerfile``) gives the directory its files live in
+    (``image_root``, ``/app``), the base image's variables it relies on (``image_env``) and its ignore
+    file (``dockerignore``, as BuildKit reads ``<Dockerfile>.dockerignore``).
     """
     context, root = Path(context).resolve(), Path(root).resolve()
     spec = parse_dockerfile(dockerfile or context / "Dockerfile")
-    ignore = DockerIgnore(context / ".dockerignore")
-    variables = {**IMAGE_ENV, **spec.args, **(build_args or {})}
-    task_root = PurePosixPath(IMAGE_ENV["LAMBDA_TASK_ROOT"])
+    ignore = DockerIgnore(dockerignore or context / ".dockerignore")
+    variables = {**(IMAGE_ENV if image_env is None else image_env), **spec.args, **(build_args or {})}
+    task_root = PurePosixPath(image_root)
 
     def local(container_path: str) -> Path:
         path = PurePosixPath(container_path)
@@ -271,10 +298,11 @@ def assemble_task_root(root: Path, *, context: Path = ROOT, dockerfile: Path | N
         elif words[:2] == ["python", "-m"]:
             if workdir is None:
                 raise DockerfileError(f"RUN {' '.join(words)}: needs WORKDIR {task_root} before it (python -m imports from the cwd)")
-            _run_module(python, [str(local(w)) if w.startswith(str(task_root)) else w for w in words[2:]], workdir, env)
+            _run_module(python, [str(local(w)) if w.startswith(str(task_root)) else w for w in words[2:]], workdir,
+                        {key: localise(value, task_root, root) for key, value in env.items()})
         else:
             _run_pip(words, local, python, machine)
-    return TaskRoot(root, spec.cmd[0] if spec.cmd else "", copied, env)
+    return TaskRoot(root, spec.cmd[0] if spec.cmd else "", copied, env, spec.cmd, str(task_root))
 
 
 def _run_module(python: Path, arguments: list[str], cwd: Path, env: dict[str, str]) -> None:
