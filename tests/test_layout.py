@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("lambda_onnx",),
     ("export",),
     ("local.defaults", "local.wire", "local.choice", "local.ports", "local"),
-    ("local.lambda_env", "local.serve"),
+    ("local.lambda_env", "local.serve", "local.fleet"),
     ("local.clients",),
     ("local.measure",),
     ("local.report",),
