@@ -179,9 +179,9 @@ class Fleet:
 
     def start(self) -> Fleet:
         """Start HAProxy and the instances; returns once every instance takes traffic."""
-        self.confinement = choose_confinement(self.cpus_per_instance, self._memory_mb, self._confine_mode)
-        self._event(f"confinement: {self.confinement.note}")
         try:
+            self.confinement = choose_confinement(self.cpus_per_instance, self._memory_mb, self._confine_mode)
+            self._event(f"confinement: {self.confinement.note}")
             self.haproxy.start()
             self._started = time.monotonic()
             self._record()
