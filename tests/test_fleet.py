@@ -23,7 +23,8 @@ import pytest
 
 from lambda_onnx.photos import by_name
 from local.fleet import AutoscalePolicy, Fleet, scaling_step
-from local.fleet.haproxy import haproxy_binary
+from local.fleet.haproxy import config_text, haproxy_binary
+from local.fleet.instance import ConfinementError, choose_confinement
 from local.lambda_env.cgroups import CgroupUnavailableError, cgroups_of, find_hierarchy
 from local.measure.load import start_workers
 from tests.helpers.process import ROOT
@@ -76,6 +77,38 @@ def test_the_simulation_calls_the_same_rule():
     from local.measure.scenario import fleet_sim
 
     assert fleet_sim.scaling_step is scaling_step
+
+
+# --- confinement where no cgroup can be made -------------------------------------------------------------
+
+
+def no_cgroups(tmp_path):
+    proc = tmp_path / "cgroup"
+    proc.write_text("0::/\n")
+    return {"root": tmp_path, "proc_cgroup": proc}
+
+
+def test_without_a_cgroup_whole_cpus_fall_back_to_affinity_and_say_why(tmp_path):
+    chosen = choose_confinement(1.0, 2048, **no_cgroups(tmp_path))
+    assert chosen.kind == "affinity" and "no cgroup here" in chosen.note and "cpu and memory controllers" in chosen.note
+
+
+def test_without_a_cgroup_a_fractional_share_or_a_required_cgroup_is_refused(tmp_path):
+    with pytest.raises(ConfinementError, match="whole CPUs"):
+        choose_confinement(0.5, 1024, **no_cgroups(tmp_path))
+    with pytest.raises(ConfinementError, match="no cgroup for the instances"):
+        choose_confinement(1.0, 2048, "cgroup", **no_cgroups(tmp_path))
+    assert choose_confinement(0.5, 1024, "none", **no_cgroups(tmp_path)).kind == "none"
+
+
+def test_the_haproxy_configuration_is_valid_and_says_what_the_fleet_needs(tmp_path):
+    text = config_text("127.0.0.1", 8080, tmp_path / "admin.sock")
+    for line in ("balance leastconn", "option httpchk GET /health", "retry-on conn-failure", "option redispatch",
+                 "level admin", "timeout server"):
+        assert line in text
+    (tmp_path / "haproxy.cfg").write_text(text)
+    check = subprocess.run([haproxy_binary(), "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
 
 
 # --- the fleet ----------------------------------------------------------------------------------------

@@ -158,7 +158,7 @@ class Fleet:
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
-        self._started = time.monotonic()
+        self.started_at = time.monotonic()  # t = 0 of history() and status(), on the monotonic clock
         self._history: list[tuple[float, int]] = []
         self._deaths = self._replacements = self._unanswered = 0
         self._note = ""
@@ -183,7 +183,7 @@ class Fleet:
             self.confinement = choose_confinement(self.cpus_per_instance, self._memory_mb, self._confine_mode)
             self._event(f"confinement: {self.confinement.note}")
             self.haproxy.start()
-            self._started = time.monotonic()
+            self.started_at = time.monotonic()
             self._record()
             first = [self._launch() for _ in range(self.initial)]
             for thread in list(self._boots):
@@ -233,13 +233,13 @@ class Fleet:
             states = [i.state for i in self._instances]
             boots = [i.boot_s for i in self._instances if i.boot_s is not None]
             desired, utilisation = self._decision if self._decision else (None, None)
-            return FleetStatus(time.monotonic() - self._started, states.count(UP), states.count(BOOTING), states.count(DRAINING),
+            return FleetStatus(time.monotonic() - self.started_at, states.count(UP), states.count(BOOTING), states.count(DRAINING),
                                self._totals[0], self._rates[0], self._rates[1], self._totals[1], self._deaths,
                                self._unanswered, self._replacements, desired, utilisation, boots[-1] if boots else None, self._note)
 
     def history(self) -> list[tuple[float, int]]:
-        """(seconds since start, instances running) at every change: launched and not yet stopped
-        (booting, up or draining), as the simulation counts them (an instance is billed from launch)."""
+        """(seconds since :attr:`started_at`, instances running) at every change: launched and not yet
+        stopped (booting, up or draining), as the simulation counts them (an instance is billed from launch)."""
         with self._lock:
             return list(self._history)
 
@@ -316,7 +316,8 @@ class Fleet:
                 return
             instance.state, instance.up_at = UP, time.monotonic()
             self._marks[instance.name] = (instance.up_at, instance.cpu_seconds())
-            self._event(f"{instance.name} up on {instance.address} (boot {instance.boot_s:.1f} s: spawn to first healthy answer)")
+            self._event(f"{instance.name} up on {instance.address}, pid {instance.server.pid} (boot {instance.boot_s:.1f} s: "
+                        "spawn to first healthy answer)")
 
     def _retire(self, count: int) -> None:
         """Drain the ``count`` up instances with the fewest requests in progress."""
@@ -441,7 +442,7 @@ class Fleet:
         with self._lock:
             count = sum(1 for i in self._instances if i.state in (BOOTING, UP, DRAINING))
             if not self._history or self._history[-1][1] != count:
-                self._history.append((time.monotonic() - self._started, count))
+                self._history.append((time.monotonic() - self.started_at, count))
 
     def _event(self, message: str) -> None:
         self._note = message

@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 
 from lambda_onnx.errors import BackendUnavailableError, ClassifierError
-from local.lambda_env.cgroups import CgroupUnavailableError, CpuMemoryLimits, LambdaCgroup
+from local.lambda_env.cgroups import CGROUP_ROOT, PROC_CGROUP, CgroupUnavailableError, CpuMemoryLimits, LambdaCgroup
 from local.serve.process import ServeProcess
 
 MEMORY_MB_PER_CPU = 2048  # a c7i.large / c7a.large: 4 GiB for 2 vCPUs
@@ -54,12 +54,16 @@ class Confinement:
     note: str
 
 
-def choose_confinement(cpus: float, memory_mb: int, mode: str = "auto") -> Confinement:
+def choose_confinement(cpus: float, memory_mb: int, mode: str = "auto", *, root: Path = CGROUP_ROOT,
+                       proc_cgroup: Path = PROC_CGROUP) -> Confinement:
     """Check that instances of ``cpus`` CPUs can be confined here (``mode``: auto, cgroup, affinity,
-    none) by making one cgroup and removing it; :class:`ConfinementError` if they cannot."""
+    none) by making one cgroup and removing it; :class:`ConfinementError` if they cannot. ``root``
+    and ``proc_cgroup`` are where cgroups are looked for (tests point them elsewhere)."""
+    if mode not in ("auto", "cgroup", "affinity", "none"):
+        raise ValueError(f"confinement is auto, cgroup, affinity or none, not {mode!r}")
     machine = float(len(os.sched_getaffinity(0)))
     if mode in ("auto", "cgroup"):
-        probe = InstanceCgroup(cpus, memory_mb, machine)
+        probe = InstanceCgroup(cpus, memory_mb, machine, root=root, proc_cgroup=proc_cgroup)
         try:
             probe.create()
             note = f"cgroup {probe.hierarchy.describe() if probe.hierarchy else ''}: {cpus:g} CPU quota, {memory_mb} MiB each"
