@@ -166,7 +166,7 @@ class Fleet:
         self._rates = (0.0, 0.0)  # requests/s, CPU %
         self._totals = (0, 0)  # requests, 5xx
         self._marks: dict[str, tuple[float, float]] = {}  # instance -> (time, cpu seconds) at the last evaluation
-        self._next_evaluation = math.inf
+        self._next_evaluation = self._last_evaluation = math.inf
         self._last_scale_in = -math.inf
         self._decision: tuple[int, float] | None = None
 
@@ -191,7 +191,8 @@ class Fleet:
             failed = [i for i in first if i.state == FAILED]
             if failed:
                 raise BackendUnavailableError(f"instance {failed[0].name} did not start: {failed[0].error}")
-            self._next_evaluation = time.monotonic() + self.autoscale.evaluation_s if self.autoscale else math.inf
+            self._last_evaluation = time.monotonic()
+            self._next_evaluation = self._last_evaluation + self.autoscale.evaluation_s if self.autoscale else math.inf
             self._supervisor = threading.Thread(target=self._supervise, name="fleet-supervisor", daemon=True)
             self._supervisor.start()
         except BaseException:
@@ -361,8 +362,8 @@ class Fleet:
                 now = time.monotonic()
                 if self._sample is None or now - self._sample[0] >= SAMPLE_S:
                     self._take_sample(now)
-                if now >= self._next_evaluation:
-                    self._next_evaluation = now + (self.autoscale.evaluation_s if self.autoscale else math.inf)
+                if now >= self._next_evaluation and self.autoscale is not None:
+                    self._next_evaluation = now + self.autoscale.evaluation_s
                     self._evaluate(now)
             except HAProxyError as exc:  # HAProxy itself died: nothing serves any more
                 if not self._stopping.is_set():
@@ -421,7 +422,8 @@ class Fleet:
         lanes = max(1, math.floor(self.cpus_per_instance))
         busy = self.in_flight()
         waiting = max(0, sum(busy.get(i.name, 0) for i in ups) - len(ups) * lanes) / lanes
-        demand = used / (self.cpus_per_instance * policy.evaluation_s) + waiting
+        period, self._last_evaluation = now - self._last_evaluation, now  # the ticks make it a little over evaluation_s
+        demand = used / (self.cpus_per_instance * period) + waiting
         desired, change = scaling_step(routable=len(ups), booting=booting, utilisation=utilisation, demand=demand,
                                        target=policy.target, minimum=policy.minimum, maximum=policy.maximum,
                                        since_scale_in_s=now - self._last_scale_in, cooldown_s=policy.cooldown_s)
