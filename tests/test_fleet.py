@@ -225,7 +225,7 @@ def test_a_killed_instance_costs_only_its_requests_in_flight_and_is_replaced(lit
     failed = [o for o in outcomes if o[0] != 200]
     right = [o for o in outcomes if o[0] == 200]
     print(f"{len(outcomes)} requests; {kill.name} had {kill.in_flight} in progress just before the kill; {len(failed)} "
-          f"failed: {failed}; HAProxy sent it {status.unanswered} that it never answered")
+          f"failed: {failed}; HAProxy's sessions to it without an answer: {status.unanswered}")
     assert len(fleet.up()) == 0
     assert {o[1] for o in right} == {expected}
     # Every failure was a request the dead instance had taken (HAProxy's own account of what it sent

@@ -118,6 +118,6 @@ def run(args: argparse.Namespace) -> int:
         say(f"error: {exc.message}")
         return 1
     say(f"stopped: {status.requests} requests, {status.errors_5xx} answered 5xx, {status.deaths} instance(s) died "
-        f"({status.unanswered} request(s) in progress on them lost), "
+        f"(at most {status.unanswered} request(s) in progress on them lost), "
         f"{status.replacements} replaced; boots measured: {', '.join(f'{b:.1f} s' for b in fleet.boot_times())}")
     return 0
