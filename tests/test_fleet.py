@@ -216,6 +216,7 @@ def test_a_killed_instance_costs_only_its_requests_in_flight_and_is_replaced(lit
             after = len(outcomes)
             while len(outcomes) < after + 20:  # the replacement takes its share
                 time.sleep(0.05)
+            started += [p for i in fleet.instances() if i.state == "up" for p in tree(i.pid)]
         finally:
             run.stop.set()
             run.wait(120)
@@ -262,6 +263,7 @@ def test_autoscaling_scales_out_under_load_and_in_when_idle(lite0, lite0_classif
                 while len(fleet.up()) < 2 and time.monotonic() < deadline:
                     time.sleep(0.2)
                 assert len(fleet.up()) == 2, events
+                started = [p for i in fleet.instances() for p in tree(i.pid)] + tree(fleet.haproxy.pid)
             finally:
                 load.stop.set()
                 load.wait(120)
@@ -281,4 +283,5 @@ def test_autoscaling_scales_out_under_load_and_in_when_idle(lite0, lite0_classif
     assert max(count for _, count in history) == 2 and history[-1][1] == 1, history
     assert any("launching 1" in e for e in events) and any("draining 1" in e for e in events), events
     assert outcomes and all(o == (200, expected) for o in outcomes)
+    assert_all_gone(started)
     assert cgroups_of(os.getpid(), confinable) == []
