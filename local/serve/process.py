@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -38,6 +38,11 @@ class ChildServer:
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the process has ended (negative: the signal that ended it), else None."""
+        return self._proc.poll() if self._proc else None
 
     def output(self) -> str:
         """Everything the server printed so far (stdout and stderr)."""
@@ -83,15 +88,16 @@ class ServeProcess(ChildServer):
     """``python -m local serve`` in a child process on a loopback port, its output kept in a file.
 
     ``args`` are passed to ``local serve`` as they are (``--max-queue 4``, ``--runtime onnxruntime``,
-    ...). :meth:`start` returns once ``/health`` answers, or raises
-    :class:`~lambda_onnx.errors.BackendUnavailableError` with what the server printed (a bad
-    model is a one-line error there).
+    ...); ``wrapper`` is a command prefix that confines it (a cgroup's, ``taskset``'s). :meth:`start`
+    returns once ``/health`` answers, or raises :class:`~lambda_onnx.errors.BackendUnavailableError`
+    with what the server printed (a bad model is a one-line error there).
     """
 
     def __init__(self, model: str | Path, *args: str, host: str = "127.0.0.1", port: int | None = None,
-                 env: dict[str, str] | None = None, start_timeout_s: float = SERVE_START_TIMEOUT_S) -> None:
+                 env: dict[str, str] | None = None, start_timeout_s: float = SERVE_START_TIMEOUT_S,
+                 wrapper: Sequence[str] = ()) -> None:
         super().__init__("local-serve-", host, port)
-        self.model, self.args = Path(model), list(args)
+        self.model, self.args, self.wrapper = Path(model), list(args), list(wrapper)
         self.env, self.start_timeout_s = env, start_timeout_s
 
     def start(self) -> ServeProcess:
@@ -100,7 +106,7 @@ class ServeProcess(ChildServer):
             from local.ports import free_ports
 
             (self.port,) = free_ports(1, self.host)
-        command = [sys.executable, "-m", "local", "serve", "--model", str(self.model), "--host", self.host,
+        command = [*self.wrapper, sys.executable, "-m", "local", "serve", "--model", str(self.model), "--host", self.host,
                    "--port", str(self.port), *self.args]
         self._proc = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                                       env={**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})})

@@ -20,6 +20,7 @@ from typing import Any, cast
 import numpy as np
 import simpy
 
+from local.fleet.autoscale import scaling_step
 from local.measure import cost
 from local.measure.scenario.params import FleetParams
 from local.measure.scenario.results import OK, REJECTED, SideRun
@@ -157,15 +158,16 @@ def simulate_fleet(arrivals: np.ndarray, params: FleetParams, *, seed: int = 0, 
             # Target tracking: the size that would have run at the target; requests still waiting
             # count as demand too, so a fleet that is saturated (and queueing) grows.
             needed = (served / (params.evaluation_s * 1000.0) + max(0, outstanding - len(routable) * workers)) / workers
-            desired = min(params.max_instances, max(params.min_instances, math.ceil(needed / params.target_utilisation)))
-            current = len(routable) + booting[0]
-            if desired > current:
-                for _ in range(desired - current):
+            change = scaling_step(routable=len(routable), booting=booting[0], utilisation=utilisation, demand=needed,
+                                  target=params.target_utilisation, minimum=params.min_instances, maximum=params.max_instances,
+                                  since_scale_in_s=now - last_scale_in, cooldown_s=params.scale_in_cooldown_s).change
+            if change > 0:
+                for _ in range(change):
                     booting[0] += 1
                     env.timeout(params.boot_s, launch(now, ready=False)).callbacks.append(ready)
-            elif desired < len(routable) and now - last_scale_in >= params.scale_in_cooldown_s and utilisation < params.target_utilisation:
+            elif change < 0:
                 last_scale_in = now
-                for instance in sorted(routable, key=lambda x: x.busy + len(x.queue))[:len(routable) - desired]:
+                for instance in sorted(routable, key=lambda x: x.busy + len(x.queue))[:-change]:
                     instance.routable = False
                     routable.remove(instance)
                     if instance.busy == 0 and not instance.queue:

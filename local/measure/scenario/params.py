@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lambda_onnx.resources import server_split
+from local.fleet.autoscale import EVALUATION_S, SCALE_IN_COOLDOWN_S
 from local.lambda_env.elastic import DEFAULT_IDLE_TIMEOUT_S  # stated where the emulator applies it
 from local.measure import cost
 
@@ -35,10 +36,10 @@ IDLE_TIMEOUT_SOURCE = ("not documented by AWS; 10 min measured by Shilkov (mikha
 # A server instance that an autoscaler adds takes this long to take traffic: an EC2 launch plus
 # `local serve` loading its model. Measure your own; it is a parameter.
 DEFAULT_BOOT_S = 120.0
-# Target tracking looks at one-minute metrics and, by default, waits 300 s between scale-ins.
-# https://docs.aws.amazon.com/autoscaling/application/userguide/target-tracking-scaling-policy-overview.html
-DEFAULT_EVALUATION_S = 60.0
-DEFAULT_SCALE_IN_COOLDOWN_S = 300.0
+# Target tracking's evaluation period and scale-in cooldown: stated once, beside the rule that the
+# real fleet (`local fleet`) and this simulation share.
+DEFAULT_EVALUATION_S = EVALUATION_S
+DEFAULT_SCALE_IN_COOLDOWN_S = SCALE_IN_COOLDOWN_S
 DEFAULT_QUEUE_TIMEOUT_S = 30.0  # a request waiting longer for a server gets 503, as behind API Gateway's 30 s
 # Fewer samples than this and a measured distribution is replaced by a lognormal fitted to it:
 # resampling 20 values would make the 20th-largest the simulated p99.
