@@ -123,6 +123,7 @@ class CanaryResult:
     reason: str = ""  # why it failed (or why it is absent)
     ms: float = 0.0  # decode + preprocess + inference of the canary
     kernel_fallback: str = ""  # "u8s8 saturating (no VNNI) -> u8u8 precise" when the load switched kernels
+    restored: str = ""  # what a SnapStart restore did with the snapshot's model (lambda_onnx.snapshot)
 
     @property
     def passed(self) -> bool:
@@ -139,6 +140,8 @@ class CanaryResult:
             out["reason"] = self.reason
         if self.kernel_fallback:
             out["kernel_fallback"] = self.kernel_fallback
+        if self.restored:
+            out["restored"] = self.restored
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -77,6 +77,7 @@ class CanaryBody(TypedDict, total=False):
     max_abs_logit: float
     reason: str
     kernel_fallback: str
+    restored: str  # set when a SnapStart restore re-checked (or kept) the snapshot's model: lambda_onnx.snapshot
 
 
 class ModelBody(TypedDict):
