@@ -1,8 +1,10 @@
 # The zip package of the function (template.yaml's ClassifierZipFunction, PackageType=Zip, with SnapStart).
 # `sam build` runs the target below (BuildMethod: makefile) with ARTIFACTS_DIR set to the package's
 # directory; build from the repository root so the repository is not copied to a scratch directory first:
-#   MODEL_PRECISION=int8 sam build --build-in-source --parameter-overrides PackageType=Zip ModelPrecision=int8
-# or without SAM:  make build-ClassifierZipFunction ARTIFACTS_DIR=/tmp/package MODEL_PRECISION=int8
+#   sam build ClassifierZipFunction --build-in-source
+#   sam deploy --guided --parameter-overrides PackageType=Zip ModelPrecision=int8
+# or without SAM:  make build-ClassifierZipFunction ARTIFACTS_DIR=/tmp/package
+# MODEL (default models/resnet50.int8.onnx: the fp32 ResNet-50 does not fit) picks another exported model.
 # The package holds what the container image's /var/task holds (see the Dockerfile): the hash-locked
 # runtime wheels for CPython 3.12 on Lambda's Linux, the torch-free core and one exported model with its
 # sidecar and canary. pip downloads the wheels for Python 3.12 and Lambda's platform whatever Python runs
@@ -12,7 +14,7 @@
 # tests/test_zip.py runs this target and the package it builds on the Lambda emulator.
 
 PYTHON ?= python3
-MODEL_PRECISION ?= fp32
+MODEL_PRECISION ?= int8
 MODEL ?= models/resnet50$(if $(filter int8,$(MODEL_PRECISION)),.int8,).onnx
 ARCHITECTURE ?= x86_64
 # Lambda's limit on a function's unzipped size, its layers included: "250 MB", 262,144,000 bytes.
