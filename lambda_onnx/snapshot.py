@@ -17,7 +17,8 @@ the session again and runs the canary again; the answer's ``host`` is the restor
 The canary, not the flags, is the proof: ONNX Runtime's kernels (MLAS) pick their instructions by
 CPUID once per process, at the first session, i.e. before the snapshot, so a rebuilt session may still
 run the snapshot host's code; the canary run on the restored host catches a kernel that is wrong here
-(and :class:`lambda_onnx.classifier.Classifier` falls back to the exact kernel, or refuses).
+(and :class:`lambda_onnx.classifier.Classifier` falls back to the exact kernel, or refuses), and code using
+instructions the restored CPU lacks stops the process (SIGILL) rather than answer.
 """
 
 from __future__ import annotations
