@@ -287,3 +287,58 @@ def test_sam_build_builds_the_zip_package_with_the_makefile(tmp_path, lite0_int8
     assert (package / "model" / "model.onnx").stat().st_size == lite0_int8.stat().st_size
     built = (tmp_path / "build" / "template.yaml").read_text()
     assert "CodeUri: ClassifierZipFunction" in built and "Build Succeeded" in text
+
+
+# The SAM transform as CloudFormation runs it at deploy time, from the SAM CLI's virtualenv: the code
+# `sam package` uploads stands in for the build's (an image URI, an S3 object).
+TRANSFORM = """
+import json, sys
+from samtranslator.model.exceptions import InvalidDocumentException
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+template = yaml_parse(open(sys.argv[1]).read())
+resources = template["Resources"]
+resources["ClassifierFunction"]["Properties"]["ImageUri"] = "123456789012.dkr.ecr.us-east-1.amazonaws.com/r:int8"
+resources["ClassifierZipFunction"]["Properties"]["CodeUri"] = "s3://bucket/function.zip"
+
+class NoManagedPolicies:
+    def load(self):
+        return {}
+
+try:
+    out = transform(template, json.loads(sys.argv[2]), NoManagedPolicies())
+except InvalidDocumentException as exc:
+    print(json.dumps({"invalid": [str(cause) for cause in exc.causes]}))
+    sys.exit(0)
+print(json.dumps(out["Resources"]))
+"""
+
+
+@pytest.mark.slow
+def test_the_sam_transform_accepts_every_package_type(tmp_path):
+    """SnapStart, the alias and the conditional references as AWS's SAM translator expands them."""
+    def expand(**parameters: str) -> dict:
+        out = subprocess.run([str(SAM_CLI / "python"), "-c", TRANSFORM, str(TEMPLATE), json.dumps(parameters)],
+                             capture_output=True, text=True, timeout=120, cwd=ROOT,
+                             env={**sam_env(tmp_path), "AWS_DEFAULT_REGION": "us-east-1"})
+        assert out.returncode == 0, out.stderr
+        resources = json.loads(out.stdout.splitlines()[-1])
+        assert "invalid" not in resources, resources
+        return resources
+
+    resources = expand(PackageType="Zip", ModelPrecision="int8")
+    zipped = resources["ClassifierZipFunction"]
+    assert zipped["Type"] == "AWS::Lambda::Function" and zipped["Condition"] == "IsZip"
+    assert zipped["Properties"]["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    assert zipped["Properties"]["Runtime"] == "python3.12" and zipped["Properties"]["Code"]["S3Bucket"] == "bucket"
+    versions = {name: r for name, r in resources.items() if r["Type"] == "AWS::Lambda::Version"}
+    aliases = {name: r for name, r in resources.items() if r["Type"] == "AWS::Lambda::Alias"}
+    assert {r["Condition"] for r in versions.values()} == {r["Condition"] for r in aliases.values()} == {"IsImage", "IsZip"}
+    assert resources["HttpApiIntegration"]["Properties"]["IntegrationUri"] == {
+        "Fn::If": ["IsZip", {"Ref": "ClassifierZipFunctionAliaslive"},
+                   {"Fn::If": ["HasProvisionedConcurrency", {"Ref": "ClassifierFunctionAliaslive"},
+                               {"Fn::GetAtt": ["ClassifierFunction", "Arn"]}]}]}
+    image = expand(PackageType="Image", ProvisionedConcurrency="2")
+    alias = image["ClassifierFunctionAliaslive"]["Properties"]
+    assert alias["ProvisionedConcurrencyConfig"]["Fn::If"][0] == "HasProvisionedConcurrency"
