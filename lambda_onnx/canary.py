@@ -118,6 +118,7 @@ class CanaryBody(TypedDict, total=False):
     max_abs_logit: float
     reason: str
     kernel_fallback: str
+    restored: str  # set when a SnapStart restore re-checked (or kept) the snapshot's model: lambda_onnx.snapshot
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ class CanaryResult:
     reason: str = ""  # why it failed (or why it is absent)
     ms: float = 0.0  # decode + preprocess + inference of the canary
     kernel_fallback: str = ""  # "u8s8 saturating (no VNNI) -> u8u8 precise" when the load switched kernels
+    restored: str = ""  # what a SnapStart restore did with the snapshot's model (lambda_onnx.snapshot)
 
     @property
     def passed(self) -> bool:
@@ -150,6 +152,8 @@ class CanaryResult:
             out["reason"] = self.reason
         if self.kernel_fallback:
             out["kernel_fallback"] = self.kernel_fallback
+        if self.restored:
+            out["restored"] = self.restored
         return out
 
     def to_dict(self) -> dict[str, Any]:

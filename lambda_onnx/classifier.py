@@ -183,8 +183,9 @@ class Classifier:
         self.fast_preprocess = fast_preprocess
         self.warnings: list[str] = []
         self.canary = CanaryResult("absent", reason="not run (canary=False)")
+        self._allow_canary_failure = _allowed(allow_canary_failure)
         if canary:
-            self.canary = self._check_canary(_allowed(allow_canary_failure), measuring)
+            self.canary = self._check_canary(self._allow_canary_failure, measuring)
         if warmup and self.canary.status == "absent":  # the first run allocates ORT's arenas: pay for it at load
             size = self.sidecar.preprocessing.crop_size
             self.engine.run(np.zeros((1, 3, size, size), dtype=np.float32))
@@ -195,6 +196,17 @@ class Classifier:
         )
         self.host = cpu_info()
         self.load_ms = (time.perf_counter() - start) * 1e3
+
+    def recheck(self, why: str) -> None:
+        """Build the engine again for the CPU this process now runs on and run the canary again, as at load
+        (a failing canary raises :class:`ModelLoadError` unless failures are allowed). For a process restored
+        from a snapshot on another kind of CPU (:mod:`lambda_onnx.snapshot`); ``why`` is kept in the canary's
+        ``restored`` field, so every answer says what happened."""
+        self.engine = self._engine(self.int8_kernel_choice)
+        self.warnings = []
+        self.canary = replace(self._check_canary(self._allow_canary_failure), restored=why)
+        self.model = replace(self.model, int8_kernel=self.engine.int8_kernel, canary=self.canary.summary())
+        self.host = cpu_info()
 
     def _engine(self, int8_kernel: str) -> Engine:
         return make_engine(self.runtime, self.model_path, self.sidecar.input_name, self.sidecar.output_name, self.threads,

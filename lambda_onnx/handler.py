@@ -39,6 +39,7 @@ from lambda_onnx.contract import (  # noqa: E402
 from lambda_onnx.cpu import cpu_info  # noqa: E402
 from lambda_onnx.decoder_log import DecoderLog, collecting  # noqa: E402
 from lambda_onnx.errors import BadRequestError, ClassifierError, MethodNotAllowedError, ModelLoadError  # noqa: E402
+from lambda_onnx.snapshot import after_restore, register_after_restore  # noqa: E402
 
 SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "resnet-serverless")
 # The image bakes the model in here (see Dockerfile); MODEL_PATH overrides it for local runs.
@@ -54,6 +55,7 @@ VERIFY_SHA256 = os.environ.get("MODEL_VERIFY", "sha256") != "size"
 HEADERS = {"content-type": "application/json"}
 FUNCTION_NAME = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")  # set by Lambda (and the emulator)
 CPU = cpu_info().describe()  # Lambda's x86 hosts vary between cold starts: every log line names this one
+SNAPSHOT_CPU = cpu_info()  # with SnapStart, the CPU the snapshot is made on (see _after_restore)
 
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ResnetServerless"), service=SERVICE_NAME)
@@ -81,6 +83,27 @@ try:
 except ModelLoadError as exc:  # a clear error at start-up; every request then gets it as a 500 body
     SERVICE, LOAD_ERROR = None, exc
     logger.error("model failed to load", extra={"reason": exc.message, "model_path": str(MODEL_PATH), "cpu": CPU})
+
+
+def _after_restore() -> None:
+    """SnapStart: a new environment resumed from the snapshot. Re-read the CPU and, when it would choose
+    another INT8 kernel than the snapshot's, rebuild the session and run the canary again
+    (:mod:`lambda_onnx.snapshot`); a canary that now fails refuses every request, as at a cold start."""
+    global SERVICE, LOAD_ERROR, CPU
+    if SERVICE is None:
+        return
+    try:
+        check = after_restore(SERVICE.classifier, SNAPSHOT_CPU)
+    except ModelLoadError as exc:
+        SERVICE, LOAD_ERROR, CPU = None, exc, cpu_info().describe()
+        logger.error("model refused after restore", extra={"reason": exc.message, "cpu": CPU,
+                                                           "snapshot_cpu": SNAPSHOT_CPU.describe()})
+        return
+    CPU = check.restored_cpu.describe()
+    logger.info("restored from a snapshot", extra=check.log_fields())
+
+
+RESTORE_HOOK = register_after_restore(_after_restore)  # False off Lambda's managed runtimes
 
 
 def _is_http_event(event: Any) -> bool:

@@ -175,7 +175,8 @@ class Report:
     memory_size_mb: float | None = None
     max_memory_used_mb: float | None = None
     init_duration_ms: float | None = None
-    restore_duration_ms: float | None = None
+    restore_duration_ms: float | None = None  # SnapStart: the environment resumed from the version's snapshot
+    billed_restore_duration_ms: float | None = None
     fields: dict[str, str] = field(default_factory=dict)
 
     def facts(self, exclude: tuple[str, ...] = ()) -> dict[str, float]:
@@ -196,7 +197,7 @@ EMULATOR_PLACEHOLDERS = ("max_memory_used_mb", "init_duration_ms")
 _FIELD = re.compile(r"([A-Za-z][A-Za-z ]*?):\s*([^\t]+?)\s*(?=\t|$)")
 _NAMES = {"duration": "duration_ms", "billed duration": "billed_duration_ms", "memory size": "memory_size_mb",
           "max memory used": "max_memory_used_mb", "init duration": "init_duration_ms",
-          "restore duration": "restore_duration_ms"}
+          "restore duration": "restore_duration_ms", "billed restore duration": "billed_restore_duration_ms"}
 
 
 def parse_report(line: str) -> Report | None:

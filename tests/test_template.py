@@ -19,6 +19,8 @@ from tests.helpers.process import ROOT
 from tests.helpers.taskroot import parse_dockerfile
 
 TEMPLATE = ROOT / "template.yaml"
+# The function the stack runs: the zip package's or the container image's (PackageType).
+FUNCTION_NAME = {"Fn::If": ["IsZip", {"Ref": "ClassifierZipFunction"}, {"Ref": "ClassifierFunction"}]}
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
 
 
@@ -66,7 +68,7 @@ def test_parameters(template):
 
 
 def test_function_is_an_image_built_from_the_dockerfile_with_the_chosen_model(template):
-    (function,) = resources_of(template, "AWS::Serverless::Function").values()
+    function = template["Resources"]["ClassifierFunction"]
     props, meta = function["Properties"], function["Metadata"]
     assert props["PackageType"] == "Image" and props["Tracing"] == "Active"
     assert props["Architectures"] == [{"Ref": "Architecture"}]
@@ -97,8 +99,8 @@ def test_function_is_an_image_built_from_the_dockerfile_with_the_chosen_model(te
 
 
 def test_role_holds_only_logs_and_tracing(template):
-    (function,) = resources_of(template, "AWS::Serverless::Function").values()
-    assert function["Properties"]["Role"] == {"Fn::GetAtt": ["FunctionRole", "Arn"]} and "Policies" not in function["Properties"]
+    for function in resources_of(template, "AWS::Serverless::Function").values():
+        assert function["Properties"]["Role"] == {"Fn::GetAtt": ["FunctionRole", "Arn"]} and "Policies" not in function["Properties"]
     (role,) = resources_of(template, "AWS::IAM::Role").values()
     assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
     arns = [arn["Fn::Sub"] for arn in role["Properties"]["ManagedPolicyArns"]]
@@ -138,12 +140,14 @@ def test_outputs(template):
     outputs = template["Outputs"]
     assert outputs["ApiEndpoint"]["Value"]["Fn::Sub"].endswith("/classify")
     assert outputs["FunctionUrlEndpoint"]["Condition"] == "HasFunctionUrl"
-    assert outputs["FunctionName"]["Value"] == {"Ref": "ClassifierFunction"}
+    assert outputs["FunctionName"]["Value"] == FUNCTION_NAME
 
 
 def test_dashboard_shows_the_metrics_the_handler_emits(template):
     (dashboard,) = resources_of(template, "AWS::CloudWatch::Dashboard").values()
-    body = json.loads(re.sub(r"\$\{[^}]+\}", "0", dashboard["Properties"]["DashboardBody"]["Fn::Sub"]))
+    text, variables = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    assert variables == {"FunctionName": FUNCTION_NAME}
+    body = json.loads(re.sub(r"\$\{[^}]+\}", "0", text))
     namespace = template["Resources"]["ClassifierFunction"]["Properties"]["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"]
     shown: dict[str, set[str]] = {}
     for widget in body["widgets"]:
@@ -188,7 +192,9 @@ def test_the_sam_cli_resolves_the_image_build_for_each_precision(precision, tmp_
     out = subprocess.run([str(SAM_CLI / "python"), "-c", RESOLVE, str(TEMPLATE), precision], capture_output=True,
                          text=True, timeout=120, cwd=ROOT, env=sam_env(tmp_path))
     assert out.returncode == 0, out.stderr
-    (function,) = json.loads(out.stdout.splitlines()[-1])
+    functions = {f["name"]: f for f in json.loads(out.stdout.splitlines()[-1])}
+    assert set(functions) == {"ClassifierFunction", "ClassifierZipFunction"}  # SAM CLI ignores the Conditions
+    function = functions["ClassifierFunction"]
     assert function["packagetype"] == "Image" and function["memory"] == 3008
     meta = function["metadata"]
     model = Path(meta["DockerBuildArgs"]["MODEL"])
@@ -202,9 +208,137 @@ def test_the_sam_cli_resolves_the_image_build_for_each_precision(precision, tmp_
 def test_sam_build_gets_as_far_as_docker(tmp_path):
     """The real `sam build` with the INT8 override: the template and its build arguments are
     accepted, and the only thing missing is the container runtime."""
-    out = subprocess.run([str(SAM_CLI / "sam"), "build", "--parameter-overrides", "ModelPrecision=int8",
+    out = subprocess.run([str(SAM_CLI / "sam"), "build", "ClassifierFunction", "--parameter-overrides", "ModelPrecision=int8",
                           "--build-dir", str(tmp_path / "build")], capture_output=True, text=True, timeout=300, cwd=ROOT,
                          env=sam_env(tmp_path))
     text = out.stdout + out.stderr
     assert "Building image for ClassifierFunction function" in text and "Setting DockerBuildArgs" in text, text
     assert out.returncode != 0 and "requires a container runtime" in text
+
+
+# --- the zip package with SnapStart, and provisioned concurrency (PackageType, ProvisionedConcurrency) ------
+
+INVOKED = {"Fn::If": ["IsZip", {"Ref": "ClassifierZipFunction.Alias"},
+                      {"Fn::If": ["HasProvisionedConcurrency", {"Ref": "ClassifierFunction.Alias"},
+                                  {"Fn::GetAtt": ["ClassifierFunction", "Arn"]}]}]}
+
+
+def test_the_package_type_chooses_the_image_or_the_zip_with_snapstart(template):
+    params = template["Parameters"]
+    assert (params["PackageType"]["Default"], params["PackageType"]["AllowedValues"]) == ("Image", ["Image", "Zip"])
+    image, zipped = template["Resources"]["ClassifierFunction"], template["Resources"]["ClassifierZipFunction"]
+    assert (image["Condition"], zipped["Condition"]) == ("IsImage", "IsZip")
+    props = zipped["Properties"]
+    assert (props["PackageType"], props["Runtime"], props["Handler"]) == ("Zip", "python3.12", "lambda_onnx.handler.handler")
+    assert props["SnapStart"] == {"ApplyOn": "PublishedVersions"} and props["AutoPublishAlias"] == "live"
+    assert zipped["Metadata"] == {"BuildMethod": "makefile"} and (ROOT / props["CodeUri"] / "Makefile").is_file()
+    assert f"build-{'ClassifierZipFunction'}:" in (ROOT / "Makefile").read_text()  # the target SAM's makefile builder runs
+    # Both functions run the same core with the same settings; only how it is packaged differs.
+    assert props["Environment"]["Variables"].keys() == image["Properties"]["Environment"]["Variables"].keys()
+    for key in ("Architectures", "MemorySize", "Timeout", "Tracing", "Role", "EphemeralStorage", "ReservedConcurrentExecutions"):
+        assert props[key] == image["Properties"][key], key
+    assert "SnapStart" not in image["Properties"]  # Lambda supports SnapStart on managed runtimes only, not images
+
+
+def test_snapstarts_limits_are_rules_of_the_template(template):
+    rules = template["Rules"]
+    assert rules["SnapStartLimits"]["RuleCondition"] == {"Fn::Equals": [{"Ref": "PackageType"}, "Zip"]}
+    asserts = [a["Assert"] for a in rules["SnapStartLimits"]["Assertions"]]
+    assert {"Fn::Equals": [{"Ref": "ProvisionedConcurrency"}, "0"]} in asserts
+    assert {"Fn::Equals": [{"Ref": "EphemeralStorage"}, "512"]} in asserts
+    assert [a["Assert"] for a in rules["ZipHoldsTheInt8Model"]["Assertions"]] == [{"Fn::Equals": [{"Ref": "ModelPrecision"}, "int8"]}]
+    assert template["Parameters"]["EphemeralStorage"]["MinValue"] == 512
+
+
+def test_the_api_and_the_url_invoke_the_alias_when_a_version_is_published(template):
+    resources = template["Resources"]
+    assert resources["HttpApiIntegration"]["Properties"]["IntegrationUri"] == INVOKED
+    for name in ("HttpApiInvokePermission", "PublicFunctionUrlPermission", "PublicFunctionUrlInvokePermission"):
+        assert resources[name]["Properties"]["FunctionName"] == INVOKED, name
+    url = resources["FunctionUrl"]["Properties"]
+    assert url["TargetFunctionArn"] == FUNCTION_NAME and url["Qualifier"]["Fn::If"][:2] == ["InvokesAlias", "live"]
+    image = resources["ClassifierFunction"]["Properties"]
+    assert image["ProvisionedConcurrencyConfig"]["Fn::If"][1] == {"ProvisionedConcurrentExecutions": {"Ref": "ProvisionedConcurrency"}}
+    assert template["Conditions"]["HasProvisionedConcurrency"]["Fn::And"][0] == {"Condition": "IsImage"}
+    assert resources["FunctionLogGroup"]["Properties"]["LogGroupName"]["Fn::Sub"][1] == {"FunctionName": FUNCTION_NAME}
+
+
+@pytest.mark.slow
+def test_cfn_lint_refuses_a_rule_broken_copy(tmp_path):
+    broken = tmp_path / "template.yaml"
+    broken.write_text(TEMPLATE.read_text().replace("      SnapStart:\n        ApplyOn: PublishedVersions\n",
+                                                   "      SnapStart:\n        ApplyOn: Always\n"))
+    out = lint(broken)
+    assert out.returncode != 0 and "Always" in out.stdout
+
+
+@pytest.mark.slow
+def test_sam_build_builds_the_zip_package_with_the_makefile(tmp_path, lite0_int8):
+    """The real `sam build` of the zip function, in source (no copy of the repository), without Docker:
+    SAM's makefile builder runs the Makefile's target, which leaves the package in the build directory."""
+    env = {**sam_env(tmp_path), "MODEL": str(lite0_int8), "PYTHON": sys.executable}
+    out = subprocess.run([str(SAM_CLI / "sam"), "build", "ClassifierZipFunction", "--build-in-source",
+                          "--parameter-overrides", "PackageType=Zip ModelPrecision=int8", "--build-dir", str(tmp_path / "build")],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    package = tmp_path / "build" / "ClassifierZipFunction"
+    assert {"lambda_onnx", "model", "onnxruntime", "numpy"} <= {p.name for p in package.iterdir()}, text
+    assert (package / "model" / "model.onnx").stat().st_size == lite0_int8.stat().st_size
+    built = (tmp_path / "build" / "template.yaml").read_text()
+    assert "CodeUri: ClassifierZipFunction" in built and "Build Succeeded" in text
+
+
+# The SAM transform as CloudFormation runs it at deploy time, from the SAM CLI's virtualenv: the code
+# `sam package` uploads stands in for the build's (an image URI, an S3 object).
+TRANSFORM = """
+import json, sys
+from samtranslator.model.exceptions import InvalidDocumentException
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+template = yaml_parse(open(sys.argv[1]).read())
+resources = template["Resources"]
+resources["ClassifierFunction"]["Properties"]["ImageUri"] = "123456789012.dkr.ecr.us-east-1.amazonaws.com/r:int8"
+resources["ClassifierZipFunction"]["Properties"]["CodeUri"] = "s3://bucket/function.zip"
+
+class NoManagedPolicies:
+    def load(self):
+        return {}
+
+try:
+    out = transform(template, json.loads(sys.argv[2]), NoManagedPolicies())
+except InvalidDocumentException as exc:
+    print(json.dumps({"invalid": [str(cause) for cause in exc.causes]}))
+    sys.exit(0)
+print(json.dumps(out["Resources"]))
+"""
+
+
+@pytest.mark.slow
+def test_the_sam_transform_accepts_every_package_type(tmp_path):
+    """SnapStart, the alias and the conditional references as AWS's SAM translator expands them."""
+    def expand(**parameters: str) -> dict:
+        out = subprocess.run([str(SAM_CLI / "python"), "-c", TRANSFORM, str(TEMPLATE), json.dumps(parameters)],
+                             capture_output=True, text=True, timeout=120, cwd=ROOT,
+                             env={**sam_env(tmp_path), "AWS_DEFAULT_REGION": "us-east-1"})
+        assert out.returncode == 0, out.stderr
+        resources = json.loads(out.stdout.splitlines()[-1])
+        assert "invalid" not in resources, resources
+        return resources
+
+    resources = expand(PackageType="Zip", ModelPrecision="int8")
+    zipped = resources["ClassifierZipFunction"]
+    assert zipped["Type"] == "AWS::Lambda::Function" and zipped["Condition"] == "IsZip"
+    assert zipped["Properties"]["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    assert zipped["Properties"]["Runtime"] == "python3.12" and zipped["Properties"]["Code"]["S3Bucket"] == "bucket"
+    versions = {name: r for name, r in resources.items() if r["Type"] == "AWS::Lambda::Version"}
+    aliases = {name: r for name, r in resources.items() if r["Type"] == "AWS::Lambda::Alias"}
+    assert {r["Condition"] for r in versions.values()} == {r["Condition"] for r in aliases.values()} == {"IsImage", "IsZip"}
+    assert resources["HttpApiIntegration"]["Properties"]["IntegrationUri"] == {
+        "Fn::If": ["IsZip", {"Ref": "ClassifierZipFunctionAliaslive"},
+                   {"Fn::If": ["HasProvisionedConcurrency", {"Ref": "ClassifierFunctionAliaslive"},
+                               {"Fn::GetAtt": ["ClassifierFunction", "Arn"]}]}]}
+    image = expand(PackageType="Image", ProvisionedConcurrency="2")
+    alias = image["ClassifierFunctionAliaslive"]["Properties"]
+    assert alias["ProvisionedConcurrencyConfig"]["Fn::If"][0] == "HasProvisionedConcurrency"

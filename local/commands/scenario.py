@@ -56,6 +56,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     lam.add_argument("--provisioned", type=int, default=0, help="provisioned concurrency (priced per hour) (default: 0)")
     lam.add_argument("--no-api-gateway", action="store_true", help="invoked directly: no 30 s limit, no API price")
     lam.add_argument("--architecture", choices=tuple(cost.LAMBDA_GB_SECOND_USD), default=defaults.architecture)
+    lam.add_argument("--lambda-option", choices=cost.LAMBDA_OPTIONS,
+                     help="how the function is deployed and priced: x86-image, arm64-image (container images), "
+                          "zip-snapstart (the zip package with SnapStart: restores instead of cold starts, its cache "
+                          "and restore charges; --architecture applies), provisioned (--provisioned N, default 1). "
+                          "Default: the image with --architecture and --provisioned")
     lam.add_argument("--report-log", type=Path, metavar="FILE",
                      help="take Lambda's latencies from a real function's REPORT lines (a CloudWatch log export)")
     fleet = parser.add_argument_group("server fleet")
@@ -127,11 +132,14 @@ def config_from_args(args: argparse.Namespace, traffic):
     from local.measure.scenario.run import ScenarioConfig
     from local.measure.scenario.traffic import Shape, parse_duration
 
-    prices = replace(cost.CostInputs(), architecture=args.architecture, memory_mb=args.memory,
-                     api_gateway=not args.no_api_gateway)
+    option = (cost.lambda_option(args.lambda_option, architecture=args.architecture, provisioned=args.provisioned)
+              if args.lambda_option else None)
+    prices = replace(cost.CostInputs(), architecture=option.architecture if option else args.architecture,
+                     memory_mb=args.memory, api_gateway=not args.no_api_gateway)
     duration = parse_duration(args.duration) if args.duration else (86_400.0 if isinstance(traffic, Shape) else None)
     return ScenarioConfig(traffic=traffic, duration_s=duration, seed=args.seed, idle_timeout_s=args.idle_timeout,
-                          reserved_concurrency=args.reserved_concurrency, provisioned=args.provisioned,
+                          reserved_concurrency=args.reserved_concurrency,
+                          provisioned=option.provisioned if option else args.provisioned, lambda_option=option,
                           api_gateway=not args.no_api_gateway, instances=args.instances, workers=args.workers,
                           queue=args.queue, queue_timeout_s=args.queue_timeout, autoscale=args.autoscale,
                           target_utilisation=args.target_utilisation, boot_s=args.boot, max_instances=args.max_instances,

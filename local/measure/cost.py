@@ -234,3 +234,75 @@ def alb_cost(hourly_requests: list[float], *, request_bytes: float, response_byt
         by_dimension[top] = by_dimension.get(top, 0.0) + length
     return {"hours_usd": sum(hours) * ALB_HOURLY_USD, "lcus_usd": lcu_usd,
             "dominant": max(by_dimension, key=lambda k: by_dimension[k]) if by_dimension else "none"}
+
+
+# --- the Lambda options: container image or zip with SnapStart, x86_64 or arm64, provisioned -------------
+# What a cold start bills. Container images (and custom runtimes and provisioned concurrency) have always
+# had their INIT phase billed; since 2025-08-01 so has every on-demand zip function on a managed runtime
+# (AWS Compute Blog, "AWS Lambda standardizes billing for INIT Phase", 2025-04: "This change specifically
+# affects on-demand invocations of Lambda functions packaged as ZIP files that use managed runtimes, for
+# which the INIT phase duration was previously unbilled"). So a cold start of either package bills its INIT
+# at the duration price (CostInputs.init_ms). With SnapStart the INIT runs once per published version and
+# a cold start is a restore instead: its Billed Restore Duration at the duration price, plus SnapStart's
+# two charges for Python (and .NET), us-east-1: the cache, per GB of memory per second the version is
+# active (at least 3 hours), and the restore, per GB of memory restored. Figures as AWS's pricing page
+# gives them (https://aws.amazon.com/lambda/pricing/, "Lambda SnapStart pricing"), read through
+# awsnegotiations.com's "Lambda SnapStart Cost Impact" (2026-05) and the AWS agent toolkit's Lambda
+# reference ("caching charge (by memory, min 3 hours) + per-restore charge"); the pricing page itself was
+# not reachable from here. No separate arm64 figure was found: the same is assumed.
+INIT_BILLED_FOR_ZIP_SINCE = "2025-08-01"
+SNAPSTART_CACHE_USD_PER_GB_S = 0.0000015046
+SNAPSTART_RESTORE_USD_PER_GB = 0.0001397998
+SNAPSTART_CACHE_MIN_S = 3 * 3600.0
+SNAPSTART_PRICES_SOURCE = ("https://aws.amazon.com/lambda/pricing/ (Lambda SnapStart pricing, Python, us-east-1): cache "
+                           "$0.0000015046 per GB-s (at least 3 h per version), restore $0.0001397998 per GB restored")
+
+# The ways to run the function the scenario prices side by side (template.yaml deploys each).
+LAMBDA_OPTIONS = ("x86-image", "arm64-image", "zip-snapstart", "provisioned")
+
+
+@dataclass(frozen=True)
+class LambdaOption:
+    """One way to deploy the function: the package, the architecture, provisioned environments."""
+
+    name: str
+    architecture: str = "x86_64"
+    snapstart: bool = False  # the zip package with SnapStart: a cold start is a restore
+    provisioned: int = 0  # provisioned concurrency (the container image)
+
+    def __post_init__(self) -> None:
+        if self.name not in LAMBDA_OPTIONS:
+            raise ValueError(f"the Lambda option must be one of {', '.join(LAMBDA_OPTIONS)}, got {self.name!r}")
+        if self.architecture not in LAMBDA_GB_SECOND_USD:
+            raise ValueError(f"architecture must be one of {sorted(LAMBDA_GB_SECOND_USD)}, got {self.architecture!r}")
+        if self.snapstart and self.provisioned:
+            raise ValueError("SnapStart cannot be combined with provisioned concurrency (AWS: 'Supported features and limitations')")
+        if (self.name == "provisioned") != (self.provisioned > 0):
+            raise ValueError("the provisioned option needs at least one provisioned environment, and only it has any")
+
+    def describe(self) -> str:
+        what = {"x86-image": "container image", "arm64-image": "container image",
+                "zip-snapstart": "zip package with SnapStart", "provisioned": f"container image, {self.provisioned} provisioned"}
+        return f"{what[self.name]}, {self.architecture}"
+
+
+def lambda_option(name: str, *, architecture: str = "x86_64", provisioned: int = 0) -> LambdaOption:
+    """An option by name: the images fix their architecture, SnapStart and provisioned take ``architecture``;
+    provisioned concurrency defaults to one environment for the provisioned option."""
+    if name == "x86-image":
+        return LambdaOption(name, "x86_64", provisioned=provisioned)
+    if name == "arm64-image":
+        return LambdaOption(name, "arm64", provisioned=provisioned)
+    if name == "zip-snapstart":
+        return LambdaOption(name, architecture, snapstart=True, provisioned=provisioned)
+    return LambdaOption(name, architecture, provisioned=provisioned or 1)
+
+
+def snapstart_cache_usd(memory_mb: float, active_s: float, versions: int = 1) -> float:
+    """SnapStart's cache charge: each active version's memory, for as long as it is active (3 hours at least)."""
+    return versions * memory_mb / 1024.0 * max(active_s, SNAPSTART_CACHE_MIN_S) * SNAPSTART_CACHE_USD_PER_GB_S
+
+
+def snapstart_restore_usd(memory_mb: float, restores: int) -> float:
+    """SnapStart's restore charge: the function's memory, per restore."""
+    return restores * memory_mb / 1024.0 * SNAPSTART_RESTORE_USD_PER_GB

@@ -372,3 +372,80 @@ def find_python(version: str = IMAGE_PYTHON) -> Path:
         if probe.returncode == 0 and probe.stdout.strip() == version:
             return Path(candidate)
     raise FileNotFoundError(f"no Python {version} found (PATH, ~/.pyenv/versions): the image runs Python {version}")
+
+
+# --- the zip package (template.yaml's ClassifierZipFunction, built by the Makefile) ------------------
+
+# Lambda's limit on a function's unzipped size, its layers included ("250 MB"); the Makefile checks
+# the same figure. https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html
+UNZIPPED_LIMIT_BYTES = 262_144_000
+ZIP_TARGET = "build-ClassifierZipFunction"
+
+
+def build_zip_package(artifacts: Path, model: Path, *, architecture: str = "x86_64") -> subprocess.CompletedProcess:
+    """The Makefile's target, run as `sam build` runs it (``make build-<LogicalId>`` with ``ARTIFACTS_DIR``),
+    for ``model`` (its sidecar and canary beside it); this Python's pip downloads the wheels."""
+    return subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), ZIP_TARGET, f"ARTIFACTS_DIR={artifacts}",
+                           f"MODEL={model}", f"PYTHON={sys.executable}", f"ARCHITECTURE={architecture}"],
+                          capture_output=True, text=True, timeout=900)
+
+
+def model_files(model: Path) -> list[Path]:
+    """What the package holds of a model: the ONNX file, its sidecar and its canary (``model/`` in the package)."""
+    from lambda_onnx.canary import canary_path
+    from lambda_onnx.sidecar import sidecar_path
+
+    return [Path(model), sidecar_path(model), canary_path(model)]
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of every file under ``path`` as Lambda counts an unzipped package: each file's size."""
+    return sum(f.lstat().st_size for f in Path(path).rglob("*") if f.is_file() and not f.is_symlink())
+
+
+@dataclass(frozen=True)
+class PackageSize:
+    """The unzipped size of a zip package by part, and whether it fits Lambda's limit."""
+
+    dependencies: int  # the lock's runtime wheels for CPython 3.12 on Lambda's Linux, unpacked
+    core: int  # lambda_onnx/
+    model: int  # model/: the ONNX file, its sidecar, its canary
+
+    @property
+    def total(self) -> int:
+        return self.dependencies + self.core + self.model
+
+    @property
+    def fits(self) -> bool:
+        return self.total <= UNZIPPED_LIMIT_BYTES
+
+    def with_model(self, model: Path) -> PackageSize:
+        """The same package holding ``model`` instead."""
+        return PackageSize(self.dependencies, self.core, sum(f.stat().st_size for f in model_files(model)))
+
+    @classmethod
+    def of(cls, package: Path) -> PackageSize:
+        core, model = tree_bytes(Path(package) / "lambda_onnx"), tree_bytes(Path(package) / "model")
+        return cls(tree_bytes(package) - core - model, core, model)
+
+
+def zip_package(package: Path, archive: Path) -> int:
+    """Zip ``package`` as `sam deploy` uploads it; returns the unzipped size the archive declares (what Lambda checks)."""
+    import zipfile
+
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as out:
+        for file in sorted(p for p in Path(package).rglob("*") if p.is_file()):
+            out.write(file, file.relative_to(package).as_posix())
+    with zipfile.ZipFile(archive) as check:
+        return sum(info.file_size for info in check.infolist())
+
+
+def install_managed_runtime(target: Path, python: Path | None = None) -> Path:
+    """What Lambda's python3.12 managed runtime puts on the path beside a zip package (``/var/runtime``):
+    the runtime client and the SnapStart hooks library, at the versions pinned for the tests."""
+    install_runtime_client(target, python=python)
+    match = re.search(r"^snapshot-restore-py==(\S+)", (ROOT / "requirements.txt").read_text(), re.MULTILINE)
+    if match is None:
+        raise DockerfileError("requirements.txt pins no snapshot-restore-py version")
+    pip_target_install(Path(target), [f"snapshot-restore-py=={match[1]}"], compile_with=python)
+    return Path(target)

@@ -75,6 +75,10 @@ class LambdaFigures:
     source: str
     cold_overlap_ms: Distribution | None = None  # cold starts measured in overlapping pairs (this machine only)
     warm_during_cold_ms: Distribution | None = None  # warm requests while another environment starts (this machine)
+    # A SnapStart function's REPORT lines (Restore Duration, Billed Restore Duration), medians; None: estimated
+    # (local.measure.scenario.params.restore_estimate_ms).
+    restore_ms: float | None = None
+    billed_restore_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -176,7 +180,8 @@ class Calibration:
         figures = LambdaFigures(Distribution(**_undist(lam["warm_ms"])), Distribution(**_undist(lam["cold_ms"])),
                                 float(lam["init_ms"]), float(lam["overhead_ms"]), int(lam["memory_mb"]), lam["source"],
                                 Distribution(**_undist(overlap)) if overlap else None,
-                                Distribution(**_undist(contended)) if contended else None)
+                                Distribution(**_undist(contended)) if contended else None,
+                                lam.get("restore_ms"), lam.get("billed_restore_ms"))
         saved = data["server"]
         server = ServerFigures(Distribution(**_undist(saved["service_ms"])), saved["source"],
                                float(saved.get("overhead_ms", 0.0)), int(saved.get("lanes", 0)),
@@ -226,7 +231,7 @@ def from_report_log(path: Path) -> LambdaFigures:
     """Warm and cold latencies from a log's REPORT lines (each parsed by the project's one parser)."""
     from local.wire import parse_report
 
-    warm, cold, init = [], [], []
+    warm, cold, init, restore, billed_restore = [], [], [], [], []
     memory = None
     for line in Path(path).read_text(errors="replace").splitlines():
         if "REPORT RequestId:" not in line:
@@ -239,17 +244,23 @@ def from_report_log(path: Path) -> LambdaFigures:
         if "init_duration_ms" in report:
             init.append(report["init_duration_ms"])
             cold.append(report["init_duration_ms"] + report["duration_ms"])
+        elif "restore_duration_ms" in report:  # a SnapStart function's environment resumed from its snapshot
+            restore.append(report["restore_duration_ms"])
+            billed_restore.append(report.get("billed_restore_duration_ms", report["restore_duration_ms"]))
         else:
             warm.append(report["duration_ms"])
     if not warm:
         raise CalibrationError(f"{path}: no warm REPORT line (\"REPORT RequestId: ... Duration: ... ms\") found")
-    source = f"REPORT lines of a real function in {Path(path).name} ({len(warm)} warm, {len(cold)} cold)"
+    source = (f"REPORT lines of a real function in {Path(path).name} ({len(warm)} warm, {len(cold)} cold"
+              + (f", {len(restore)} SnapStart restores)" if restore else ")"))
     if not cold:
         raise CalibrationError(f"{path}: {len(warm)} warm REPORT lines but no cold one (with Init Duration): the cold "
                                "start cannot be taken from it")
     return LambdaFigures(Distribution.measured(warm, source + ": Duration"),
                          Distribution.measured(cold, source + ": Init Duration + Duration"),
-                         float(np.median(init)), 0.0, memory or 0, source)
+                         float(np.median(init)), 0.0, memory or 0, source,
+                         restore_ms=float(np.median(restore)) if restore else None,
+                         billed_restore_ms=float(np.median(billed_restore)) if restore else None)
 
 
 # --- tune.json, bench.json, the cache ----------------------------------------------------------------

@@ -21,7 +21,13 @@ from typing import cast
 import numpy as np
 import simpy
 
-from local.measure.cost import PROVISIONED_DURATION_USD_PER_GB_S, PROVISIONED_USD_PER_GB_S, gb_second_price
+from local.measure.cost import (
+    PROVISIONED_DURATION_USD_PER_GB_S,
+    PROVISIONED_USD_PER_GB_S,
+    gb_second_price,
+    snapstart_cache_usd,
+    snapstart_restore_usd,
+)
 from local.measure.scenario.params import LambdaParams
 from local.measure.scenario.results import OK, THROTTLED, TIMED_OUT, SideRun
 
@@ -166,7 +172,8 @@ def lambda_cost(run: SideRun, params: LambdaParams, warm_ms: np.ndarray, on_prov
     """USD for the measured period, by item, with the Cost module's prices and billing model: each
     invoked request is billed ``ceil(warm - overhead)`` ms (at least 1), a cold start its INIT too;
     requests served by provisioned environments at the provisioned duration price, plus those
-    environments by the second."""
+    environments by the second. With SnapStart a cold start is a restore: its billed restore duration
+    (``init_ms``), SnapStart's restore charge, and the snapshot's cache for the period (3 hours at least)."""
     prices = params.prices
     gb = params.memory_mb / 1024.0
     mask = run.counted
@@ -182,4 +189,7 @@ def lambda_cost(run: SideRun, params: LambdaParams, warm_ms: np.ndarray, on_prov
     if params.provisioned:
         items["provisioned_concurrency"] = params.provisioned * gb * run.duration_s * PROVISIONED_USD_PER_GB_S[arch]
         items["provisioned_duration"] = gb * provisioned_s * PROVISIONED_DURATION_USD_PER_GB_S[arch]
+    if params.snapstart:
+        items["snapstart_restore"] = snapstart_restore_usd(params.memory_mb, int((invoked & run.cold).sum()))
+        items["snapstart_cache"] = snapstart_cache_usd(params.memory_mb, run.duration_s)
     return items

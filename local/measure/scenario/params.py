@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -159,6 +159,13 @@ class Distribution:
             return rng.choice(np.asarray(self.samples), size=n)
         return (self.median_ms or 0.0) * np.exp(self.sigma * rng.standard_normal(n))
 
+    def shifted(self, ms: float, source: str) -> Distribution:
+        """Every latency ``ms`` later (earlier when negative, never below 0): a lognormal moves its median and p90."""
+        if self.samples:
+            return Distribution(samples=tuple(max(0.0, s + ms) for s in self.samples), source=source)
+        median = max(0.0, (self.median_ms or 0.0) + ms)
+        return Distribution(median_ms=median, p90_ms=max(median, (self.p90_ms or median) + ms), source=source)
+
     def describe(self) -> str:
         kind = (f"{len(self.samples)} samples" if len(self.samples) > 1 else "constant") if self.samples else "lognormal"
         return f"p50 {self.p50_ms:.1f} ms, mean {self.mean_ms:.1f} ms ({kind}; {self.source})"
@@ -188,6 +195,9 @@ class LambdaParams:
     scaling_burst: int = SCALING_BURST
     scaling_refill_per_s: float = SCALING_REFILL_PER_S
     provisioned: int = 0  # provisioned concurrency: always initialised, priced by the hour
+    # The zip package with SnapStart: a cold start is a restore, init_ms its billed restore duration, and
+    # SnapStart's cache and restore charges apply (local.measure.cost; for_option builds these).
+    snapstart: bool = False
     api_timeout_s: float | None = API_GATEWAY_TIMEOUT_S  # None: invoked directly, no gateway limit
     prices: cost.CostInputs = field(default_factory=cost.CostInputs)
     # Only to simulate the emulator on this machine (the replay's validation): environments share its
@@ -200,10 +210,38 @@ class LambdaParams:
         if self.idle_timeout_s <= 0 or self.concurrency_limit < 1 or self.provisioned < 0:
             raise ValueError("the idle timeout must be positive, the concurrency limit at least 1 and provisioned "
                              "concurrency not negative")
+        if self.snapstart and self.provisioned:
+            raise ValueError("SnapStart cannot be combined with provisioned concurrency")
         if self.provisioned > self.concurrency_limit:
             raise ValueError(f"provisioned concurrency ({self.provisioned}) cannot exceed the concurrency limit "
                              f"({self.concurrency_limit})")
         cost.gb_second_price(self.prices)  # an unknown architecture is refused now
+
+
+def restore_estimate_ms(params: LambdaParams) -> float:
+    """SnapStart's restore latency as measured here, where a process snapshot cannot be restored: the median
+    cold start with the INIT taken out (what a restored environment still pays: starting the environment and
+    its first request), at least the warm median. A lower bound: a real restore also pages the snapshot's
+    memory in (AWS: "as low as sub-second"); a real function's REPORT lines (``Restore Duration``) replace it."""
+    return max(params.cold_ms.p50_ms - params.init_ms, params.warm_ms.p50_ms)
+
+
+def for_option(params: LambdaParams, option: cost.LambdaOption, *, restore_ms: float | None = None,
+               billed_restore_ms: float | None = None) -> LambdaParams:
+    """``params`` (measured for the container image) as ``option`` runs: its architecture's prices, its
+    provisioned environments, or SnapStart's restores in place of cold starts. A restore replaces the INIT in
+    what a client waits (cold start - INIT + restore) and in what is billed (the billed restore duration);
+    ``restore_ms`` defaults to :func:`restore_estimate_ms`, ``billed_restore_ms`` to ``restore_ms``."""
+    prices = replace(params.prices, architecture=option.architecture)
+    if not option.snapstart:
+        return replace(params, provisioned=option.provisioned, prices=prices, snapstart=False)
+    restore = restore_estimate_ms(params) if restore_ms is None else float(restore_ms)
+    source = ("Restore Duration of a real function's REPORT lines" if restore_ms is not None
+              else "estimated: the emulator's cold start less its INIT")
+    cold = params.cold_ms.shifted(restore - params.init_ms, f"SnapStart: cold start - INIT {params.init_ms:.0f} ms + "
+                                                            f"restore {restore:.0f} ms ({source})")
+    billed = restore if billed_restore_ms is None else float(billed_restore_ms)
+    return replace(params, cold_ms=cold, init_ms=billed, provisioned=0, snapstart=True, prices=prices)
 
 
 @dataclass(frozen=True)

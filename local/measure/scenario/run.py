@@ -47,6 +47,7 @@ from local.measure.scenario.params import (
     SMT_GAIN_SOURCE,
     FleetParams,
     LambdaParams,
+    for_option,
 )
 from local.measure.scenario.results import ScenarioResult, SideRun, combine, summarise, time_series, verdict
 from local.measure.scenario.traffic import DAY_S, Arrivals, Shape, format_duration
@@ -71,6 +72,7 @@ class ScenarioConfig:
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     reserved_concurrency: int | None = None  # None: the account's default limit
     provisioned: int = 0
+    lambda_option: cost.LambdaOption | None = None  # None: the image, prices.architecture, ``provisioned``
     api_gateway: bool = True
     # the fleet
     instances: int | None = None  # None: sized for the peak (the autoscaler's start when autoscaling)
@@ -180,11 +182,18 @@ def size_for_peak(peak_rps: float, fleet: FleetParams) -> int:
 
 
 def lambda_params(config: ScenarioConfig, calibration: Calibration) -> LambdaParams:
+    """The function as the config runs it; a Lambda option (:class:`local.measure.cost.LambdaOption`) sets its
+    architecture, provisioned environments or SnapStart, with a real function's restore figures when the
+    calibration has them."""
     limit = config.reserved_concurrency or ACCOUNT_CONCURRENCY
-    return calibration.lambda_params(idle_timeout_s=config.idle_timeout_s, concurrency_limit=limit,
-                                     provisioned=config.provisioned,
-                                     api_timeout_s=API_GATEWAY_TIMEOUT_S if config.api_gateway else None,
-                                     prices=replace(config.prices, api_gateway=config.api_gateway))
+    params = calibration.lambda_params(idle_timeout_s=config.idle_timeout_s, concurrency_limit=limit,
+                                       provisioned=config.provisioned,
+                                       api_timeout_s=API_GATEWAY_TIMEOUT_S if config.api_gateway else None,
+                                       prices=replace(config.prices, api_gateway=config.api_gateway))
+    if config.lambda_option is None:
+        return params
+    return for_option(params, config.lambda_option, restore_ms=calibration.lambda_.restore_ms,
+                      billed_restore_ms=calibration.lambda_.billed_restore_ms)
 
 
 def instance_for(config: ScenarioConfig) -> cost.InstanceType:
@@ -288,8 +297,9 @@ def run_scenario(config: ScenarioConfig, calibration: Calibration, *, on_progres
                                      end_s=segment.end_s, on_progress=tell)
             done[0] += segment.arrivals.size
             runs[side].append((run, segment.weight))
-    lambda_label = (f"Lambda {lam.memory_mb} MB, {config.prices.architecture}"
-                    + (f", {config.provisioned} provisioned" if config.provisioned else "")
+    option = config.lambda_option
+    lambda_label = (f"Lambda {lam.memory_mb} MB, " + (option.describe() if option else config.prices.architecture)
+                    + (f", {config.provisioned} provisioned" if config.provisioned and not option else "")
                     + (f", reserved concurrency {config.reserved_concurrency}" if config.reserved_concurrency else ""))
     platform, platform_usd = price_platforms(fleet, runs["server"], config.platform)
     if platform == "fargate":
@@ -303,7 +313,9 @@ def run_scenario(config: ScenarioConfig, calibration: Calibration, *, on_progres
         "source": config.traffic.source, "format": config.traffic.format, "description": config.traffic.describe()}
     assumptions = {"idle_timeout_s": config.idle_timeout_s, "idle_timeout_source": IDLE_TIMEOUT_SOURCE,
                    "concurrency_limit": lam.concurrency_limit, "scaling": SCALING_SOURCE,
-                   "api_timeout_s": lam.api_timeout_s, "provisioned": config.provisioned,
+                   "api_timeout_s": lam.api_timeout_s, "provisioned": lam.provisioned,
+                   "lambda_option": option.name if option else None, "snapstart": lam.snapstart,
+                   "snapstart_prices": cost.SNAPSTART_PRICES_SOURCE if lam.snapstart else None,
                    "provisioned_prices": cost.PROVISIONED_PRICES_DATE, "prices": cost.PRICES_DATE,
                    "server_hourly_usd": fleet.instance.hourly_usd, "instance_type": fleet.instance.describe(),
                    "instance_price_source": fleet.instance.source, "cpu_layout": cost.CPU_LAYOUT_SOURCE,
