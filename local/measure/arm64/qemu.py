@@ -4,10 +4,11 @@ User mode translates one arm64 process at a time; the guest's system calls go to
 kernel, and its absolute paths are looked up in the root file system first (``-L``), then here.
 Emulated arm64 code is tens of times slower than native: this is a correctness check, never a timing.
 
-The emulator must show the guest an arm64 ``/proc/cpuinfo`` (qemu 8.1 and later do, built from the
-emulated CPU's features). ONNX Runtime reads that file at import; under Debian bookworm's qemu 7.2,
-which passes the host's x86 file through, onnxruntime 1.32's import crashes (SIGSEGV, seen here).
-Debian's bookworm-backports carries qemu 10 (``apt-get install -t bookworm-backports qemu-user``).
+The emulator must show the guest an arm64 ``/proc/cpuinfo``, built from the emulated CPU's features,
+as qemu 10.0 (Debian bookworm-backports: ``apt-get install -t bookworm-backports qemu-user``) does.
+ONNX Runtime reads that file at import; under Debian bookworm's own qemu 7.2, which passes the host's
+x86 file through, onnxruntime 1.32's import crashed (SIGSEGV, seen here). The guest checks the file
+before it imports onnxruntime, so an emulator without it fails with that reason.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def find_qemu(explicit: str | None = None) -> Qemu:
             match = re.search(r"version\s+(.+)", out)
             return Qemu(Path(found), match.group(1).strip() if match else out.strip())
     raise Arm64SetupError(f"no arm64 emulator ({' or '.join(n for n in names if n)}) on PATH: install qemu's user-mode "
-                          "emulator, 8.1 or later (Debian bookworm: apt-get install -t bookworm-backports qemu-user)")
+                          "emulator, one that emulates an arm64 /proc/cpuinfo (Debian bookworm: "
+                          "apt-get install -t bookworm-backports qemu-user, 10.0)")
 
 
 def run_guest(qemu: Qemu, cpu: str, rootfs: Path, site: Path, models: list[Path], timeout_s: float) -> dict[str, Any]:
@@ -81,8 +83,8 @@ def run_guest(qemu: Qemu, cpu: str, rootfs: Path, site: Path, models: list[Path]
             raise Arm64SetupError(f"the arm64 guest ({cpu}) did not finish in {timeout_s:.0f} s") from None
         if result.returncode == guest.NO_ARM_CPUINFO:
             raise Arm64SetupError(f"{qemu.path} ({qemu.version}) shows the guest this machine's x86 /proc/cpuinfo, on "
-                                  "which onnxruntime crashes at import: use qemu 8.1 or later (Debian bookworm: "
-                                  "apt-get install -t bookworm-backports qemu-user)")
+                                  "which onnxruntime crashes at import: use a newer qemu (Debian bookworm: "
+                                  "apt-get install -t bookworm-backports qemu-user, 10.0)")
         if result.returncode != 0 or not out.is_file():
             raise Arm64SetupError(f"the arm64 guest ({cpu}) failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
         data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
