@@ -25,6 +25,7 @@ def facts_lines(result: Arm64Result) -> list[str]:
         arm = [f for f in cpu["features"] if f in ("asimddp", "i8mm", "bf16", "sve", "sve2", "sme")]
         lines.append(f"qemu -cpu {cpu['cpu']} ({cpu['stands_for']}): the core reads {cpu['facts']['describe']}; "
                      f"/proc/cpuinfo Features include {' '.join(arm) or 'none of asimddp/i8mm/bf16/sve'}")
+        lines += [f"  onnxruntime on stderr: {line}" for line in dict.fromkeys(cpu.get("onnxruntime_stderr", []))]
     return lines
 
 
