@@ -124,11 +124,11 @@ def run_check(config: Arm64Config, on_step: Step = _noop) -> Arm64Result:
         data = run_guest(qemu, cpu, rootfs, site, models, config.timeout_s)
         seconds[f"guest {cpu}"] = time.perf_counter() - start
         result.guest.update(python=data["cpu"]["python"], versions=data["versions"])
-        result.cpus.append(_compare(cpu, data, x86, result.checks))
+        result.cpus.append(compare(cpu, data, x86, result.checks))
     return result
 
 
-def _compare(cpu: str, data: dict[str, Any], x86: dict[str, dict[str, Any]], checks: list[Check]) -> dict[str, Any]:
+def compare(cpu: str, data: dict[str, Any], x86: dict[str, dict[str, Any]], checks: list[Check]) -> dict[str, Any]:
     """Append this CPU's checks to ``checks``; return its facts and figures for the report."""
     facts, expected = data["cpu"], CPUS[cpu].flags if cpu in CPUS else None
     flags = tuple(facts["isa"])
