@@ -6,7 +6,10 @@ resolve it with hashes required, needs nothing outside it) for both architecture
 Regenerate after changing a pin (uv in a virtualenv of its own, not a project dependency):
 ``uv pip compile lambda_onnx/requirements.txt --python-version 3.12 --python-platform x86_64-manylinux_2_34
 --only-binary :all: --generate-hashes --output-file lambda_onnx/requirements.lock`` (the lock's first
-lines repeat it); ``--python-platform aarch64-manylinux_2_34`` gives the same file.
+lines repeat it); ``--python-platform aarch64-manylinux_2_34`` gives the same pins and hashes: uv writes
+the hash of every wheel of each pinned version, so one lock serves both architectures. Which wheel a
+hash belongs to is not in the lock, so the proof that each architecture's cp312 wheels are covered
+needs the index: the slow tests download them with hashes required (what the Dockerfile does).
 """
 
 from __future__ import annotations
@@ -103,6 +106,26 @@ def test_the_lock_is_closed_for_each_architecture(tmp_path, machine):
                "-r", str(LOCK)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("machine", list(PLATFORMS))
+def test_each_architecture_gets_its_own_cp312_wheels_with_hashes_required(tmp_path, machine):
+    """The Dockerfile's install (--require-hashes --no-deps) for this architecture: pip fetches one
+    wheel per locked package and refuses any whose sha256 the lock lacks; every compiled one is the
+    architecture's own CPython 3.12 wheel (an x86 hash passing for arm64 would show up here)."""
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
+               "--require-hashes", "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
+               *[arg for p in PLATFORMS[machine] for arg in ("--platform", p)], "-d", str(tmp_path), "-r", str(LOCK)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    wheels = {canonical(w.name.split("-")[0]): w.name for w in tmp_path.glob("*.whl")}
+    assert set(wheels) == set(pins(LOCK)), f"downloaded {sorted(wheels)}, locked {sorted(pins(LOCK))}"
+    compiled = {name: wheel for name, wheel in wheels.items() if not wheel.endswith("-any.whl")}
+    assert {"numpy", "onnxruntime", "pillow"} <= set(compiled), compiled
+    wrong = {name: wheel for name, wheel in compiled.items()
+             if not wheel.endswith(f"_{machine}.whl") or not re.search(r"-cp3(12|10)-(cp312|abi3)-", wheel)}
+    assert not wrong, f"not {machine} CPython 3.12 wheels: {wrong}"
 
 
 @pytest.mark.slow

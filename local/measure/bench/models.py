@@ -25,7 +25,7 @@ def ensure_models(config: BenchConfig, on_step: Step = noop) -> tuple[Path, Path
 
         on_step(f"exporting a random-weight ResNet-50 to {fp32} (weights do not change speed)")
         export_model("resnet50", out=fp32, random_weights=True)
-    int8 = config.int8 or _int8_for(fp32, cache, on_step)
+    int8 = config.int8 or int8_for(fp32, cache, on_step)
     accuracy, accuracy_int8 = None, None
     candidate = config.accuracy_model or (DEFAULT_ACCURACY_MODEL if DEFAULT_ACCURACY_MODEL.is_file() else cache / "efficientnet_lite0.onnx")
     try:
@@ -35,13 +35,13 @@ def ensure_models(config: BenchConfig, on_step: Step = noop) -> tuple[Path, Path
             on_step(f"exporting the real-weights EfficientNet-Lite0 to {candidate} (for agreement)")
             export_model("efficientnet_lite0", out=candidate)
         accuracy = candidate
-        accuracy_int8 = int8 if candidate.resolve() == fp32.resolve() else _int8_for(candidate, cache, on_step)
+        accuracy_int8 = int8 if candidate.resolve() == fp32.resolve() else int8_for(candidate, cache, on_step)
     except Exception as exc:  # no weights package, no torch: agreement is then reported as not measured
         on_step(f"no real-weights model for agreement: {exc}")
     return fp32, int8, accuracy, accuracy_int8
 
 
-def _int8_for(fp32: Path, cache: Path, on_step: Step) -> Path:
+def int8_for(fp32: Path, cache: Path, on_step: Step) -> Path:
     """The INT8 model quantised from ``fp32`` (next to it, or in the cache), else quantised now."""
 
     source = Sidecar.load(sidecar_path(fp32)).sha256
