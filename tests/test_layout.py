@@ -164,3 +164,27 @@ def test_no_module_imports_another_modules_private_name():
                 private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
                 offending += [f"{module_name(path)} line {node.lineno}: {node.module}.{name}" for name in private]
     assert not offending, "private names imported across modules (make them public where they are shared): " + "; ".join(offending)
+
+
+def _module_exists(name: str) -> bool:
+    base = ROOT.joinpath(*name.split("."))
+    return base.with_suffix(".py").is_file() or base.is_dir()  # a module, a package or a namespace package
+
+
+TEST_SOURCES = sorted((ROOT / "tests").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SOURCES + TEST_SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_import_of_our_own_names_a_module_that_exists(path):
+    """A module moved without its importers updated fails here (mypy is told to ignore missing imports,
+    for third-party packages without types, so it would not notice)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    missing = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            missing += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] in PACKAGES + ("tests",)
+                        and not _module_exists(a.name)]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.split(".")[0] in PACKAGES + ("tests",):
+            if not _module_exists(node.module):
+                missing.append((node.lineno, node.module))
+    assert not missing, f"{path.relative_to(ROOT)} imports modules that do not exist: {missing}"

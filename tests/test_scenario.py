@@ -535,7 +535,7 @@ def test_the_views_plain_function_and_its_tab(saved_calibration, model):
 @pytest.mark.slow
 def test_the_servers_service_time_is_measured_with_every_lane_busy(lite0):
     from lambda_onnx.resources import server_split
-    from local.measure.replay import default_image
+    from local.measure.core.images import default_image
     from local.measure.scenario.calibrate import MEASURE_CHOICES, measure_server, threads_per_core
 
     assert "auto" in MEASURE_CHOICES

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from local.measure.arm64 import Arm64Result
-from local.measure.machine import describe_machine
+from local.measure.core.machine import describe_machine
 
 NOT_A_TIMING = ("a correctness check, not a timing: emulated arm64 code runs tens of times slower than a real "
                 "Graviton, so no figure here says anything about arm64's speed")

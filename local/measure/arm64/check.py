@@ -25,7 +25,7 @@ from local.defaults import ARTIFACTS, DEFAULT_ACCURACY_MODEL, DEFAULT_MODEL
 from local.measure.arm64 import guest
 from local.measure.arm64.qemu import CPUS, find_qemu, run_guest
 from local.measure.arm64.rootfs import SUITE, build_rootfs, default_cache, install_lock, lock_digest
-from local.measure.machine import machine
+from local.measure.core.machine import machine
 
 ARM64_OUT = ARTIFACTS / "arm64"
 SHORT_CPUS = ("neoverse-n1",)

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[3]
 LOCK = ROOT / "lambda_onnx" / "requirements.lock"
 
 SUITE = "bookworm"
-MIRROR = "http://deb.debian.org/debian"
+APT_SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 # Python and the C++ runtime onnxruntime links against; their dependencies come with them.
 PACKAGES = ("python3.11", "libstdc++6")
 # The manylinux tags pip may pick for aarch64 (numpy 2.4 and onnxruntime 1.32 need glibc 2.27/2.28).
@@ -54,8 +54,25 @@ def _noop(message: str) -> None:
     pass
 
 
+def host_mirror(sources: tuple[Path, ...] = APT_SOURCES) -> str:
+    """The Debian archive this machine's apt uses (the first ``URIs:`` of a deb822 file, or the first
+    ``deb`` line's), so the root file system comes from where the host's own packages come from."""
+    for path in sources:
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            words = line.split()
+            if len(words) >= 2 and words[0] == "URIs:" and not words[1].endswith("-security"):
+                return words[1]
+            if len(words) >= 3 and words[0] == "deb" and not words[1].startswith("["):
+                return words[1]
+    raise Arm64SetupError(f"no Debian archive found in this machine's apt sources ({', '.join(map(str, sources))})")
+
+
 def _recipe() -> str:
-    return f"mmdebstrap --variant=extract --architectures=arm64 {SUITE} {MIRROR} {' '.join(PACKAGES)}\n"
+    return f"mmdebstrap --variant=extract --architectures=arm64 {SUITE} {host_mirror()} {' '.join(PACKAGES)}\n"
 
 
 def build_rootfs(cache: Path, on_step: Step = _noop) -> Path:
@@ -74,7 +91,7 @@ def build_rootfs(cache: Path, on_step: Step = _noop) -> Path:
     building.parent.mkdir(parents=True, exist_ok=True)
     on_step(f"building the arm64 root file system ({SUITE}: {', '.join(PACKAGES)}) in {target}")
     command = [mmdebstrap, "--variant=extract", "--architectures=arm64", f"--include={','.join(PACKAGES)}",
-               SUITE, str(building), MIRROR]
+               SUITE, str(building), host_mirror()]
     _stream(command, on_step, "mmdebstrap")
     (building / _DONE).write_text(_recipe())
     shutil.rmtree(target, ignore_errors=True)

@@ -15,7 +15,7 @@ Lambda side (warm and cold latency, billed INIT, the invoke overhead not billed)
 Server side (a request's service time on an instance with every lane busy, its capacity as the load
 test measures it): the earlier on-the-spot measurement if it was taken under that load, else measured
 now against ``local serve``: requests one at a time (the spread, and the part of a round trip outside
-the lane), then closed-loop load from the load test's generator (:mod:`local.measure.loadgen`) with
+the lane), then closed-loop load from the load test's generator (:mod:`local.measure.core.http_load`) with
 twice as many connections as lanes, whose answers per second give the lane time per request every lane
 busy (lanes / goodput); the one-at-a-time distribution's lane part is scaled to it. With
 ``--calibrate never`` and nothing better, ``artifacts/bench/bench.json``'s one-request-at-a-time time
