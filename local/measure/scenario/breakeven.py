@@ -101,7 +101,9 @@ def default_options() -> tuple[BreakevenOption, ...]:
 
 def zip_misfit(model: Path | str) -> str | None:
     """Why ``model`` cannot be the zip package's (too big unzipped), or None when it fits or its files are not
-    here to weigh; the size check the zip package's build makes (:func:`local.measure.cost.zip_package_bytes`)."""
+    here to weigh: the limit the zip package's build enforces (the Makefile's target; ``tests/helpers/taskroot.py``'s
+    ``PackageSize`` shares it), with what the package holds beside the model as measured
+    (:func:`local.measure.cost.zip_package_bytes`)."""
     model = Path(model)
     files = [model, sidecar_path(model), canary_path(model)]
     if not files[0].is_file():
