@@ -5,24 +5,25 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
 from local.measure import cost
 from local.measure.scenario.breakeven import (
-    LambdaOption,
+    BreakevenOption,
     breakeven,
     bursty_shape,
     default_options,
-    lambda_params_for,
     parse_rates,
     provisioned_for,
     window_for,
+    zip_misfit,
 )
 from local.measure.scenario.calibrate import Calibration, LambdaFigures, ServerFigures, save_cache
 from local.measure.scenario.params import Distribution
 from local.measure.scenario.results import MONTH_S
-from local.measure.scenario.run import ScenarioConfig
+from local.measure.scenario.run import ScenarioConfig, lambda_params, run_scenario
 from local.measure.scenario.traffic import Shape
 from tests.helpers.process import run_module
 
@@ -33,9 +34,9 @@ HOURLY = 0.02
 RATES = "0.5:20:9"
 
 
-def constant_calibration(model: str = "m.onnx") -> Calibration:
+def constant_calibration(model: str = "m.onnx", **restore: float) -> Calibration:
     flat = Distribution.constant(SERVICE_MS)
-    figures = LambdaFigures(flat, flat, 0.0, 0.0, 1024, "test: constant")
+    figures = LambdaFigures(flat, flat, 0.0, 0.0, 1024, "test: constant", **restore)
     server = ServerFigures(flat, "test: constant", 0.0, 2, 1, SERVICE_MS)
     return Calibration.of(model, 1024, figures, server)
 
@@ -81,12 +82,14 @@ def test_each_point_is_the_simulations_cost_as_computed_by_hand(constant_sweep):
         # sized for the busiest minute: at least what the mean rate needs, ceil(rate x S / (lanes x utilisation))
         assert point.instances >= math.ceil(point.rate_rps * SERVICE_MS / 1000 / (2 * 0.5))
         assert point.cost_per_month_usd == pytest.approx(point.instances * HOURLY * cost.HOURS_PER_MONTH, rel=1e-3)
-    # SnapStart pays its cache every second and each restore; provisioned concurrency its environments
-    snap = steady.points["snapstart"][0]
-    assert snap.cost_breakdown["snapstart_cache"] == pytest.approx(1.0 * MONTH_S * 0.0000015046, abs=1e-4)
+    # SnapStart pays its cache every second of the month (a short window is not charged 3 hours) and each
+    # restore; provisioned concurrency its environments
+    snap = steady.points["zip-snapstart"][0]
+    assert snap.cost_breakdown["snapstart_cache"] == pytest.approx(1.0 * MONTH_S * cost.SNAPSTART_CACHE_USD_PER_GB_S,
+                                                                   abs=1e-4)
     restores = round(snap.cold_start_pct / 100 * snap.requests)
     assert restores > 0 and snap.cost_breakdown["snapstart_restore"] == pytest.approx(
-        restores * 1.0 * 0.0001397998 * MONTH_S / steady.windows_s[0], abs=1e-4)
+        restores * 1.0 * cost.SNAPSTART_RESTORE_USD_PER_GB * MONTH_S / steady.windows_s[0], abs=1e-4)
     assert steady.points["provisioned"][0].cost_breakdown["provisioned_concurrency"] == pytest.approx(
         1.0 * MONTH_S * cost.PROVISIONED_USD_PER_GB_S["x86_64"], abs=1e-4)
 
@@ -112,17 +115,61 @@ def test_burstiness_scales_the_spikes_shape_to_the_mean_rate():
         parse_rates("1-10")
 
 
-def test_options_are_records_of_the_one_simulation():
-    calibration = constant_calibration()
-    base = calibration.lambda_params(prices=cost.CostInputs(memory_mb=1024))
-    x86, arm, snap, provisioned = default_options()
-    assert lambda_params_for(arm, base, peak_rps=1, utilisation=0.5).prices.architecture == "arm64"
-    assert lambda_params_for(arm, base, peak_rps=1, utilisation=0.5).warm_ms == base.warm_ms  # assumed equal speed
-    restored = lambda_params_for(snap, base, peak_rps=1, utilisation=0.5)
-    assert restored.cold_ms.p50_ms == SERVICE_MS + 500 and restored.init_ms == 500
-    assert lambda_params_for(provisioned, base, peak_rps=45, utilisation=0.5).provisioned == provisioned_for(45, base.warm_ms, 0.5) == 9
+def test_options_are_the_scenarios_lambda_options():
+    options = default_options()
+    assert [o.key for o in options] == list(cost.LAMBDA_OPTIONS)
+    assert all(isinstance(o.option, cost.LambdaOption) for o in options)
+    x86, arm, snap, provisioned = options
+    assert arm.option.architecture == "arm64" and "ASSUMED equal" in arm.assumption
+    assert snap.option.snapstart and not snap.option.provisioned
+    assert provisioned.sized_per_rate and provisioned.at(9) == cost.lambda_option("provisioned", provisioned=9)
+    assert x86.at(9) == x86.option  # only the provisioned option is sized per rate
+    assert provisioned_for(45, Distribution.constant(SERVICE_MS), 0.5) == 9
     with pytest.raises(ValueError, match="SnapStart cannot be combined"):
-        LambdaOption("bad", "bad", snapstart=True, provisioned=2, restore_ms=Distribution.constant(1))
+        BreakevenOption(cost.LambdaOption("zip-snapstart", snapstart=True, provisioned=2), "bad")
+
+
+def test_snapstarts_restore_is_the_calibrations():
+    # a real function's REPORT lines (Restore Duration) in the calibration: the break-even takes them as the
+    # scenario does, through for_option, and says so
+    calibration = constant_calibration(restore_ms=250.0, billed_restore_ms=300.0)
+    config = constant_config()
+    params = lambda_params(replace(config, lambda_option=cost.lambda_option("zip-snapstart")), calibration)
+    assert params.snapstart and params.init_ms == 300.0 and params.cold_ms.p50_ms == SERVICE_MS + 250.0
+    result = breakeven(calibration, config, [1.0, 2.0], target_requests=500)
+    (said,) = [a for a in result.assumptions if a.startswith("Lambda SnapStart (zip): a cold start is a restore")]
+    assert "Restore Duration of a real function's REPORT lines" in said and "billed 300 ms" in said
+    assert cost.SNAPSTART_PRICES_SOURCE in said
+
+
+def test_snapstart_is_charged_once_as_the_scenario_charges_it():
+    # the break-even's SnapStart point against `scenario steady --duration 30d --lambda-option zip-snapstart` at
+    # the same rate and calibration: the same month (each simulates its own arrivals, so within a percent), and
+    # each SnapStart charge once: charging the cache twice would add ~45 % here
+    rate = 1.0
+    calibration = constant_calibration()
+    result = breakeven(calibration, constant_config(), [rate], target_requests=20_000)
+    point = result.sweeps[0].point("zip-snapstart", rate)
+    config = replace(constant_config(), traffic=Shape("steady", rate=rate), duration_s=30 * 86_400.0,
+                     lambda_option=cost.lambda_option("zip-snapstart"))
+    scenario = run_scenario(config, calibration).lambda_
+    assert point.cost_breakdown["snapstart_cache"] == pytest.approx(
+        scenario.cost_breakdown["snapstart_cache"] * MONTH_S / config.period_s, abs=1e-4)
+    assert point.cost_per_month_usd == pytest.approx(scenario.cost_per_month_usd, rel=0.01)
+    assert sorted(point.cost_breakdown) == sorted(scenario.cost_breakdown)
+
+
+def test_snapstart_is_left_out_when_the_models_zip_would_not_fit(tmp_path):
+    big, small = tmp_path / "big.onnx", tmp_path / "small.onnx"
+    with big.open("wb") as out:  # sparse: only its size counts
+        out.truncate(cost.ZIP_UNZIPPED_LIMIT_BYTES - cost.ZIP_BYTES_BESIDE_MODEL + 1)
+    with small.open("wb") as out:
+        out.truncate(cost.ZIP_UNZIPPED_LIMIT_BYTES - cost.ZIP_BYTES_BESIDE_MODEL)
+    assert zip_misfit(small) is None and zip_misfit(tmp_path / "absent.onnx") is None
+    assert "SnapStart left out: big.onnx's zip package would be about 262.1 MB unzipped" in zip_misfit(big)
+    result = breakeven(constant_calibration(str(big)), constant_config(), [1.0, 2.0], target_requests=500)
+    assert "zip-snapstart" not in result.sweeps[0].points and "zip-snapstart" not in [o["key"] for o in result.options]
+    assert zip_misfit(big) in result.assumptions
 
 
 def test_the_renderer_writes_png_markdown_and_json(constant_sweep, tmp_path):
@@ -132,7 +179,8 @@ def test_the_renderer_writes_png_markdown_and_json(constant_sweep, tmp_path):
     assert set(paths) == {"png", "markdown", "json"}
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = paths["markdown"].read_text()
-    assert constant_sweep.sweeps[0].words in text and "Lambda arm64 image" in text and "PLACEHOLDER" in text
+    assert constant_sweep.sweeps[0].words in text and "Lambda arm64 image" in text
+    assert "a cold start is a restore" in text and "PLACEHOLDER" not in text
     data = json.loads(paths["json"].read_text())
     assert data["sweeps"][0]["crossovers"][0]["below"] == "arm64-image"
 

@@ -286,6 +286,18 @@ class LambdaOption:
         return f"{what[self.name]}, {self.architecture}"
 
 
+# Lambda's limit on a zip package, unzipped, layers included
+# (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html); the Makefile's zip target refuses more.
+ZIP_UNZIPPED_LIMIT_BYTES = 262_144_000
+# What the zip package holds besides the model: the lock's runtime wheels for CPython 3.12 on manylinux x86_64
+# (185.0 MB) and the core (0.13 MB), as tests/test_zip.py measured them on 2026-12-06 (README, "What fits").
+ZIP_BYTES_BESIDE_MODEL = 185_130_000
+
+
+def zip_package_bytes(model_bytes: int) -> int:
+    """The zip package's unzipped size holding a model of ``model_bytes`` (its ONNX file, sidecar and canary)."""
+    return ZIP_BYTES_BESIDE_MODEL + model_bytes
+
 def lambda_option(name: str, *, architecture: str = "x86_64", provisioned: int = 0) -> LambdaOption:
     """An option by name: the images fix their architecture, SnapStart and provisioned take ``architecture``;
     provisioned concurrency defaults to one environment for the provisioned option."""

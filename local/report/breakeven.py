@@ -14,7 +14,7 @@ from local.measure.scenario.breakeven import BreakevenResult, Sweep, money, ms_t
 from local.report.charts import to_png
 
 NAMES = {"png": "breakeven.png", "markdown": "breakeven.md", "json": "breakeven.json"}
-COLOURS = {"x86-image": "C1", "arm64-image": "C2", "snapstart": "C4", "provisioned": "C3", "ec2": "C0", "fargate": "C9"}
+COLOURS = {"x86-image": "C1", "arm64-image": "C2", "zip-snapstart": "C4", "provisioned": "C3", "ec2": "C0", "fargate": "C9"}
 STYLES = ("-", "--", ":")
 
 

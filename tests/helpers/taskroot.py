@@ -24,6 +24,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from local.measure.cost import ZIP_UNZIPPED_LIMIT_BYTES
+
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_PYTHON = "3.12"  # public.ecr.aws/lambda/python:3.12
 # The base image's environment the Dockerfile relies on.
@@ -378,7 +380,7 @@ def find_python(version: str = IMAGE_PYTHON) -> Path:
 
 # Lambda's limit on a function's unzipped size, its layers included ("250 MB"); the Makefile checks
 # the same figure. https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html
-UNZIPPED_LIMIT_BYTES = 262_144_000
+UNZIPPED_LIMIT_BYTES = ZIP_UNZIPPED_LIMIT_BYTES  # Lambda's, stated once (local.measure.cost)
 ZIP_TARGET = "build-ClassifierZipFunction"
 
 

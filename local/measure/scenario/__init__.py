@@ -10,7 +10,7 @@ user's own arrivals, with figures measured on this machine (issue 13).
 - :mod:`results`: per-request outcomes, summaries with the ``--json`` key names, the verdict;
 - :mod:`deployment`: what to deploy on the server side (the record the deploy files are written from);
 - :mod:`run`: a scenario end to end, month scale through representative days, the comparison;
-- :mod:`breakeven`: every Lambda option (a :class:`~.breakeven.LambdaOption` record each) and the fleet over
+- :mod:`breakeven`: every Lambda option (the scenario's :class:`local.measure.cost.LambdaOption`) and the fleet over
   request rates, steady and bursty, and where the cheapest one changes;
 - :mod:`report`: Markdown tables and PNG charts; :mod:`benchmark`: speed and accuracy.
 

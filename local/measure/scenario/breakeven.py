@@ -16,9 +16,11 @@ window and scaled to a month as ``scenario --duration 30d`` scales a day:
 Bursty traffic is the ``spikes`` shape scaled to the mean rate: bursts of ``spike_length_s`` every
 ``spike_every_s`` whose rate over the baseline makes the busiest rate ``burstiness`` times the mean.
 
-Each Lambda option is a :class:`LambdaOption` record (architecture, package, provisioned concurrency,
-SnapStart, its cold start's latency and prices) turned into the one simulation's
-:class:`~.params.LambdaParams` by :func:`lambda_params_for`.
+Each Lambda option is a :class:`local.measure.cost.LambdaOption`, turned into the simulation's
+:class:`~.params.LambdaParams` as ``scenario --lambda-option`` turns it (:func:`~.run.lambda_params`:
+:func:`~.params.for_option` with the calibration's restore figures), and costed by the simulation's one
+cost (SnapStart's restores and cache included); a :class:`BreakevenOption` adds its name on the chart.
+SnapStart is left out, saying why, when the model's zip package would not fit Lambda's limit.
 """
 
 from __future__ import annotations
@@ -28,15 +30,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lambda_onnx.canary import canary_path
+from lambda_onnx.sidecar import sidecar_path
 from local.measure import cost
 from local.measure.scenario.calibrate import Calibration
 from local.measure.scenario.fleet_sim import fleet_cost, simulate_fleet
 from local.measure.scenario.lambda_sim import simulate_lambda
-from local.measure.scenario.params import PLATFORMS, Distribution, FleetParams, LambdaParams
+from local.measure.scenario.params import PLATFORMS, Distribution, FleetParams
 from local.measure.scenario.results import MONTH_S, SideRun, failed, summarise
 from local.measure.scenario.run import ScenarioConfig, Segment, fleet_params, instance_for, lambda_params, peak_rate
 from local.measure.scenario.traffic import DAY_S, Shape, format_duration
@@ -49,92 +54,66 @@ FLEET_WARMUP_S = 60.0
 FAILURE_LIMIT = 0.001  # an option refusing more than this share of requests is not offered as the cheapest
 Say = Callable[[str, "float | None"], None]
 
-# --- SnapStart: PLACEHOLDERS until the zip branch's figures are wired in ----------------------------------------
-# The zip branch measures the restore on the emulator (and takes a real function's REPORT "Restore Duration")
-# and states SnapStart's cache and restore charges in local/measure/cost.py with their sources. Until it is
-# merged these stand in, named so the lead can replace each with its figure:
-# - what a client waits for a restore before its request runs (AWS: "as low as sub-second" for Python);
-SNAPSTART_RESTORE_MS_PLACEHOLDER = 500.0
-# - the restore's billed duration (Python's REPORT line bills "Restore Duration" like INIT);
-SNAPSTART_RESTORE_BILLED_MS_PLACEHOLDER = 500.0
-# - the snapshot cache, per GB of memory per second the published version is active (us-east-1, x86 and arm64);
-SNAPSTART_CACHE_USD_PER_GB_S_PLACEHOLDER = 0.0000015046
-# - each restore, per GB of memory restored (us-east-1).
-SNAPSTART_RESTORE_USD_PER_GB_PLACEHOLDER = 0.0001397998
-SNAPSTART_SOURCE = ("PLACEHOLDERS (local/measure/scenario/breakeven.py, SNAPSTART_*_PLACEHOLDER): restore 500 ms, "
-                    "cache $0.0000015046/GB-s, restore $0.0001397998/GB as read from AWS's Lambda pricing page, not "
-                    "yet the zip branch's measured restore and sourced charges; the zip's warm requests assumed as "
-                    "fast as the image's")
 ARM64_SPEED_ASSUMPTION = ("arm64's latencies are x86_64's as measured here (its speed is ASSUMED equal: nothing here "
                           "times a Graviton); only its price differs")
+PROVISIONED_PER_RATE = "provisioned concurrency sized for each rate's busiest minute at the target utilisation"
 
 
 @dataclass(frozen=True)
-class LambdaOption:
-    """One way to run the function: a small record the one Lambda simulation is parameterised by.
+class BreakevenOption:
+    """One curve of the chart: a Lambda option as ``scenario --lambda-option`` runs it
+    (:class:`local.measure.cost.LambdaOption`, turned into the simulation's parameters by
+    :func:`~.run.lambda_params`), its name on the chart and what it assumes. ``sized_per_rate``: the
+    provisioned option's environments are sized for each rate's busiest minute (:func:`provisioned_for`)
+    rather than ``option.provisioned``."""
 
-    ``provisioned``: environments kept initialised (0: none; None: sized for each rate's busiest minute at
-    the fleet's target utilisation, Little's law). ``cold_ms``: what a cold start's request takes (None: the
-    calibration's; with SnapStart, a warm request plus ``restore_ms``). ``init_billed_ms``: what a cold
-    start bills besides its request (None: the calibration's INIT, which container images are billed; with
-    SnapStart, the restore). ``gb_second_usd``: None for the architecture's price."""
-
-    key: str
-    name: str
-    architecture: str = "x86_64"
-    package: str = "image"  # "image" (container) or "zip"
-    provisioned: int | None = 0
-    snapstart: bool = False
-    cold_ms: Distribution | None = None
-    init_billed_ms: float | None = None
-    restore_ms: Distribution | None = None  # SnapStart: a restore's latency before the request runs
-    gb_second_usd: float | None = None
-    snapstart_cache_usd_per_gb_s: float = 0.0
-    snapstart_restore_usd_per_gb: float = 0.0
+    option: cost.LambdaOption
+    label: str
     assumption: str = ""
+    sized_per_rate: bool = False
 
-    def __post_init__(self) -> None:
-        if self.package not in ("image", "zip"):
-            raise ValueError(f"package must be image or zip, got {self.package!r}")
-        if self.architecture not in cost.LAMBDA_GB_SECOND_USD:
-            raise ValueError(f"architecture must be one of {sorted(cost.LAMBDA_GB_SECOND_USD)}, got {self.architecture!r}")
-        # https://docs.aws.amazon.com/lambda/latest/dg/snapstart.html: not with provisioned concurrency
-        if self.snapstart and self.provisioned != 0:
-            raise ValueError("SnapStart cannot be combined with provisioned concurrency")
-        if self.snapstart and self.restore_ms is None and self.cold_ms is None:
-            raise ValueError("a SnapStart option needs its restore latency (restore_ms) or its cold start (cold_ms)")
+    @property
+    def key(self) -> str:
+        return self.option.name
+
+    def at(self, provisioned: int) -> cost.LambdaOption:
+        """The option at one rate: with ``provisioned`` environments when sized per rate."""
+        return replace(self.option, provisioned=provisioned) if self.sized_per_rate else self.option
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("cold_ms", "restore_ms"):
-            value = getattr(self, key)
-            data[key] = value.to_dict() if value is not None else None
-        return data
+        return {"key": self.key, "name": self.label, "describe": self.option.describe(),
+                "architecture": self.option.architecture, "package": "zip" if self.option.snapstart else "image",
+                "snapstart": self.option.snapstart,
+                "provisioned": None if self.sized_per_rate else self.option.provisioned, "assumption": self.assumption}
 
 
-def default_options() -> tuple[LambdaOption, ...]:
-    """The options priced today: the container image on x86_64 and arm64, SnapStart (zip, x86_64; its restore
-    and charges are the placeholders above), and provisioned concurrency sized for each rate."""
+def default_options() -> tuple[BreakevenOption, ...]:
+    """Every option of :data:`local.measure.cost.LAMBDA_OPTIONS`: the container image on x86_64 and arm64,
+    SnapStart (zip, x86_64) and provisioned concurrency sized for each rate."""
     return (
-        LambdaOption("x86-image", "Lambda x86 image"),
-        LambdaOption("arm64-image", "Lambda arm64 image", architecture="arm64", assumption=ARM64_SPEED_ASSUMPTION),
-        LambdaOption("snapstart", "Lambda SnapStart (zip)", package="zip", snapstart=True,
-                     restore_ms=Distribution.constant(SNAPSTART_RESTORE_MS_PLACEHOLDER, "placeholder"),
-                     init_billed_ms=SNAPSTART_RESTORE_BILLED_MS_PLACEHOLDER,
-                     snapstart_cache_usd_per_gb_s=SNAPSTART_CACHE_USD_PER_GB_S_PLACEHOLDER,
-                     snapstart_restore_usd_per_gb=SNAPSTART_RESTORE_USD_PER_GB_PLACEHOLDER, assumption=SNAPSTART_SOURCE),
-        LambdaOption("provisioned", "Lambda provisioned (image)", provisioned=None,
-                     assumption="provisioned concurrency sized for each rate's busiest minute at the target utilisation"),
+        BreakevenOption(cost.lambda_option("x86-image"), "Lambda x86 image"),
+        BreakevenOption(cost.lambda_option("arm64-image"), "Lambda arm64 image", ARM64_SPEED_ASSUMPTION),
+        BreakevenOption(cost.lambda_option("zip-snapstart"), "Lambda SnapStart (zip)"),
+        BreakevenOption(cost.lambda_option("provisioned"), "Lambda provisioned (image)", PROVISIONED_PER_RATE,
+                        sized_per_rate=True),
     )
 
 
-def shifted(distribution: Distribution, ms: Distribution, source: str) -> Distribution:
-    """Every latency of ``distribution`` plus ``ms``'s median (a restore before a warm request)."""
-    extra = ms.p50_ms
-    if distribution.samples:
-        return Distribution(samples=tuple(s + extra for s in distribution.samples), source=source)
-    return Distribution(median_ms=(distribution.median_ms or 0.0) + extra,
-                        p90_ms=(distribution.p90_ms or distribution.median_ms or 0.0) + extra, source=source)
+def zip_misfit(model: Path | str) -> str | None:
+    """Why ``model`` cannot be the zip package's (too big unzipped), or None when it fits or its files are not
+    here to weigh: the limit the zip package's build enforces (the Makefile's target; ``tests/helpers/taskroot.py``'s
+    ``PackageSize`` shares it), with what the package holds beside the model as measured
+    (:func:`local.measure.cost.zip_package_bytes`)."""
+    model = Path(model)
+    files = [model, sidecar_path(model), canary_path(model)]
+    if not files[0].is_file():
+        return None
+    size = cost.zip_package_bytes(sum(f.stat().st_size for f in files if f.is_file()))
+    if size <= cost.ZIP_UNZIPPED_LIMIT_BYTES:
+        return None
+    return (f"SnapStart left out: {model.name}'s zip package would be about {size / 1e6:.1f} MB unzipped, over "
+            f"Lambda's {cost.ZIP_UNZIPPED_LIMIT_BYTES / 1e6:.1f} MB limit (SnapStart needs the zip package; use the "
+            "container image, or an INT8 export, which fits)")
 
 
 def provisioned_for(peak_rps: float, warm_ms: Distribution, utilisation: float) -> int:
@@ -142,26 +121,22 @@ def provisioned_for(peak_rps: float, warm_ms: Distribution, utilisation: float) 
     return max(1, math.ceil(peak_rps * warm_ms.mean_ms / 1000.0 / utilisation - 1e-9))
 
 
-def lambda_params_for(option: LambdaOption, base: LambdaParams, *, peak_rps: float, utilisation: float) -> LambdaParams:
-    """The one simulation's parameters for this option (the calibration's latencies as ``base``)."""
-    cold = option.cold_ms
-    if cold is None and option.restore_ms is not None:
-        cold = shifted(base.warm_ms, option.restore_ms, f"a warm request after a SnapStart restore ({option.restore_ms.source})")
-    provisioned = option.provisioned if option.provisioned is not None else provisioned_for(peak_rps, base.warm_ms, utilisation)
-    prices = replace(base.prices, architecture=option.architecture, gb_second_usd=option.gb_second_usd)
-    return replace(base, cold_ms=cold or base.cold_ms,
-                   init_ms=option.init_billed_ms if option.init_billed_ms is not None else base.init_ms,
-                   provisioned=min(provisioned, base.concurrency_limit), prices=prices)
+def restore_source(calibration: Calibration, base: ScenarioConfig, chosen: Sequence[BreakevenOption]) -> str | None:
+    """What SnapStart's restore is taken to be, as :func:`~.params.for_option` states it (a real function's
+    Restore Duration from the calibration, or the emulator-based estimate), with its prices' source."""
+    snap = next((o for o in chosen if o.option.snapstart), None)
+    if snap is None:
+        return None
+    params = lambda_params(replace(base, provisioned=0, lambda_option=snap.option), calibration)
+    return (f"{snap.label}: a cold start is a restore ({params.cold_ms.source}; billed {params.init_ms:.0f} ms); the "
+            f"zip's warm requests assumed as fast as the image's; {cost.SNAPSTART_PRICES_SOURCE}")
 
 
-def snapstart_charges(option: LambdaOption, run: SideRun, memory_mb: int) -> dict[str, float]:
-    """SnapStart's own charges for the run's measured period: the cache for every second, each restore per GB."""
-    if not option.snapstart:
-        return {}
-    gb = memory_mb / 1024.0
-    restores = int(run.cold[run.counted].sum())
-    return {"snapstart_cache": gb * run.duration_s * option.snapstart_cache_usd_per_gb_s,
-            "snapstart_restore": restores * gb * option.snapstart_restore_usd_per_gb}
+def month_of_cache(run: SideRun, memory_mb: int) -> None:
+    """A window stands for its share of a month: SnapStart's cache is the month's (its 3-hour minimum is a
+    month's, not a short window's), replacing the window's own charge rather than adding to it."""
+    if "snapstart_cache" in run.cost:
+        run.cost["snapstart_cache"] = cost.snapstart_cache_usd(memory_mb, MONTH_S) * run.duration_s / MONTH_S
 
 
 # --- traffic ------------------------------------------------------------------------------------------------
@@ -390,7 +365,7 @@ def _point(rate: float, run: SideRun, label: str, instances: int = 0) -> Point:
 
 
 def sweep(calibration: Calibration, base: ScenarioConfig, rates: Sequence[float], *, burstiness: float = 1.0,
-          options: Sequence[LambdaOption] | None = None, platforms: Sequence[str] = PLATFORMS,
+          options: Sequence[BreakevenOption] | None = None, platforms: Sequence[str] = PLATFORMS,
           target_requests: int = DEFAULT_TARGET_REQUESTS, on_progress: Say | None = None) -> Sweep:
     """Every option at every rate for one kind of traffic. ``base`` holds the fleet's and the function's
     settings (instance type, SMT gain, load balancer, memory, API Gateway, prices) as ``scenario`` takes them;
@@ -398,7 +373,7 @@ def sweep(calibration: Calibration, base: ScenarioConfig, rates: Sequence[float]
     say = on_progress or _quiet
     chosen = tuple(options) if options is not None else default_options()
     spikes = base.traffic if isinstance(base.traffic, Shape) and base.traffic.name == "spikes" else Shape("spikes")
-    names = {o.key: o.name for o in chosen} | {p: f"the fleet on {'EC2' if p == 'ec2' else 'Fargate'}" for p in platforms}
+    names = {o.key: o.label for o in chosen} | {p: f"the fleet on {'EC2' if p == 'ec2' else 'Fargate'}" for p in platforms}
     points: dict[str, list[Point]] = {key: [] for key in names}
     windows = []
     rates = sorted(rates)
@@ -415,14 +390,15 @@ def sweep(calibration: Calibration, base: ScenarioConfig, rates: Sequence[float]
         arrivals = shape.arrivals(window, base.seed + r, start_s=-warmup)
         measured = arrivals[arrivals >= 0]
         peak = peak_rate(measured) if measured.size else rate
-        lam = lambda_params(config, calibration)
+        image = lambda_params(config, calibration)
+        provisioned = min(provisioned_for(peak, image.warm_ms, base.target_utilisation), image.concurrency_limit)
         for o, option in enumerate(chosen):
-            say(f"{traffic}, {rate_text(rate)}: {option.name} ({format_duration(window)} simulated)",
+            say(f"{traffic}, {rate_text(rate)}: {option.label} ({format_duration(window)} simulated)",
                 (r * (len(chosen) + 1) + o) / steps)
-            params = lambda_params_for(option, lam, peak_rps=peak, utilisation=base.target_utilisation)
+            params = lambda_params(replace(config, lambda_option=option.at(provisioned)), calibration)
             run = simulate_lambda(arrivals, params, seed=base.seed, measure_from=0.0, end_s=window)
-            run.cost.update(snapstart_charges(option, run, params.memory_mb))
-            label = (f"{option.name}, {params.memory_mb} MB"
+            month_of_cache(run, params.memory_mb)
+            label = (f"{option.label}, {params.memory_mb} MB"
                      + (f", {params.provisioned} provisioned" if params.provisioned else ""))
             points[option.key].append(_point(rate, run, label))
         say(f"{traffic}, {rate_text(rate)}: the fleet", (r * (len(chosen) + 1) + len(chosen)) / steps)
@@ -446,15 +422,20 @@ def sweep(calibration: Calibration, base: ScenarioConfig, rates: Sequence[float]
 
 
 def breakeven(calibration: Calibration, base: ScenarioConfig, rates: Sequence[float], *, burstiness: float | None = None,
-              rate: float | None = None, options: Sequence[LambdaOption] | None = None,
+              rate: float | None = None, options: Sequence[BreakevenOption] | None = None,
               platforms: Sequence[str] = PLATFORMS, target_requests: int = DEFAULT_TARGET_REQUESTS,
               on_progress: Say | None = None) -> BreakevenResult:
     """The break-even sweep: steady Poisson, and with ``burstiness`` when it is over 1; ``rate`` (a user's)
-    is simulated too, so its line reads from a point of its own."""
+    is simulated too, so its line reads from a point of its own. SnapStart is left out (the assumptions say
+    why) when the calibration's model would not fit the zip package."""
     say = on_progress or _quiet
     began = time.perf_counter()
     grid = sorted({*rates, *((rate,) if rate else ())})
     chosen = tuple(options) if options is not None else default_options()
+    misfit = zip_misfit(calibration.model) if any(o.option.snapstart for o in chosen) else None
+    if misfit:
+        chosen = tuple(o for o in chosen if not o.option.snapstart)
+        say(misfit, None)
     kinds = [1.0] + ([float(burstiness)] if burstiness and burstiness > 1 else [])
     sweeps = []
     for k, b in enumerate(kinds):
@@ -471,6 +452,11 @@ def breakeven(calibration: Calibration, base: ScenarioConfig, rates: Sequence[fl
                    "the fleet sized for each rate's busiest minute at the target utilisation, as `scenario` sizes it",
                    f"options refusing more than {FAILURE_LIMIT:.1%} of requests are not called cheapest"]
     assumptions += sorted({o.assumption for o in chosen if o.assumption})
+    if misfit:
+        assumptions.append(misfit)
+    restore = restore_source(calibration, base, chosen)
+    if restore:
+        assumptions.append(restore)
     fleet = {"instance_type": instance_for(base).describe(), "platforms": list(platforms),
              "target_utilisation": base.target_utilisation, "load_balancer": base.load_balancer, "smt_gain": base.smt_gain}
     return BreakevenResult(sweeps, [o.to_dict() for o in chosen], fleet, calibration.summary(), assumptions,
