@@ -6,14 +6,20 @@ under the app's ``gr.Blocks`` and names every event (``api_name``) for ``gradio_
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
 import pandas as pd
 
+from gui.access import Access, Limits, number, one_of, whole
+from gui.uploads import read_arrivals as read_bounded
+from lambda_onnx.errors import ClassifierError
+from lambda_onnx.sidecar import int8_path
 from local.lambda_env.elastic import DEFAULT_IDLE_TIMEOUT_S
 from local.measure import cost
 from local.measure.scenario.calibrate import DEFAULT_CACHE, MEASURE_CHOICES, Calibration, calibrate
@@ -64,13 +70,18 @@ def run_view(model: Path, *, shape: str, arrivals_file: str | None = None, rate:
              reserved_concurrency: float | None = None, provisioned: float = 0, instances: float | None = None,
              workers: float = 1, autoscale: bool = False, calibration: str = "auto", seed: int = 0,
              prices: cost.CostInputs | None = None, saved_calibration: Path = DEFAULT_CACHE,
-             on_progress: Callable[[str, float | None], None] | None = None) -> ScenarioView:
-    """Simulate one scenario and build the view's outputs. ValueError (and the library's typed
-    errors) for bad inputs; a shape's other parameters are its defaults (the CLI offers them all)."""
+             on_progress: Callable[[str, float | None], None] | None = None, limits: Limits | None = None,
+             out: Path | None = None) -> ScenarioView:
+    """Simulate one scenario and build the view's outputs (written to ``out``, a new temporary folder by
+    default). ValueError (and the library's typed errors) for bad inputs; a shape's other parameters are
+    its defaults (the CLI offers them all). With ``limits`` (the app's), the arrivals file is read within them."""
     if shape == FILE:
         if not arrivals_file:
             raise ValueError("upload an arrivals file (CSV of seconds, API Gateway or ALB access log) first")
-        traffic: Shape | Any = read_arrivals(arrivals_file)
+        if limits is not None:
+            traffic: Shape | Any = read_bounded(arrivals_file, limits)
+        else:
+            traffic = read_arrivals(arrivals_file)
         period = parse_duration(duration) if duration and duration.strip() else None
     elif shape in SHAPES:
         traffic = Shape(shape, rate=float(rate)) if shape != "sparse" else Shape("sparse", every_s=1.0 / float(rate))
@@ -85,21 +96,21 @@ def run_view(model: Path, *, shape: str, arrivals_file: str | None = None, rate:
                             prices=replace(prices or cost.CostInputs(), memory_mb=int(memory_mb)))
     figures = _calibration(model, int(memory_mb), precision, calibration, on_progress, saved_calibration)
     result = run_scenario(config, figures, on_progress=on_progress)
-    paths = report.write_outputs(result, Path(tempfile.mkdtemp(prefix="scenario-")))
+    paths = report.write_outputs(result, out or Path(tempfile.mkdtemp(prefix="scenario-")))
     return ScenarioView(report.markdown(result), report.over_time(result), table(result), result.to_dict(),
                         [str(paths[k]) for k in ("markdown", "json", "png")])
 
 
 def compare_view(model: Path, *, memory_mb: float = 3008, precision: str = "fp32", calibration: str = "auto",
                  prices: cost.CostInputs | None = None, saved_calibration: Path = DEFAULT_CACHE,
-                 on_progress: Callable[[str, float | None], None] | None = None) -> ScenarioView:
-    """A month of every built-in shape: the Serverless vs Server table and its chart."""
+                 on_progress: Callable[[str, float | None], None] | None = None, out: Path | None = None) -> ScenarioView:
+    """A month of every built-in shape: the Serverless vs Server table and its chart (written to ``out``)."""
     figures = _calibration(model, int(memory_mb), precision, calibration, on_progress, saved_calibration)
     chosen = prices or cost.CostInputs()
     base = ScenarioConfig(traffic=COMPARE[0][1], duration_s=1.0, api_gateway=chosen.api_gateway,
                           prices=replace(chosen, memory_mb=int(memory_mb)))
     results = compare_shapes(figures, base, on_progress=on_progress)
-    paths = report.write_compare(results, Path(tempfile.mkdtemp(prefix="scenario-compare-")))
+    paths = report.write_compare(results, out or Path(tempfile.mkdtemp(prefix="scenario-compare-")))
     summary = report.compare_markdown(results) + "\n\n" + "\n".join(f"- **{r.name}**: {r.verdict}" for r in results)
     rows = pd.DataFrame([{"shape": r.name, **{f"lambda {k}": v for k, v in r.lambda_.to_dict().items()
                                               if k in ("requests", "p50_ms", "p99_ms", "cold_starts", "cost_per_month_usd")},
@@ -119,53 +130,104 @@ def priced(architecture: str, gb_second_usd: float | None, request_per_million: 
                            api_gateway=bool(api_gateway))
 
 
-def build_tab(ctx: Any, prices: Any = None) -> None:
-    """The Scenario tab, under the app's ``gr.Blocks``; events ``scenario`` and ``scenario_compare``.
+def build_tab(ctx: Any, prices: Any = None, access: Access | None = None) -> None:
+    """The Scenario tab, under the app's ``gr.Blocks``; events ``scenario`` and ``scenario_compare`` (every role's,
+    each input bounded by ``access``'s limits; a viewer's saved figures are a copy in the app's temporary folder).
     ``ctx`` is the app's ``AppContext``; ``prices``, the Cost tab's price inputs (``gui.views.cost.Prices``)
     if the app has them, else AWS's defaults from :mod:`local.measure.cost`."""
-    import gradio as gr
-
-    from lambda_onnx.errors import ClassifierError
-    from lambda_onnx.sidecar import int8_path
-
+    access = access or Access()
+    limits = access.limits
     price_inputs = prices.inputs() if prices is not None else []
 
     def model_for(precision: str) -> Path:
         return int8_path(ctx.model_path) if precision == "int8" else ctx.model_path
 
     def costs(architecture: str | None, *values: Any) -> cost.CostInputs | None:
-        return priced(architecture, *values) if architecture else None
+        if not architecture:
+            return None
+        one_of(architecture, "architecture", tuple(cost.LAMBDA_GB_SECOND_USD))
+        gb_second, per_request, per_api = (number(v or 0, "a price", 0, 1e6) for v in values[:3])
+        return priced(architecture, gb_second or None, per_request, per_api, bool(values[3]))
+
+    def saved() -> Path:
+        """The saved figures this role reads and writes: the operator's own; a viewer's copy under the app's temporary
+        folder (a measurement a viewer's run makes is kept there, not written over the operator's)."""
+        if access.operator:
+            return DEFAULT_CACHE
+        copy = ctx.scratch.root / "_calibration" / DEFAULT_CACHE.name
+        if not copy.exists():
+            copy.parent.mkdir(exist_ok=True)
+            if DEFAULT_CACHE.is_file():
+                shutil.copyfile(DEFAULT_CACHE, copy)
+        return copy
+
+    def common(memory_mb: Any, precision: Any, calibration: Any) -> tuple[int, str, str]:
+        return (whole(memory_mb, "Lambda memory (MB)", 128, 10_240), one_of(precision, "precision", ("fp32", "int8")),
+                one_of(calibration, "figures", limits.calibrations))
+
+    def period_of(text: Any, what: str) -> float:
+        try:
+            seconds = parse_duration(str(text))
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from None
+        return number(seconds, what, 1, limits.scenario_period_s)
+
+    def bounded(shape: Any, rate: Any, duration: Any, idle_timeout_s: Any, reserved: Any, provisioned: Any,
+                instances: Any, workers: Any) -> dict[str, Any]:
+        """Every scenario input within this role's bounds (a one-line ``gr.Error`` names the first that is not)."""
+        one_of(shape, "traffic", (*SHAPES, FILE))
+        if shape != FILE:
+            rate = number(rate, "requests per second", 1e-6, limits.scenario_rate)
+            seconds = period_of(duration or "1d", "the period (s)")
+            if rate * seconds > limits.scenario_requests:
+                raise gr.Error(f"rate x period is {rate * seconds:,.0f} requests; at most {limits.scenario_requests:,.0f} "
+                               "are simulated: lower the rate or shorten the period")
+        elif duration and str(duration).strip():
+            period_of(duration, "the period (s)")
+        reserved = None if reserved in (None, "") else whole(reserved, "reserved concurrency", 1, limits.scenario_reserved)
+        return {"rate": rate, "duration": duration,
+                "idle_timeout_s": number(idle_timeout_s, "the idle timeout (s)", 1, 86_400),
+                "reserved_concurrency": reserved,
+                "provisioned": whole(provisioned or 0, "provisioned concurrency", 0, reserved or limits.scenario_reserved),
+                "instances": None if instances in (None, "") else whole(instances, "server instances", 1,
+                                                                        limits.scenario_instances),
+                "workers": whole(workers, "workers per instance", 1, limits.scenario_workers)}
 
     # The Cost tab's prices come last, when the app passes them (gradio_client's keywords are these names).
-    def simulate(shape: str, arrivals_file: str | None, rate: float, duration: str, memory_mb: float, precision: str,
+    def simulate(request: gr.Request, shape: str, arrivals_file: str | None, rate: float, duration: str, memory_mb: float, precision: str,
                  idle_timeout_s: float, reserved: float | None, provisioned: float, instances: float | None, workers: float,
                  autoscale: bool, calibration: str, architecture: str | None = None, gb_second_usd: float | None = None,
                  request_per_million: float = 0.0, api_per_million: float = 0.0, api_gateway: bool = True,
                  cold_fraction: float | None = None, progress: gr.Progress = gr.Progress()) -> tuple:
-        chosen = costs(architecture, gb_second_usd, request_per_million, api_per_million, api_gateway)
-        try:
-            view = run_view(model_for(precision), shape=shape, arrivals_file=arrivals_file, rate=rate, duration=duration,
-                            memory_mb=memory_mb, precision=precision, idle_timeout_s=idle_timeout_s,
-                            reserved_concurrency=reserved, provisioned=provisioned, instances=instances, workers=workers,
-                            autoscale=autoscale, calibration=calibration, prices=chosen,
-                            on_progress=progress_callback(progress))
-        except ClassifierError as exc:
-            raise gr.Error(exc.message) from None
-        except ValueError as exc:
-            raise gr.Error(str(exc)) from None
+        with access.work(request):
+            memory, precision, calibration = common(memory_mb, precision, calibration)
+            inputs = bounded(shape, rate, duration, idle_timeout_s, reserved, provisioned, instances, workers)
+            chosen = costs(architecture, gb_second_usd, request_per_million, api_per_million, api_gateway)
+            try:
+                view = run_view(model_for(precision), shape=shape, arrivals_file=arrivals_file, memory_mb=memory,
+                                precision=precision, autoscale=bool(autoscale), calibration=calibration, prices=chosen,
+                                saved_calibration=saved(), on_progress=progress_callback(progress), limits=limits,
+                                out=ctx.scratch.folder("scenario-"), **inputs)
+            except ClassifierError as exc:
+                raise gr.Error(exc.message) from None
+            except ValueError as exc:
+                raise gr.Error(str(exc)) from None
         return view.summary, view.figure, view.table, view.result, view.files
 
-    def compare(memory_mb: float, precision: str, calibration: str, architecture: str | None = None,
+    def compare(request: gr.Request, memory_mb: float, precision: str, calibration: str, architecture: str | None = None,
                 gb_second_usd: float | None = None, request_per_million: float = 0.0, api_per_million: float = 0.0,
                 api_gateway: bool = True, cold_fraction: float | None = None, progress: gr.Progress = gr.Progress()) -> tuple:
-        chosen = costs(architecture, gb_second_usd, request_per_million, api_per_million, api_gateway)
-        try:
-            view = compare_view(model_for(precision), memory_mb=memory_mb, precision=precision, calibration=calibration,
-                                prices=chosen, on_progress=progress_callback(progress))
-        except ClassifierError as exc:
-            raise gr.Error(exc.message) from None
-        except ValueError as exc:
-            raise gr.Error(str(exc)) from None
+        with access.work(request):
+            memory, precision, calibration = common(memory_mb, precision, calibration)
+            chosen = costs(architecture, gb_second_usd, request_per_million, api_per_million, api_gateway)
+            try:
+                view = compare_view(model_for(precision), memory_mb=memory, precision=precision, calibration=calibration,
+                                    prices=chosen, saved_calibration=saved(), on_progress=progress_callback(progress),
+                                    out=ctx.scratch.folder("scenario-compare-"))
+            except ClassifierError as exc:
+                raise gr.Error(exc.message) from None
+            except ValueError as exc:
+                raise gr.Error(str(exc)) from None
         return view.summary, view.figure, view.table, view.result, view.files
 
     with gr.Tab("Scenario"):
@@ -185,7 +247,7 @@ def build_tab(ctx: Any, prices: Any = None) -> None:
             instances = gr.Number(None, precision=0, label="Server instances (empty: sized for the peak)")
             workers = gr.Number(1, precision=0, minimum=1, label="Workers per instance")
             autoscale = gr.Checkbox(False, label="Autoscale (target tracking, boot delay)")
-            calibration = gr.Radio(list(MEASURE_CHOICES), value="auto",
+            calibration = gr.Radio(list(limits.calibrations), value="auto",
                                    label="Figures: latest measurements (auto), measure now (always), never measure")
         with gr.Row():
             run_button = gr.Button("Simulate", variant="primary")
@@ -198,6 +260,7 @@ def build_tab(ctx: Any, prices: Any = None) -> None:
         outputs = [summary, plot, rows, raw, files]
         run_button.click(simulate, inputs=[shape, arrivals, rate, duration, memory, precision, idle, reserved, provisioned,
                                            instances, workers, autoscale, calibration, *price_inputs], outputs=outputs,
-                         api_name="scenario")
+                         api_name="scenario", concurrency_limit=1, concurrency_id="scenario")
+        # One simulation at a time, whoever asks (a calibration may measure both sides first).
         compare_button.click(compare, inputs=[memory, precision, calibration, *price_inputs], outputs=outputs,
-                             api_name="scenario_compare")
+                             api_name="scenario_compare", concurrency_limit=1, concurrency_id="scenario")
