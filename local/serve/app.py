@@ -57,6 +57,8 @@ from local.serve.protocol import protocol_class
 from local.serve.refusal import SUMMARY_INTERVAL_S, DropRefusalLines, Refusals
 
 log = logging.getLogger("uvicorn.error")  # the server's own log, formatted and levelled as uvicorn's
+# Open connections per worker before uvicorn answers 503 (well under the usual 1,024 descriptors).
+MAX_CONNECTIONS = 512
 
 _HEADERS_READ = (b"content-length", b"content-type", b"x-request-id")
 
@@ -116,17 +118,18 @@ class ClassifyEndpoint:
         request_id = head.get(b"x-request-id", b"").decode("latin-1") or str(uuid.uuid4())
         content_type = head[b"content-type"].decode("latin-1") if b"content-type" in head else None
         declared = head.get(b"content-length", b"")
+        client = (scope.get("client") or (None,))[0]
         try:
             if declared.isdigit():
                 check_request_size(int(declared))
-            refusal = self.gate.refusal()
+            refusal = self.gate.refusal(client)
         except ClassifierError as exc:
             await self.answer_error(send, exc, request_id)
             return
         if refusal is not None:
             await self.refuse(scope, send, refusal, request_id)
             return
-        self.gate.start_receiving()
+        self.gate.start_receiving(client)
         try:
             body = await read_body(receive, self.body_timeout_s)
         except _ClientGone:
@@ -135,7 +138,7 @@ class ClassifyEndpoint:
             await self.answer_error(send, exc, request_id)
             return
         finally:
-            self.gate.done_receiving()
+            self.gate.done_receiving(client)
         try:
             self.gate.admit()
         except ClassifierError as exc:  # the places filled while the body arrived
@@ -266,9 +269,11 @@ def close_app(app: Starlette) -> None:
 
 
 def uvicorn_options(config: ServeConfig, log_level: str) -> dict[str, Any]:
-    """What every worker's uvicorn is given, whichever way it is started."""
+    """What every worker's uvicorn is given, whichever way it is started. ``limit_concurrency`` bounds the
+    open connections (and their tasks): past it uvicorn answers 503 at once instead of taking file
+    descriptors until there are none (each idle one is closed by the head deadline or keep-alive)."""
     return {"log_level": log_level, "timeout_keep_alive": 5, "http": protocol_class(config.http), "loop": config.loop,
-            "access_log": config.access_log}
+            "access_log": config.access_log, "limit_concurrency": MAX_CONNECTIONS}
 
 
 def run(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
