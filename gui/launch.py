@@ -194,7 +194,8 @@ def launch(targets: Targets, options: LaunchOptions, *, block: bool = False, qui
         server_name=options.host, server_port=options.port, share=options.share,
         auth=cast(Any, Logins(chosen.logins).checker()) if chosen.logins else None, prevent_thread_lock=True, quiet=quiet,
         footer_links=["api", "gradio"], max_file_size=access.limits.upload_bytes, mcp_server=False, show_error=False,
-        app_kwargs={"middleware": [Middleware(UploadGate, limits=access.limits)]})
+        app_kwargs={"middleware": [Middleware(UploadGate, limits=access.limits, operator_path=OPERATOR_PATH,
+                                              operator_limits=OPERATOR_LIMITS)]})
     running = Running(demo, context, local_url, share_url, role=chosen.role)
     if chosen.operator_logins:
         running.operator_demo = build_app(context, Access(OPERATOR))

@@ -34,13 +34,17 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 class UploadGate:
     """ASGI middleware: every upload request declares a length within bounds, holds few parts, and each
-    visitor (address) makes at most ``limits.uploads_per_minute`` of them; others get a one-line 4xx."""
+    visitor (address) makes at most ``limits.uploads_per_minute`` of them; others get a one-line 4xx.
+    Uploads to the app mounted at ``operator_path`` (behind the operator's login) get ``operator_limits``."""
 
-    def __init__(self, app: Any, limits: Limits, max_parts: int = MAX_PARTS) -> None:
+    def __init__(self, app: Any, limits: Limits, max_parts: int = MAX_PARTS, operator_path: str | None = None,
+                 operator_limits: Limits | None = None) -> None:
         self.app = app
         self.limits = limits
         self.max_parts = max_parts
-        self._recent: dict[str, collections.deque[float]] = {}
+        self.operator_path = operator_path
+        self.operator_limits = operator_limits or limits
+        self._recent: dict[tuple[bool, str], collections.deque[float]] = {}
         self._lock = threading.Lock()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -48,30 +52,42 @@ class UploadGate:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        operator = bool(self.operator_path) and scope["path"].startswith(f"{self.operator_path}/")
+        limits = self.operator_limits if operator else self.limits
         length = headers.get("content-length", "")
-        limit = self.limits.upload_bytes + MULTIPART_SLACK
         if not length.isdigit():
             await _refuse(send, 411, "an upload must declare its length (Content-Length)")
             return
-        if int(length) > limit:
-            await _refuse(send, 413, f"an upload may be at most {self.limits.upload_bytes / 2**20:.0f} MB")
+        if int(length) > limits.upload_bytes + MULTIPART_SLACK:
+            await _refuse(send, 413, f"an upload may be at most {limits.upload_bytes / 2**20:.0f} MB")
             return
-        if not self._admit(_visitor(scope, headers)):
-            await _refuse(send, 429, f"at most {self.limits.uploads_per_minute} uploads a minute: wait a little")
+        if not self._admit((operator, _visitor(scope, headers)), limits.uploads_per_minute):
+            await _refuse(send, 429, f"at most {limits.uploads_per_minute} uploads a minute: wait a little")
             return
         boundary = _boundary(headers.get("content-type", ""))
         if boundary is None:
             await _refuse(send, 400, "an upload is a multipart/form-data body")
             return
-        await self.app(scope, _counting(receive, boundary, self.max_parts, int(length)), send)
+        started = False
 
-    def _admit(self, visitor: str) -> bool:
+        async def tracking(message: dict) -> None:
+            nonlocal started
+            started = started or message.get("type") == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, _counting(receive, boundary, self.max_parts, int(length)), tracking)
+        except TooManyParts as exc:  # Gradio's parser stopped mid-body; what it had written is its temporary files'
+            if not started:
+                await _refuse(send, 413, str(exc))
+
+    def _admit(self, visitor: tuple[bool, str], per_minute: int) -> bool:
         now = time.monotonic()
         with self._lock:
             recent = self._recent.setdefault(visitor, collections.deque())
             while recent and now - recent[0] > WINDOW_S:
                 recent.popleft()
-            if len(recent) >= self.limits.uploads_per_minute:
+            if len(recent) >= per_minute:
                 return False
             recent.append(now)
             if len(self._recent) > 10_000:  # forget idle visitors

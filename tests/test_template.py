@@ -95,7 +95,8 @@ def test_function_is_an_image_built_from_the_dockerfile_with_the_chosen_model(te
     assert (ROOT / meta["Dockerfile"]).is_file() and (ROOT / meta["DockerContext"]).resolve() == ROOT
 
     dockerfile = parse_dockerfile(ROOT / meta["Dockerfile"])
-    assert re.fullmatch(r"public\.ecr\.aws/lambda/python:3\.12@sha256:[0-9a-f]{64}", dockerfile.base) and dockerfile.cmd == ["lambda_onnx.handler.handler"]
+    assert re.fullmatch(r"public\.ecr\.aws/lambda/python:3\.12@sha256:[0-9a-f]{64}", dockerfile.base)  # pinned by digest
+    assert dockerfile.cmd == ["lambda_onnx.handler.handler"]
     assert set(meta["DockerBuildArgs"]) == {"MODEL", "SIDECAR", "CANARY"} <= set(dockerfile.args)
     for key in ("MODEL", "SIDECAR", "CANARY"):
         lookup = meta["DockerBuildArgs"][key]["Fn::FindInMap"]
