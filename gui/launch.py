@@ -19,7 +19,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import gradio as gr
@@ -60,6 +60,9 @@ class LaunchOptions:
     operator: str | None = None  # the operator's login, when the app is reachable by others
     operator_password: str | None = None  # from an environment variable or a file, never the command line
     no_auth: bool = False
+    # Uploads are read whole to preview and downscale them; None: the role's bound (gui.access: 20 MB for a
+    # viewer, 100 MB for the operator, several times a 48 MP phone photo).
+    max_upload_mb: int | None = None
 
     @property
     def exposed(self) -> bool:
@@ -188,13 +191,15 @@ def launch(targets: Targets, options: LaunchOptions, *, block: bool = False, qui
     if context.model_ready():
         load_verified(context.model_path)
     access = Access(chosen.role)
+    limits = access.limits if options.max_upload_mb is None else replace(access.limits,
+                                                                          upload_bytes=options.max_upload_mb * 2**20)
     demo = build_app(context, access)
     demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     _, local_url, share_url = demo.launch(
         server_name=options.host, server_port=options.port, share=options.share,
         auth=cast(Any, Logins(chosen.logins).checker()) if chosen.logins else None, prevent_thread_lock=True, quiet=quiet,
-        footer_links=["api", "gradio"], max_file_size=access.limits.upload_bytes, mcp_server=False, show_error=False,
-        app_kwargs={"middleware": [Middleware(UploadGate, limits=access.limits, operator_path=OPERATOR_PATH,
+        footer_links=["api", "gradio"], max_file_size=limits.upload_bytes, mcp_server=False, show_error=False,
+        app_kwargs={"middleware": [Middleware(UploadGate, limits=limits, operator_path=OPERATOR_PATH,
                                               operator_limits=OPERATOR_LIMITS)]})
     running = Running(demo, context, local_url, share_url, role=chosen.role)
     if chosen.operator_logins:

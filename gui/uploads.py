@@ -59,7 +59,7 @@ class UploadGate:
             await _refuse(send, 411, "an upload must declare its length (Content-Length)")
             return
         if int(length) > limits.upload_bytes + MULTIPART_SLACK:
-            await _refuse(send, 413, f"an upload may be at most {limits.upload_bytes / 2**20:.0f} MB")
+            await _refuse(send, 413, f"an upload may be at most {limits.upload_bytes / 2**20:.0f} MB (the maximum allowed size)")
             return
         if not self._admit((operator, _visitor(scope, headers)), limits.uploads_per_minute):
             await _refuse(send, 429, f"at most {limits.uploads_per_minute} uploads a minute: wait a little")
