@@ -12,7 +12,7 @@ class Gate:
 
     Receiving: at most ``max_receiving`` requests sending their bodies (cheap, but each may hold up
     to the byte limit), and at most ``max_receiving_per_client`` of them from one client address (a
-    quarter by default), so that slow senders from one address cannot hold every place for the
+    quarter by default, at least two), so that slow senders from one address cannot hold every place for the
     body timeout and lock the others out. Classifying, once the body is complete: ``max_concurrency`` running,
     ``max_queue`` waiting. A client that stalls mid-body holds a receiving place only, so it
     never takes an inference slot from complete requests.
@@ -27,7 +27,8 @@ class Gate:
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
         self.max_receiving = max_receiving
-        self.max_receiving_per_client = max_receiving_per_client or max(1, max_receiving // 4)
+        # A quarter, and at least two (one stalled body never shuts its own client out), never above the total.
+        self.max_receiving_per_client = max_receiving_per_client or min(max_receiving, max(2, max_receiving // 4))
         self.in_flight = 0  # admitted to classify: running or waiting
         self.receiving = 0  # bodies being read
         self._receiving_from: dict[Hashable, int] = {}  # client address -> its bodies being read
