@@ -6,7 +6,12 @@
 # (`sam build` passes the same three arguments from template.yaml.) tests/test_image.py assembles the
 # task root exactly as the COPY and pip lines below say and runs it under Python 3.12 and the
 # Lambda emulator, so a file missing here fails the tests.
-FROM public.ecr.aws/lambda/python:3.12
+# The base image pinned by digest (the multi-architecture index, so x86_64 and arm64 builds both resolve it):
+# a tag moves, a digest does not, so two builds start from the same bytes. To refresh it (monthly, for AWS's
+# security patches), read the tag's current index digest and paste it here, then rebuild and run the tests:
+#   docker buildx imagetools inspect public.ecr.aws/lambda/python:3.12 --format '{{json .Manifest.Digest}}'
+#   (or: crane digest public.ecr.aws/lambda/python:3.12)
+FROM public.ecr.aws/lambda/python:3.12@sha256:0628ddc11919f85f4261517d356392dbbc6b3181568d87a376ae2e814464c230
 
 # Dependencies first: their layer is rebuilt only when the lock changes. The lock pins every
 # package, transitive ones too, with the sha256 of each file (uv pip compile from

@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from gui.scratch import Scratch
 from lambda_onnx.errors import ModelLoadError
 from lambda_onnx.sidecar import RANDOM_WEIGHTS_WARNING, Sidecar, load_verified
 from local.clients.base import Backend
@@ -22,6 +23,7 @@ RANDOM_BANNER = "⚠️ " + RANDOM_WEIGHTS_WARNING.replace("RANDOM WEIGHTS", "**
 class AppContext:
     targets: Targets
     share_status: str = ""
+    scratch: Scratch = field(default_factory=Scratch)  # every file a run writes, removed on close
     _server: Backend | None = None
     _serverless: Backend | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -79,3 +81,4 @@ class AppContext:
     def close(self) -> None:
         with self._lock:
             self._close_locked()
+        self.scratch.close()

@@ -20,6 +20,7 @@ import base64  # noqa: E402
 import binascii  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import re  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -77,11 +78,19 @@ def _load() -> Service:
     return service
 
 
+_PATH = re.compile(r"(?<![\w.])/(?:[^\s:'\"`()]+/)*([^\s:'\"`()/]+)")
+
+
+def _without_paths(reason: str) -> str:
+    """The load error as callers see it: every path cut to its file name (the log keeps the whole reason)."""
+    return _PATH.sub(lambda m: m.group(1), reason)
+
+
 try:
     SERVICE: Service | None = _load()
     LOAD_ERROR: ModelLoadError | None = None
-except ModelLoadError as exc:  # a clear error at start-up; every request then gets it as a 500 body
-    SERVICE, LOAD_ERROR = None, exc
+except ModelLoadError as exc:  # a clear error at start-up; every request then gets it (without paths) as a 500 body
+    SERVICE, LOAD_ERROR = None, ModelLoadError(_without_paths(exc.message))
     logger.error("model failed to load", extra={"reason": exc.message, "model_path": str(MODEL_PATH), "cpu": CPU})
 
 

@@ -143,12 +143,21 @@ def test_cost_figures_follow_from_their_inputs(client):
 
 @pytest.mark.slow
 def test_share_needs_auth_or_an_explicit_no_auth():
-    with pytest.raises(UsageError, match="--auth"):
-        parse_auth(LaunchOptions(share=True))
+    """A shared app without a login gets a generated one; another --host without one refuses to start."""
+    user, password = parse_auth(LaunchOptions(share=True))
+    assert user == "viewer" and len(password) >= 16 and parse_auth(LaunchOptions(share=True)) != (user, password)
     assert parse_auth(LaunchOptions(share=True, no_auth=True)) is None
     assert parse_auth(LaunchOptions(share=True, auth="ann:secret")) == ("ann", "secret")
-    out = run_module("gui", "--share", timeout=60)
+    assert parse_auth(LaunchOptions(share=True, auth="ann", auth_password="secret")) == ("ann", "secret")
+    with pytest.raises(UsageError, match="--auth"):
+        parse_auth(LaunchOptions(host="0.0.0.0"))
+    with pytest.raises(UsageError, match="password"):
+        parse_auth(LaunchOptions(host="0.0.0.0", operator="op"))
+    assert parse_auth(LaunchOptions(host="0.0.0.0", no_auth=True)) is None
+    out = run_module("gui", "--host", "0.0.0.0", timeout=60)
     assert out.returncode == 2 and "--auth" in out.stderr
+    out = run_module("gui", "--host", "0.0.0.0", "--auth", "ann", "--operator", "op:secret", timeout=60)
+    assert out.returncode == 2 and "never the command line" in out.stderr
 
 
 def test_share_offline_still_serves_and_says_no_link(lite0):

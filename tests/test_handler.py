@@ -254,4 +254,5 @@ def test_a_model_that_cannot_load_gives_a_clear_500(lite0, tmp_path, case):
         assert (status, body["error"]) == (500, "model_load_error") and body["request_id"]
     expected = "model not found" if case == "missing_model" else "configured for int8"
     assert expected in results[0][1]["message"]
+    assert all(str(tmp_path) not in body["message"] and "/" not in body["message"].split("`")[0] for _, body in results)
     assert "model failed to load" in logs

@@ -217,6 +217,26 @@ def test_stalled_bodies_hold_no_inference_slot_and_past_the_receiving_limit_answ
         assert_still_serves(url)
 
 
+def test_slow_senders_from_one_address_hold_only_their_share_of_the_read_slots(lite0):
+    """64 slow senders used to hold every read slot for the body timeout: now one address holds a quarter of
+    them, and another address is still served while they stall."""
+    with serving(lite0, "--max-receiving", "8") as url:
+        host, port = url.removeprefix("http://").split(":")
+        stalled = [half_open(url) for _ in range(8)]  # all from 127.0.0.1: 2 read, 6 refused from the head
+        try:
+            time.sleep(0.5)
+            assert httpx.get(f"{url}/health", timeout=10).json()["receiving"] == 2
+            refused = post_json(url, {"image": b64(by_name("coffee").read())})
+            assert refused.status_code == 503 and "for this client" in refused.json()["message"]
+            other = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=60)
+            with other:
+                answer = other.post(f"{url}/classify", json={"image": b64(by_name("coffee").read())})
+            assert answer.status_code == 200 and answer.json()["predictions"][0]["label"] == "espresso"
+        finally:
+            for sock in stalled:
+                sock.close()
+
+
 def test_cross_origin_is_off_by_default_and_named_origins_only(server, lite0):
     headers = {"origin": "https://evil.example", "access-control-request-method": "POST"}
     assert "access-control-allow-origin" not in httpx.options(f"{server}/classify", headers=headers, timeout=10).headers

@@ -6,13 +6,13 @@ out under the app's ``gr.Blocks`` and names every event (``api_name``) for ``gra
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
+from gui.access import Access, redact
 from gui.context import AppContext
 from gui.views.banner import random_banner
 from lambda_onnx import photos
@@ -201,15 +201,27 @@ def last_serverless_answer(summary: dict | None) -> dict:
     return serverless
 
 
-def compare(ctx: AppContext, path: str | None) -> tuple:
-    """Classify the image on both sides: each side's top-5 and facts, their agreement, the timing chart, the digest."""
+AWS_IS_THE_OPERATORS = "calling AWS with the host's credentials is the operator's: a viewer compares with the server only"
+
+
+def compare(ctx: AppContext, path: str | None, access: Access | None = None) -> tuple:
+    """Classify the image on both sides: each side's top-5 and facts, their agreement, the timing chart, the digest.
+
+    A viewer's click never reaches AWS (the serverless side says so instead), and its error texts are redacted."""
+    viewer = access is not None and not access.operator
+    aws_refused = viewer and ctx.targets.serverless_is_aws
     try:
         data = read(path)
         check_size(data)
-        backends = [ctx.server(), ctx.serverless()]
+        backends = [ctx.server()] + ([] if aws_refused else [ctx.serverless()])
     except ClassifierError as exc:
         raise gr.Error(exc.message) from None
     outcomes = classify_both(backends, data)
+    if aws_refused:
+        outcomes.append(Outcome("serverless (AWS)", error=AWS_IS_THE_OPERATORS, status=403))
+    if viewer:
+        for outcome in outcomes:
+            outcome.error = redact(outcome.error) if outcome.error else outcome.error
     if all(o.result is None for o in outcomes):
         gr.Warning("neither backend answered: " + "; ".join(f"{o.name}: {o.error}" for o in outcomes))
     random = ctx.banner() != ""
@@ -219,15 +231,15 @@ def compare(ctx: AppContext, path: str | None) -> tuple:
             agreement_markdown(outcomes), breakdown_figure(outcomes), summary(outcomes))
 
 
-def downscale(path: str | None) -> str:
-    """A JPEG copy of the image that fits one Lambda invoke, written to a temporary file."""
+def downscale(path: str | None, folder: Path) -> str:
+    """A JPEG copy of the image that fits one Lambda invoke, written to ``folder`` (a temporary one)."""
     if not path:
         raise gr.Error("choose an image first")
     try:
         smaller = downscale_to_fit(Path(path).read_bytes())
     except ClassifierError as exc:
         raise gr.Error(exc.message) from None
-    out = Path(tempfile.mkdtemp(prefix="downscaled-")) / (Path(path).stem + "-downscaled.jpg")
+    out = folder / (Path(path).stem[:64] + "-downscaled.jpg")
     out.write_bytes(smaller)
     gr.Info(f"downscaled to {len(smaller) / 1e3:,.0f} kB")
     return str(out)
@@ -246,24 +258,29 @@ def cold_start(ctx: AppContext) -> str:
 # ---- the tab --------------------------------------------------------------------------------------
 
 
-def build_tab(ctx: AppContext) -> CompareTab:
-    """The Compare tab, under the app's ``gr.Blocks``; events ``describe``, ``compare``, ``downscale``, ``cold_start``."""
+def build_tab(ctx: AppContext, access: Access) -> CompareTab:
+    """The Compare tab, under the app's ``gr.Blocks``; events ``describe``, ``compare``, ``downscale``, ``cold_start``
+    (every role's: they read, or restart the local emulator)."""
     # The events' parameter names and docstrings are their API's (gradio_client's keywords and descriptions).
 
-    def on_describe(path: str | None) -> tuple:
+    def on_describe(path: str | None, request: gr.Request) -> tuple:
         """Preview (decoded upright, HEIC too), a size line, and whether to offer the downscale."""
-        preview, note, offer = describe_upload(path)
+        with access.work(request):
+            preview, note, offer = describe_upload(path)
         return preview, note, gr.Button(visible=offer)
 
-    def on_compare(path: str | None) -> tuple:
-        shown = compare(ctx, path)
+    def on_compare(path: str | None, request: gr.Request) -> tuple:
+        with access.work(request):
+            shown = compare(ctx, path, access)
         return (*shown, shown[-1])  # the digest also goes to this session's State, for the Cost and AWS tabs
 
-    def on_downscale(path: str | None) -> str:
-        return downscale(path)
+    def on_downscale(path: str | None, request: gr.Request) -> str:
+        with access.work(request):
+            return downscale(path, ctx.scratch.folder("downscaled-"))
 
-    def on_cold_start() -> str:
-        return cold_start(ctx)
+    def on_cold_start(request: gr.Request) -> str:
+        with access.work(request):
+            return cold_start(ctx)
 
     with gr.Tab("Compare"):
         banner = random_banner(ctx)
@@ -303,5 +320,5 @@ def build_tab(ctx: AppContext) -> CompareTab:
                           outputs=[server_label, server_facts, serverless_label, serverless_facts, agreement, breakdown, raw, last],
                           api_name="compare")
     downscale_button.click(on_downscale, inputs=image_file, outputs=image_file, api_name="downscale")
-    cold_button.click(on_cold_start, outputs=cold_note, api_name="cold_start")
+    cold_button.click(on_cold_start, outputs=cold_note, api_name="cold_start", concurrency_limit=1)
     return CompareTab(banner=banner, last=last)

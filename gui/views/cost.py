@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
+from gui.access import Access
 from gui.context import AppContext
 from gui.views.banner import random_banner
 from gui.views.compare import last_serverless_answer
@@ -100,7 +101,7 @@ def server_throughput(ctx: AppContext) -> float:
 # ---- the tab --------------------------------------------------------------------------------------
 
 
-def build_tab(ctx: AppContext, last: gr.State) -> CostTab:
+def build_tab(ctx: AppContext, access: Access, last: gr.State) -> CostTab:
     """The Cost tab, under the app's ``gr.Blocks``; events ``cost``, ``cost_from_compare`` (reads ``last``, the
     Compare tab's last answer) and ``server_throughput``."""
 
@@ -115,8 +116,9 @@ def build_tab(ctx: AppContext, last: gr.State) -> CostTab:
         """Fill the cost inputs from the last compare click."""
         return measured(ctx, summary, server_rps)
 
-    def on_throughput() -> float:
-        return server_throughput(ctx)
+    def on_throughput(request: gr.Request) -> float:
+        with access.work(request):
+            return server_throughput(ctx)
 
     with gr.Tab("Cost"):
         banner = random_banner(ctx)
@@ -152,5 +154,6 @@ def build_tab(ctx: AppContext, last: gr.State) -> CostTab:
     architecture.change(lambda arch: cost.LAMBDA_GB_SECOND_USD[arch], inputs=architecture, outputs=gb_second,
                         api_visibility="private")
     fill_button.click(on_measured, inputs=[last, rps], outputs=[memory, warm, init, rps], api_name="cost_from_compare")
-    measure_button.click(on_throughput, outputs=rps, api_name="server_throughput")
+    # A measurement loads the server side's CPUs: one at a time, whoever asks.
+    measure_button.click(on_throughput, outputs=rps, api_name="server_throughput", concurrency_limit=1)
     return CostTab(banner=banner, prices=Prices(architecture, gb_second, request, api_request, api_gateway, cold))

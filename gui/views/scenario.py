@@ -6,32 +6,33 @@ under the app's ``gr.Blocks`` and names every event (``api_name``) for ``gradio_
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
 import pandas as pd
 
+from gui.access import Access, Limits, number, one_of, whole
+from gui.uploads import read_arrivals as read_bounded
+from lambda_onnx.errors import ClassifierError
+from lambda_onnx.sidecar import int8_path
 from local.lambda_env.elastic import DEFAULT_IDLE_TIMEOUT_S
 from local.measure import cost
-from local.measure.scenario.breakeven import DEFAULT_RATES, breakeven, parse_rates
 from local.measure.scenario.calibrate import DEFAULT_CACHE, MEASURE_CHOICES, Calibration, calibrate
 from local.measure.scenario.results import ScenarioResult
 from local.measure.scenario.run import COMPARE, ScenarioConfig, compare_shapes, run_scenario
 from local.measure.scenario.traffic import SHAPES, Shape, parse_duration, read_arrivals
-from local.report import breakeven as breakeven_report
 from local.report import scenario as report
 
 INTRO = ("Which wins for **your** traffic? A traffic shape, or your own access log (API Gateway or ALB) or a CSV of "
          "arrival times, simulated through Lambda (cold starts, idle timeout, concurrency limit, scaling rate, API "
-         "Gateway's 30 s) and through a server fleet (EC2 instances or Fargate tasks running `local serve`'s lanes, one "
-         "per vCPU, behind an Application Load Balancer; bounded queues, fixed or autoscaled), with latencies measured "
-         "on this machine with every lane busy. Costs use the Cost tab's prices (defaults: "
-         f"{cost.PRICES_DATE}; the fleet's {cost.FLEET_PRICES_DATE}). Each run says what to deploy on both sides and "
-         "offers the ECS stack's parameters and the Kubernetes overlay. Same as `python -m local scenario`; every "
-         "figure says where it came from.")
+         "Gateway's 30 s) and through a server fleet (instances x workers, bounded queues, fixed or autoscaled), with "
+         "latencies measured on this machine. Costs use the Cost tab's prices (defaults: "
+         f"{cost.PRICES_DATE}). Same as `python -m local scenario`; every figure says where it came from.")
 FILE = "my arrivals (file)"
 
 
@@ -44,8 +45,6 @@ class ScenarioView:
     table: pd.DataFrame
     result: dict[str, Any]  # the JSON ``--json`` prints
     files: list[str]
-    deployment: str = ""  # Markdown: what to deploy on each side (one scenario)
-    deploy_files: list[str] = field(default_factory=list)  # deployment.json, the ECS parameters, the Kubernetes overlay
 
 
 def progress_callback(progress: Callable[..., Any]) -> Callable[[str, float | None], None]:
@@ -69,16 +68,20 @@ def _calibration(model: Path, memory_mb: int, precision: str, measure: str,
 def run_view(model: Path, *, shape: str, arrivals_file: str | None = None, rate: float = 1.0, duration: str = "1d",
              memory_mb: float = 3008, precision: str = "fp32", idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
              reserved_concurrency: float | None = None, provisioned: float = 0, instances: float | None = None,
-             workers: float | None = None, autoscale: bool = False, calibration: str = "auto", seed: int = 0,
-             instance_type: str = cost.DEFAULT_INSTANCE_TYPE, platform: str = "auto",
+             workers: float = 1, autoscale: bool = False, calibration: str = "auto", seed: int = 0,
              prices: cost.CostInputs | None = None, saved_calibration: Path = DEFAULT_CACHE,
-             on_progress: Callable[[str, float | None], None] | None = None) -> ScenarioView:
-    """Simulate one scenario and build the view's outputs. ValueError (and the library's typed
-    errors) for bad inputs; a shape's other parameters are its defaults (the CLI offers them all)."""
+             on_progress: Callable[[str, float | None], None] | None = None, limits: Limits | None = None,
+             out: Path | None = None) -> ScenarioView:
+    """Simulate one scenario and build the view's outputs (written to ``out``, a new temporary folder by
+    default). ValueError (and the library's typed errors) for bad inputs; a shape's other parameters are
+    its defaults (the CLI offers them all). With ``limits`` (the app's), the arrivals file is read within them."""
     if shape == FILE:
         if not arrivals_file:
             raise ValueError("upload an arrivals file (CSV of seconds, API Gateway or ALB access log) first")
-        traffic: Shape | Any = read_arrivals(arrivals_file)
+        if limits is not None:
+            traffic: Shape | Any = read_bounded(arrivals_file, limits)
+        else:
+            traffic = read_arrivals(arrivals_file)
         period = parse_duration(duration) if duration and duration.strip() else None
     elif shape in SHAPES:
         traffic = Shape(shape, rate=float(rate)) if shape != "sparse" else Shape("sparse", every_s=1.0 / float(rate))
@@ -88,28 +91,26 @@ def run_view(model: Path, *, shape: str, arrivals_file: str | None = None, rate:
     config = ScenarioConfig(traffic=traffic, duration_s=period, seed=int(seed), idle_timeout_s=float(idle_timeout_s),
                             reserved_concurrency=int(reserved_concurrency) if reserved_concurrency else None,
                             provisioned=int(provisioned or 0), instances=int(instances) if instances else None,
-                            workers=int(workers) if workers else None, autoscale=bool(autoscale),
-                            instance_type=instance_type or cost.DEFAULT_INSTANCE_TYPE, platform=platform or "auto",
+                            workers=int(workers), autoscale=bool(autoscale),
                             api_gateway=(prices or cost.CostInputs()).api_gateway,
                             prices=replace(prices or cost.CostInputs(), memory_mb=int(memory_mb)))
     figures = _calibration(model, int(memory_mb), precision, calibration, on_progress, saved_calibration)
     result = run_scenario(config, figures, on_progress=on_progress)
-    paths = report.write_outputs(result, Path(tempfile.mkdtemp(prefix="scenario-")))
+    paths = report.write_outputs(result, out or Path(tempfile.mkdtemp(prefix="scenario-")))
     return ScenarioView(report.markdown(result), report.over_time(result), table(result), result.to_dict(),
-                        [str(paths[k]) for k in ("markdown", "json", "png")], report.deployment_markdown(result),
-                        report.deploy_file_list(paths))
+                        [str(paths[k]) for k in ("markdown", "json", "png")])
 
 
 def compare_view(model: Path, *, memory_mb: float = 3008, precision: str = "fp32", calibration: str = "auto",
                  prices: cost.CostInputs | None = None, saved_calibration: Path = DEFAULT_CACHE,
-                 on_progress: Callable[[str, float | None], None] | None = None) -> ScenarioView:
-    """A month of every built-in shape: the Serverless vs Server table and its chart."""
+                 on_progress: Callable[[str, float | None], None] | None = None, out: Path | None = None) -> ScenarioView:
+    """A month of every built-in shape: the Serverless vs Server table and its chart (written to ``out``)."""
     figures = _calibration(model, int(memory_mb), precision, calibration, on_progress, saved_calibration)
     chosen = prices or cost.CostInputs()
     base = ScenarioConfig(traffic=COMPARE[0][1], duration_s=1.0, api_gateway=chosen.api_gateway,
                           prices=replace(chosen, memory_mb=int(memory_mb)))
     results = compare_shapes(figures, base, on_progress=on_progress)
-    paths = report.write_compare(results, Path(tempfile.mkdtemp(prefix="scenario-compare-")))
+    paths = report.write_compare(results, out or Path(tempfile.mkdtemp(prefix="scenario-compare-")))
     summary = report.compare_markdown(results) + "\n\n" + "\n".join(f"- **{r.name}**: {r.verdict}" for r in results)
     rows = pd.DataFrame([{"shape": r.name, **{f"lambda {k}": v for k, v in r.lambda_.to_dict().items()
                                               if k in ("requests", "p50_ms", "p99_ms", "cold_starts", "cost_per_month_usd")},
@@ -117,31 +118,6 @@ def compare_view(model: Path, *, memory_mb: float = 3008, precision: str = "fp32
                              if k in ("p50_ms", "p99_ms", "rejected", "peak_instances", "cost_per_month_usd")}}
                          for r in results])
     return ScenarioView(summary, report.compare_chart(results), rows, {"results": [r.to_dict() for r in results]},
-                        [str(paths[k]) for k in ("markdown", "json", "png")])
-
-
-def breakeven_view(model: Path, *, rates: str = DEFAULT_RATES, burstiness: float | None = None, rate: float | None = None,
-                   memory_mb: float = 3008, precision: str = "fp32", calibration: str = "auto",
-                   instance_type: str = cost.DEFAULT_INSTANCE_TYPE, prices: cost.CostInputs | None = None,
-                   saved_calibration: Path = DEFAULT_CACHE,
-                   on_progress: Callable[[str, float | None], None] | None = None) -> ScenarioView:
-    """Which option at which rate (``scenario --breakeven``): every Lambda option and the fleet over the rates,
-    steady and with ``burstiness`` (over 1), and the line for the user's ``rate``."""
-    chosen = prices or cost.CostInputs()
-    base = ScenarioConfig(traffic=Shape("spikes"), duration_s=1.0, api_gateway=chosen.api_gateway,
-                          instance_type=instance_type or cost.DEFAULT_INSTANCE_TYPE,
-                          prices=replace(chosen, memory_mb=int(memory_mb)))
-    grid = parse_rates(rates or DEFAULT_RATES)
-    figures = _calibration(model, int(memory_mb), precision, calibration, on_progress, saved_calibration)
-    result = breakeven(figures, base, grid, burstiness=float(burstiness) if burstiness else None,
-                       rate=float(rate) if rate else None, on_progress=on_progress)
-    paths = breakeven_report.write_outputs(result, Path(tempfile.mkdtemp(prefix="breakeven-")))
-    first = result.sweeps[0]
-    rows = pd.DataFrame([{"rate_rps": r, "cheapest": first.names[first.cheapest[i]],
-                          **{f"{first.names[k]} $/month": first.points[k][i].cost_per_month_usd for k in first.points},
-                          **{f"{first.names[k]} p99 ms": first.points[k][i].p99_ms for k in first.points}}
-                         for i, r in enumerate(first.rates)])
-    return ScenarioView(breakeven_report.markdown(result), breakeven_report.figure(result), rows, result.to_dict(),
                         [str(paths[k]) for k in ("markdown", "json", "png")])
 
 
@@ -154,70 +130,105 @@ def priced(architecture: str, gb_second_usd: float | None, request_per_million: 
                            api_gateway=bool(api_gateway))
 
 
-def build_tab(ctx: Any, prices: Any = None) -> None:
-    """The Scenario tab, under the app's ``gr.Blocks``; events ``scenario`` and ``scenario_compare``.
+def build_tab(ctx: Any, prices: Any = None, access: Access | None = None) -> None:
+    """The Scenario tab, under the app's ``gr.Blocks``; events ``scenario`` and ``scenario_compare`` (every role's,
+    each input bounded by ``access``'s limits; a viewer's saved figures are a copy in the app's temporary folder).
     ``ctx`` is the app's ``AppContext``; ``prices``, the Cost tab's price inputs (``gui.views.cost.Prices``)
     if the app has them, else AWS's defaults from :mod:`local.measure.cost`."""
-    import gradio as gr
-
-    from lambda_onnx.errors import ClassifierError
-    from lambda_onnx.sidecar import int8_path
-
+    access = access or Access()
+    limits = access.limits
     price_inputs = prices.inputs() if prices is not None else []
 
     def model_for(precision: str) -> Path:
         return int8_path(ctx.model_path) if precision == "int8" else ctx.model_path
 
     def costs(architecture: str | None, *values: Any) -> cost.CostInputs | None:
-        return priced(architecture, *values) if architecture else None
+        if not architecture:
+            return None
+        one_of(architecture, "architecture", tuple(cost.LAMBDA_GB_SECOND_USD))
+        gb_second, per_request, per_api = (number(v or 0, "a price", 0, 1e6) for v in values[:3])
+        return priced(architecture, gb_second or None, per_request, per_api, bool(values[3]))
+
+    def saved() -> Path:
+        """The saved figures this role reads and writes: the operator's own; a viewer's copy under the app's temporary
+        folder (a measurement a viewer's run makes is kept there, not written over the operator's)."""
+        if access.operator:
+            return DEFAULT_CACHE
+        copy = ctx.scratch.root / "_calibration" / DEFAULT_CACHE.name
+        if not copy.exists():
+            copy.parent.mkdir(exist_ok=True)
+            if DEFAULT_CACHE.is_file():
+                shutil.copyfile(DEFAULT_CACHE, copy)
+        return copy
+
+    def common(memory_mb: Any, precision: Any, calibration: Any) -> tuple[int, str, str]:
+        return (whole(memory_mb, "Lambda memory (MB)", 128, 10_240), one_of(precision, "precision", ("fp32", "int8")),
+                one_of(calibration, "figures", limits.calibrations))
+
+    def period_of(text: Any, what: str) -> float:
+        try:
+            seconds = parse_duration(str(text))
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from None
+        return number(seconds, what, 1, limits.scenario_period_s)
+
+    def bounded(shape: Any, rate: Any, duration: Any, idle_timeout_s: Any, reserved: Any, provisioned: Any,
+                instances: Any, workers: Any) -> dict[str, Any]:
+        """Every scenario input within this role's bounds (a one-line ``gr.Error`` names the first that is not)."""
+        one_of(shape, "traffic", (*SHAPES, FILE))
+        if shape != FILE:
+            rate = number(rate, "requests per second", 1e-6, limits.scenario_rate)
+            seconds = period_of(duration or "1d", "the period (s)")
+            if rate * seconds > limits.scenario_requests:
+                raise gr.Error(f"rate x period is {rate * seconds:,.0f} requests; at most {limits.scenario_requests:,.0f} "
+                               "are simulated: lower the rate or shorten the period")
+        elif duration and str(duration).strip():
+            period_of(duration, "the period (s)")
+        reserved = None if reserved in (None, "") else whole(reserved, "reserved concurrency", 1, limits.scenario_reserved)
+        return {"rate": rate, "duration": duration,
+                "idle_timeout_s": number(idle_timeout_s, "the idle timeout (s)", 1, 86_400),
+                "reserved_concurrency": reserved,
+                "provisioned": whole(provisioned or 0, "provisioned concurrency", 0, reserved or limits.scenario_reserved),
+                "instances": None if instances in (None, "") else whole(instances, "server instances", 1,
+                                                                        limits.scenario_instances),
+                "workers": whole(workers, "workers per instance", 1, limits.scenario_workers)}
 
     # The Cost tab's prices come last, when the app passes them (gradio_client's keywords are these names).
-    def simulate(shape: str, arrivals_file: str | None, rate: float, duration: str, memory_mb: float, precision: str,
-                 idle_timeout_s: float, reserved: float | None, provisioned: float, instances: float | None,
-                 workers: float | None, autoscale: bool, calibration: str, instance_type: str = cost.DEFAULT_INSTANCE_TYPE,
-                 platform: str = "auto", architecture: str | None = None, gb_second_usd: float | None = None,
+    def simulate(request: gr.Request, shape: str, arrivals_file: str | None, rate: float, duration: str, memory_mb: float, precision: str,
+                 idle_timeout_s: float, reserved: float | None, provisioned: float, instances: float | None, workers: float,
+                 autoscale: bool, calibration: str, architecture: str | None = None, gb_second_usd: float | None = None,
                  request_per_million: float = 0.0, api_per_million: float = 0.0, api_gateway: bool = True,
                  cold_fraction: float | None = None, progress: gr.Progress = gr.Progress()) -> tuple:
-        chosen = costs(architecture, gb_second_usd, request_per_million, api_per_million, api_gateway)
-        try:
-            view = run_view(model_for(precision), shape=shape, arrivals_file=arrivals_file, rate=rate, duration=duration,
-                            memory_mb=memory_mb, precision=precision, idle_timeout_s=idle_timeout_s,
-                            reserved_concurrency=reserved, provisioned=provisioned, instances=instances, workers=workers,
-                            autoscale=autoscale, calibration=calibration, instance_type=instance_type, platform=platform,
-                            prices=chosen, on_progress=progress_callback(progress))
-        except ClassifierError as exc:
-            raise gr.Error(exc.message) from None
-        except ValueError as exc:
-            raise gr.Error(str(exc)) from None
-        return view.summary, view.figure, view.table, view.result, view.files, view.deployment, view.deploy_files or None
+        with access.work(request):
+            memory, precision, calibration = common(memory_mb, precision, calibration)
+            inputs = bounded(shape, rate, duration, idle_timeout_s, reserved, provisioned, instances, workers)
+            chosen = costs(architecture, gb_second_usd, request_per_million, api_per_million, api_gateway)
+            try:
+                view = run_view(model_for(precision), shape=shape, arrivals_file=arrivals_file, memory_mb=memory,
+                                precision=precision, autoscale=bool(autoscale), calibration=calibration, prices=chosen,
+                                saved_calibration=saved(), on_progress=progress_callback(progress), limits=limits,
+                                out=ctx.scratch.folder("scenario-"), **inputs)
+            except ClassifierError as exc:
+                raise gr.Error(exc.message) from None
+            except ValueError as exc:
+                raise gr.Error(str(exc)) from None
+        return view.summary, view.figure, view.table, view.result, view.files
 
-    def compare(memory_mb: float, precision: str, calibration: str, architecture: str | None = None,
+    def compare(request: gr.Request, memory_mb: float, precision: str, calibration: str, architecture: str | None = None,
                 gb_second_usd: float | None = None, request_per_million: float = 0.0, api_per_million: float = 0.0,
                 api_gateway: bool = True, cold_fraction: float | None = None, progress: gr.Progress = gr.Progress()) -> tuple:
-        chosen = costs(architecture, gb_second_usd, request_per_million, api_per_million, api_gateway)
-        try:
-            view = compare_view(model_for(precision), memory_mb=memory_mb, precision=precision, calibration=calibration,
-                                prices=chosen, on_progress=progress_callback(progress))
-        except ClassifierError as exc:
-            raise gr.Error(exc.message) from None
-        except ValueError as exc:
-            raise gr.Error(str(exc)) from None
-        return view.summary, view.figure, view.table, view.result, view.files, "", None
-
-    def crossover(rate: float, rates: str, burstiness: float | None, memory_mb: float, precision: str, calibration: str,
-                  instance_type: str = cost.DEFAULT_INSTANCE_TYPE, architecture: str | None = None,
-                  gb_second_usd: float | None = None, request_per_million: float = 0.0, api_per_million: float = 0.0,
-                  api_gateway: bool = True, cold_fraction: float | None = None, progress: gr.Progress = gr.Progress()) -> tuple:
-        chosen = costs(architecture, gb_second_usd, request_per_million, api_per_million, api_gateway)
-        try:
-            view = breakeven_view(model_for(precision), rates=rates, burstiness=burstiness, rate=rate, memory_mb=memory_mb,
-                                  precision=precision, calibration=calibration, instance_type=instance_type, prices=chosen,
-                                  on_progress=progress_callback(progress))
-        except ClassifierError as exc:
-            raise gr.Error(exc.message) from None
-        except ValueError as exc:
-            raise gr.Error(str(exc)) from None
-        return view.summary, view.figure, view.table, view.result, view.files, "", None
+        with access.work(request):
+            memory, precision, calibration = common(memory_mb, precision, calibration)
+            chosen = costs(architecture, gb_second_usd, request_per_million, api_per_million, api_gateway)
+            try:
+                view = compare_view(model_for(precision), memory_mb=memory, precision=precision, calibration=calibration,
+                                    prices=chosen, saved_calibration=saved(), on_progress=progress_callback(progress),
+                                    out=ctx.scratch.folder("scenario-compare-"))
+            except ClassifierError as exc:
+                raise gr.Error(exc.message) from None
+            except ValueError as exc:
+                raise gr.Error(str(exc)) from None
+        return view.summary, view.figure, view.table, view.result, view.files
 
     with gr.Tab("Scenario"):
         gr.Markdown(INTRO)
@@ -234,34 +245,22 @@ def build_tab(ctx: Any, prices: Any = None) -> None:
             provisioned = gr.Number(0, precision=0, minimum=0, label="Provisioned concurrency")
         with gr.Row():
             instances = gr.Number(None, precision=0, label="Server instances (empty: sized for the peak)")
-            workers = gr.Number(None, precision=0, minimum=1, label="Lanes per instance (empty: one per vCPU)")
-            instance_type = gr.Dropdown(list(cost.INSTANCE_TYPES), value=cost.DEFAULT_INSTANCE_TYPE,
-                                        label="Instance type (c7i: 2 hyperthreads per core; c7a: a core per vCPU)")
-            platform = gr.Radio(["auto", "ec2", "fargate"], value="auto", label="Fleet on (auto: the cheaper)")
+            workers = gr.Number(1, precision=0, minimum=1, label="Workers per instance")
             autoscale = gr.Checkbox(False, label="Autoscale (target tracking, boot delay)")
-            calibration = gr.Radio(list(MEASURE_CHOICES), value="auto",
+            calibration = gr.Radio(list(limits.calibrations), value="auto",
                                    label="Figures: latest measurements (auto), measure now (always), never measure")
         with gr.Row():
             run_button = gr.Button("Simulate", variant="primary")
             compare_button = gr.Button("Compare every built-in shape (a month each)")
-        with gr.Row():
-            rates = gr.Textbox(DEFAULT_RATES, label="Break-even rates LOW:HIGH:N (req/s, log-spaced; 1/3600 allowed)")
-            burstiness = gr.Number(None, minimum=1, label="Burstiness: peak / mean (empty: steady only)")
-            breakeven_button = gr.Button("Break-even: which option at which rate (your rate above)")
         summary = gr.Markdown()
         plot = gr.Plot(label="Over time / per shape (simulated)")
         rows = gr.Dataframe(label="Lambda against the server fleet")
         raw = gr.JSON(label="Everything (the --json keys)")
         files = gr.File(label="Markdown, JSON and PNG", file_count="multiple")
-        deployment = gr.Markdown()
-        deploy_files = gr.File(label="What to deploy: deployment.json, the ECS stack's parameters, the Kubernetes overlay",
-                               file_count="multiple")
-        outputs = [summary, plot, rows, raw, files, deployment, deploy_files]
+        outputs = [summary, plot, rows, raw, files]
         run_button.click(simulate, inputs=[shape, arrivals, rate, duration, memory, precision, idle, reserved, provisioned,
-                                           instances, workers, autoscale, calibration, instance_type, platform,
-                                           *price_inputs], outputs=outputs,
-                         api_name="scenario")
+                                           instances, workers, autoscale, calibration, *price_inputs], outputs=outputs,
+                         api_name="scenario", concurrency_limit=1, concurrency_id="scenario")
+        # One simulation at a time, whoever asks (a calibration may measure both sides first).
         compare_button.click(compare, inputs=[memory, precision, calibration, *price_inputs], outputs=outputs,
-                             api_name="scenario_compare")
-        breakeven_button.click(crossover, inputs=[rate, rates, burstiness, memory, precision, calibration, instance_type,
-                                                  *price_inputs], outputs=outputs, api_name="scenario_breakeven")
+                             api_name="scenario_compare", concurrency_limit=1, concurrency_id="scenario")

@@ -15,6 +15,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from gui.access import Access, number, one_of, some_of, whole
 from gui.context import AppContext
 from gui.views.cost import Prices
 from lambda_onnx.errors import ClassifierError
@@ -70,7 +71,7 @@ def progress_callback(progress: Callable[..., Any]) -> Callable[[TuneProgress], 
 def run_view(model: Path, *, sizes: str, requests: float, budget_ms: float | None, percentile: str, precisions: list[str],
              architecture: str, gb_second_usd: float | None, request_usd_per_million: float, api_usd_per_million: float,
              api_gateway: bool, cold_fraction: float, function: str | None = None, region: str | None = None,
-             on_progress: Callable[[TuneProgress], None] | None = None) -> TuneView:
+             on_progress: Callable[[TuneProgress], None] | None = None, out: Path | None = None) -> TuneView:
     """Run the sweep with the cost view's price inputs and build the view's outputs.
 
     Raises ValueError for bad inputs, ``CgroupUnavailableError`` (a ClassifierError) where cgroups
@@ -84,7 +85,7 @@ def run_view(model: Path, *, sizes: str, requests: float, budget_ms: float | Non
                         prices=prices, function=function or None, region=region or None)
     report = run_tune(config, on_progress=on_progress)
     chart = figure(report)
-    paths = write_outputs(report, Path(tempfile.mkdtemp(prefix="tune-")), chart)
+    paths = write_outputs(report, out or Path(tempfile.mkdtemp(prefix="tune-")), chart)
     return TuneView(summary_markdown(report), chart, table(report), [str(paths[k]) for k in ("markdown", "json", "png")],
                     report)
 
@@ -124,16 +125,38 @@ def table(report: TuneReport) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def bounded_sizes(text: str, access: Access) -> str:
+    """The sweep's sizes within Lambda's 128-10,240 MB and the role's count, as the text :func:`parse_sizes` reads."""
+    try:
+        sizes = parse_sizes(text)
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None
+    if len(sizes) > access.limits.tune_sizes:
+        raise gr.Error(f"at most {access.limits.tune_sizes} memory sizes in one sweep")
+    return ", ".join(str(whole(size, "a memory size (MB)", 128, 10_240)) for size in sizes)
+
+
 def tune(ctx: AppContext, sizes: str, requests: float, budget_ms: float | None, percentile: str, precisions: list[str],
          function: str, architecture: str, gb_second_usd: float, request_per_million: float, api_per_million: float,
-         api_gateway: bool, cold_fraction: float, progress: Callable[..., Any] = lambda *args, **kwargs: None) -> tuple:
-    """Sweep the served model's memory sizes: the summary, the chart, the table and the files."""
+         api_gateway: bool, cold_fraction: float, progress: Callable[..., Any] = lambda *args, **kwargs: None,
+         access: Access | None = None) -> tuple:
+    """Sweep the served model's memory sizes: the summary, the chart, the table and the files (each input
+    within ``access``'s bounds first)."""
+    access = access or Access()
+    sizes = bounded_sizes(sizes, access)
+    requests = whole(requests, "warm requests per size", 1, max(1, access.limits.tune_requests))
+    budget_ms = None if budget_ms in (None, "", 0) else number(budget_ms, "the latency budget (ms)", 0, 900_000)
+    percentile = one_of(percentile, "the budget's percentile", tuple(PERCENTILES))
+    precisions = some_of(precisions, "precisions", tuple(PRECISIONS))
+    one_of(architecture, "architecture", tuple(cost.LAMBDA_GB_SECOND_USD))
+    cold_fraction = number(cold_fraction, "the share of cold requests", 0, 1)
     try:
         view = run_view(ctx.model_path, sizes=sizes, requests=requests, budget_ms=budget_ms, percentile=percentile,
                         precisions=precisions, architecture=architecture, gb_second_usd=gb_second_usd,
                         request_usd_per_million=request_per_million, api_usd_per_million=api_per_million,
                         api_gateway=api_gateway, cold_fraction=cold_fraction, function=function,
-                        region=ctx.targets.region, on_progress=progress_callback(progress))
+                        region=ctx.targets.region, on_progress=progress_callback(progress),
+                        out=ctx.scratch.folder("tune-"))
     except ClassifierError as exc:
         raise gr.Error(exc.message) from None
     except ValueError as exc:
@@ -144,15 +167,18 @@ def tune(ctx: AppContext, sizes: str, requests: float, budget_ms: float | None, 
 # ---- the tab --------------------------------------------------------------------------------------
 
 
-def build_tab(ctx: AppContext, prices: Prices) -> None:
-    """The Tune tab, under the app's ``gr.Blocks``; event ``tune``, priced with the Cost tab's ``prices``."""
+def build_tab(ctx: AppContext, access: Access, prices: Prices) -> None:
+    """The Tune tab, under the app's ``gr.Blocks``; event ``tune``, priced with the Cost tab's ``prices``. The
+    operator's only (it makes cgroups, loads the CPUs for minutes, and on AWS changes a real function): the app
+    does not build it for a viewer."""
 
     # The event's parameter names are its API's (gradio_client's keywords).
     def on_tune(sizes: str, requests: float, budget_ms: float | None, percentile: str, precisions: list[str], function: str,
                 architecture: str, gb_second_usd: float, request_per_million: float, api_per_million: float,
-                api_gateway: bool, cold_fraction: float, progress: gr.Progress = gr.Progress()) -> tuple:
-        return tune(ctx, sizes, requests, budget_ms, percentile, precisions, function, architecture, gb_second_usd,
-                    request_per_million, api_per_million, api_gateway, cold_fraction, progress)
+                api_gateway: bool, cold_fraction: float, request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple:
+        with access.work(request):
+            return tune(ctx, sizes, requests, budget_ms, percentile, precisions, function, architecture, gb_second_usd,
+                        request_per_million, api_per_million, api_gateway, cold_fraction, progress, access)
 
     with gr.Tab("Tune"):
         gr.Markdown(INTRO)
@@ -171,4 +197,4 @@ def build_tab(ctx: AppContext, prices: Prices) -> None:
         files = gr.File(label="tune.md, tune.json, tune.png", file_count="multiple")
 
     button.click(on_tune, inputs=[sizes, requests, budget, percentile, precisions, function, *prices.inputs()],
-                 outputs=[summary, plot, rows, files], api_name="tune")
+                 outputs=[summary, plot, rows, files], api_name="tune", concurrency_limit=1)

@@ -116,17 +116,18 @@ class ClassifyEndpoint:
         request_id = head.get(b"x-request-id", b"").decode("latin-1") or str(uuid.uuid4())
         content_type = head[b"content-type"].decode("latin-1") if b"content-type" in head else None
         declared = head.get(b"content-length", b"")
+        client = (scope.get("client") or (None,))[0]
         try:
             if declared.isdigit():
                 check_request_size(int(declared))
-            refusal = self.gate.refusal()
+            refusal = self.gate.refusal(client)
         except ClassifierError as exc:
             await self.answer_error(send, exc, request_id)
             return
         if refusal is not None:
             await self.refuse(scope, send, refusal, request_id)
             return
-        self.gate.start_receiving()
+        self.gate.start_receiving(client)
         try:
             body = await read_body(receive, self.body_timeout_s)
         except _ClientGone:
@@ -135,7 +136,7 @@ class ClassifyEndpoint:
             await self.answer_error(send, exc, request_id)
             return
         finally:
-            self.gate.done_receiving()
+            self.gate.done_receiving(client)
         try:
             self.gate.admit()
         except ClassifierError as exc:  # the places filled while the body arrived

@@ -120,8 +120,14 @@ def protocol_class(http: str = "auto", header_timeout_s: float = ServeConfig.hea
     return type(base.__name__, (base,), {"header_timeout_s": header_timeout_s})
 
 
+# Open connections per worker before uvicorn answers 503 (well under the usual 1,024 descriptors).
+MAX_CONNECTIONS = 512
+
+
 def uvicorn_options(config: ServeConfig, log_level: str) -> dict[str, Any]:
-    """What every worker's uvicorn is given, whichever way it is started."""
+    """What every worker's uvicorn is given, whichever way it is started. ``limit_concurrency`` bounds the
+    open connections (and their tasks): past it uvicorn answers 503 at once instead of taking file
+    descriptors until there are none (each idle one is closed by the head deadline or keep-alive)."""
     return {"log_level": log_level, "timeout_keep_alive": 5,
             "http": protocol_class(config.http, config.header_timeout_s), "loop": config.loop,
-            "access_log": config.access_log}
+            "access_log": config.access_log, "limit_concurrency": MAX_CONNECTIONS}
