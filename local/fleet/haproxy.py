@@ -178,14 +178,7 @@ class HAProxyProcess(ChildServer):
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop HAProxy (SIGTERM: a hard stop of a foreground haproxy; kill if it lingers) and reap it."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout_s)
+        self.terminate(timeout_s)
 
     def close(self) -> None:
         super().close()

@@ -73,6 +73,17 @@ class ChildServer:
     def stop(self) -> None:
         raise NotImplementedError
 
+    def terminate(self, timeout_s: float) -> None:
+        """SIGTERM the process, SIGKILL it if it has not ended within ``timeout_s``, and reap it."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout_s)
+
     def close(self) -> None:
         """Stop the server and delete its log (read :meth:`output` before)."""
         self.stop()
@@ -120,14 +131,7 @@ class ServeProcess(ChildServer):
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """Terminate the server (kill it if it does not stop) and reap it; its log stays."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout_s)
+        self.terminate(timeout_s)
 
     def __enter__(self) -> ServeProcess:
         return self.start()

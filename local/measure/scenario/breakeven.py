@@ -42,7 +42,7 @@ from local.measure.scenario.calibrate import Calibration
 from local.measure.scenario.fleet_sim import fleet_cost, simulate_fleet
 from local.measure.scenario.lambda_sim import simulate_lambda
 from local.measure.scenario.params import PLATFORMS, Distribution, FleetParams
-from local.measure.scenario.results import MONTH_S, SideRun, failed, summarise
+from local.measure.scenario.results import MONTH_S, SideRun, failed, money, ms_text, summarise
 from local.measure.scenario.run import ScenarioConfig, Segment, fleet_params, instance_for, lambda_params, peak_rate
 from local.measure.scenario.traffic import DAY_S, Shape, format_duration
 
@@ -267,16 +267,6 @@ class BreakevenResult:
             data["asked_rate_rps"] = self.asked_rate
             data["at_asked_rate"] = self.lines_at(self.asked_rate)
         return data
-
-
-def money(usd: float) -> str:
-    return f"${usd:,.2f}" if usd >= 0.995 else f"${usd:.3f}" if usd >= 0.001 else f"${usd:.5f}"
-
-
-def ms_text(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
 
 
 def rate_text(rps: float) -> str:

@@ -217,11 +217,12 @@ class ScenarioResult:
         return data
 
 
-def _money(usd: float) -> str:
+def money(usd: float) -> str:
+    """USD as the verdicts and the break-even write it: cents above a dollar, more digits below."""
     return f"${usd:,.2f}" if usd >= 0.995 else f"${usd:.3f}" if usd >= 0.001 else f"${usd:.5f}"
 
 
-def _ms(value: float | None) -> str:
+def ms_text(value: float | None) -> str:
     if value is None:
         return "n/a"
     return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
@@ -238,22 +239,22 @@ def verdict(lam: SideResult, server: SideResult) -> str:
     cheaper, dearer = (lam, server) if lam.cost_per_month_usd <= server.cost_per_month_usd else (server, lam)
     ratio = dearer.cost_per_month_usd / cheaper.cost_per_month_usd if cheaper.cost_per_month_usd > 0 else float("inf")
     name = {"lambda": "Lambda", "server": "the server fleet"}
-    line = (f"{name[cheaper.side].capitalize()} is {ratio:.1f}x cheaper ({_money(cheaper.cost_per_month_usd)} against "
-            f"{_money(dearer.cost_per_month_usd)} a month)")
+    line = (f"{name[cheaper.side].capitalize()} is {ratio:.1f}x cheaper ({money(cheaper.cost_per_month_usd)} against "
+            f"{money(dearer.cost_per_month_usd)} a month)")
     worse_tail = (cheaper.p99_ms or 0) > 1.5 * (dearer.p99_ms or 0) and (cheaper.p99_ms or 0) - (dearer.p99_ms or 0) > 50
     failures = failed(cheaper) / cheaper.requests
     if worse_tail or failures > 0.001:
         costs = []
         if worse_tail:
-            costs.append(f"p99 {_ms(cheaper.p99_ms)} against {_ms(dearer.p99_ms)}")
+            costs.append(f"p99 {ms_text(cheaper.p99_ms)} against {ms_text(dearer.p99_ms)}")
         if cheaper.side == "lambda" and cheaper.cold_starts:
             costs.append(f"{cheaper.cold_start_pct:.2g} % cold starts")
         if failures > 0.001:
             costs.append(f"{failures:.1%} of requests refused")
         return line + " but pays with " + ", ".join(costs) + "."
     if (cheaper.p99_ms or 0) <= (dearer.p99_ms or 0):
-        return line + f" and no slower in the tail (p99 {_ms(cheaper.p99_ms)} against {_ms(dearer.p99_ms)})."
-    return line + f" at a comparable tail (p99 {_ms(cheaper.p99_ms)} against {_ms(dearer.p99_ms)})."
+        return line + f" and no slower in the tail (p99 {ms_text(cheaper.p99_ms)} against {ms_text(dearer.p99_ms)})."
+    return line + f" at a comparable tail (p99 {ms_text(cheaper.p99_ms)} against {ms_text(dearer.p99_ms)})."
 
 
 def weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
