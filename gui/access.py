@@ -44,6 +44,7 @@ class Limits:
     scenario_reserved: int
     scenario_instances: int
     scenario_workers: int
+    breakeven_points: int  # rates in one break-even sweep (each one simulated for every option)
     arrivals_bytes: int  # the uploaded file, compressed or not
     arrivals_uncompressed_bytes: int  # a .gz file's content: no gzip bomb
     arrivals_lines: int
@@ -58,7 +59,7 @@ class Limits:
 VIEWER_LIMITS = Limits(
     monitor_requests=100, monitor_duration_s=300.0, monitor_min_interval_s=0.2, monitor_max_interval_s=60.0,
     monitor_concurrency=4, scenario_period_s=31 * 86_400.0, scenario_rate=50.0, scenario_requests=20e6,
-    scenario_reserved=3_000, scenario_instances=200, scenario_workers=16,
+    scenario_reserved=3_000, scenario_instances=200, scenario_workers=16, breakeven_points=25,
     arrivals_bytes=20 * 2**20, arrivals_uncompressed_bytes=100 * 2**20, arrivals_lines=1_000_000,
     tune_requests=0, tune_sizes=0, upload_bytes=20 * 2**20, uploads_per_minute=60, work_per_visitor=1,
     calibrations=("auto", "never"))
@@ -66,7 +67,7 @@ VIEWER_LIMITS = Limits(
 OPERATOR_LIMITS = Limits(
     monitor_requests=100_000, monitor_duration_s=24 * 3600.0, monitor_min_interval_s=0.01, monitor_max_interval_s=3600.0,
     monitor_concurrency=4, scenario_period_s=366 * 86_400.0, scenario_rate=1_000.0, scenario_requests=200e6,
-    scenario_reserved=100_000, scenario_instances=10_000, scenario_workers=256,
+    scenario_reserved=100_000, scenario_instances=10_000, scenario_workers=256, breakeven_points=200,
     arrivals_bytes=100 * 2**20, arrivals_uncompressed_bytes=2 * 2**30, arrivals_lines=20_000_000,
     tune_requests=10_000, tune_sizes=40, upload_bytes=100 * 2**20, uploads_per_minute=600, work_per_visitor=4,
     calibrations=("auto", "always", "never"))

@@ -44,7 +44,7 @@ pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 VIEWER = ("ann", "viewer-secret-1")
 OPERATOR = ("olga", "operator-secret-2")
 READING = {"/compare", "/describe", "/downscale", "/cold_start", "/monitor", "/monitor_stop", "/cost", "/cost_from_compare",
-           "/server_throughput", "/scenario", "/scenario_compare", "/switch_model"}
+           "/server_throughput", "/scenario", "/scenario_compare", "/scenario_breakeven", "/switch_model"}
 OPERATORS_ONLY = {"/setup_lite0", "/setup_random", "/tune", "/aws_trace"}
 # What the host's answers may not name: its folders (the repository, the temporary ones), file sizes, accounts.
 HOST_DETAILS = re.compile("|".join([re.escape(str(ROOT)), r"/tmp/", r"\b\d[\d,]* bytes\b", r"\b(?!123456789012)\d{12}\b",
@@ -289,11 +289,12 @@ def test_a_hostile_viewer_changes_nothing_spends_nothing_and_stays_bounded(share
         refused(viewer, *{**good, **change}.values(), api_name="/monitor")
     assert viewer.predict(*good.values(), api_name="/monitor")[0].startswith("Finished: 2 requests, 0 errors")
 
-    # Scenarios: huge rates, periods and fleets, measuring now, odd shapes, and a gzip bomb.
-    base = ["diurnal", None, 1.0, "1d", 3008, "fp32", 600, None, 0, None, 1, False, "never", "x86_64", 0.0000166667, 0.2,
-            1.0, True, 0.01]
+    # Scenarios: huge rates, periods and fleets, measuring now, odd shapes, instance types and platforms, a gzip bomb.
+    base = ["diurnal", None, 1.0, "1d", 3008, "fp32", 600, None, 0, None, None, False, "never", "c7i.large", "auto",
+            "x86_64", 0.0000166667, 0.2, 1.0, True, 0.01]
     hostile_scenarios = {2: [1e9, float("inf")], 3: ["100000d", "0s", "../etc"], 4: [10**9, 0], 6: [0, 10**9],
-                         7: [10**12], 8: [10**12], 9: [10**9], 10: [10**6], 12: ["always", "../x"], 0: ["../../etc/passwd"]}
+                         7: [10**12], 8: [10**12], 9: [10**9], 10: [10**6, 0], 12: ["always", "../x"], 0: ["../../etc/passwd"],
+                         13: ["../../etc/passwd", "p5.48xlarge", None], 14: ["lambda", "../x", None]}
     for index, values in hostile_scenarios.items():
         for value in values:
             refused(viewer, *[value if i == index else v for i, v in enumerate(base)], api_name="/scenario")
@@ -309,7 +310,22 @@ def test_a_hostile_viewer_changes_nothing_spends_nothing_and_stays_bounded(share
     refused(viewer, "my arrivals (file)", handle_file(str(broken)), *base[2:], api_name="/scenario")
     result = viewer.predict(*base, api_name="/scenario")
     assert "Verdict" in result[0]
-    refused(viewer, 3008, "fp32", "always", *base[13:], api_name="/scenario_compare")
+    refused(viewer, 3008, "fp32", "always", *base[15:], api_name="/scenario_compare")
+
+    # The break-even simulates every option at every rate: a viewer's sweep is bounded in rates and in requests.
+    sweep = [2.0, "1:10:3", None, 3008, "fp32", "never", "c7i.large", *base[15:]]
+    hostile_sweeps = {0: [1e9, float("inf"), VIEWER_LIMITS.scenario_rate * 4],
+                      1: ["1e-9:1e9:100000", "1:10:26", "1:1e9:25", "1/0:1:3", "1e999:1e1000:3", "1:10:" + "9" * 5000, "x"],
+                      2: [0, float("nan"), 1e9, 100, -1], 3: [10**9], 5: ["always", "../x"], 6: ["../../etc/passwd", "x"]}
+    for index, values in hostile_sweeps.items():
+        for value in values:
+            refused(viewer, *[value if i == index else v for i, v in enumerate(sweep)], api_name="/scenario_breakeven")
+    assert f"at most {VIEWER_LIMITS.breakeven_points} rates" in refused(viewer, sweep[0], "1:10:26", *sweep[2:],
+                                                                      api_name="/scenario_breakeven")
+    assert "requests" in refused(viewer, sweep[0], "1:1e9:25", *sweep[2:], api_name="/scenario_breakeven")
+    assert "burst" in refused(viewer, *sweep[:2], 100, *sweep[3:], api_name="/scenario_breakeven")
+    swept = viewer.predict(*sweep[:2], 4.0, *sweep[3:], api_name="/scenario_breakeven")
+    assert "Break-even" in swept[0] and "At 2 req/s (burstiness 4" in swept[0]
 
     # Cost is arithmetic on the visitor's numbers; throughput and a cold start of AWS reach nothing.
     viewer.predict(2048, "arm64", 40.0, 900.0, 0.02, True, 0.0000133334, 0.2, 1.0, 0.1, 30.0, 0.6, api_name="/cost")
@@ -388,9 +404,12 @@ def test_the_operator_runs_what_a_viewer_may_not(operator, tmp_path):
     status = operator.predict(["server"], 0.01, "request count", count, 60, 1, "coffee", api_name="/monitor")[0]
     assert status.startswith(f"Finished: {count} requests")
     rate = VIEWER_LIMITS.scenario_rate * 4
-    result = operator.predict("steady", None, rate, "1h", 3008, "fp32", 600, None, 0, None, 1, False, "never", "x86_64",
-                              0.0000166667, 0.2, 1.0, True, 0.01, api_name="/scenario")
-    assert "Verdict" in result[0]
+    result = operator.predict("steady", None, rate, "1h", 3008, "fp32", 600, None, 0, None, None, False, "never",
+                              "c7a.large", "fargate", "x86_64", 0.0000166667, 0.2, 1.0, True, 0.01, api_name="/scenario")
+    assert "Verdict" in result[0] and "What to deploy" in result[5] and result[6]
+    swept = operator.predict(rate, "1:10:3", 4.0, 3008, "fp32", "never", "c7a.large", "x86_64", 0.0000166667, 0.2, 1.0,
+                             True, 0.01, api_name="/scenario_breakeven")
+    assert f"At {rate:g} req/s (steady Poisson)" in swept[0]
     with pytest.raises(Exception, match="warm requests"):
         operator.predict("512", 10**9, None, "p90", ["fp32"], "", "x86_64", 0.0000166667, 0.2, 1.0, True, 0.01,
                          api_name="/tune")
