@@ -154,9 +154,10 @@ class Calibration:
         return FleetParams(service_ms=service, instance=instance, **{"overhead_ms": server.overhead_ms, **overrides})
 
     def summary(self) -> dict[str, Any]:
-        """What a result carries: the figures' shape and sources, not every sample."""
+        """What a result carries: the figures' shape and sources, not every sample, and the model by its file name
+        (results are shown to a shared app's visitors: no host path)."""
         lam = self.lambda_
-        return {"model": self.model, "memory_mb": self.memory_mb, "created": self.created, "sources": self.sources,
+        return {"model": Path(self.model).name, "memory_mb": self.memory_mb, "created": self.created, "sources": self.sources,
                 "lambda_warm_ms": lam.warm_ms.to_dict(), "lambda_cold_ms": lam.cold_ms.to_dict(),
                 "lambda_init_ms": round(lam.init_ms, 1), "lambda_overhead_ms": round(lam.overhead_ms, 2),
                 "server_service_ms": self.server.service_ms.to_dict(), "server_overhead_ms": round(self.server.overhead_ms, 2)}
