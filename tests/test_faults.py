@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 from gradio_client import Client, handle_file
@@ -330,12 +331,19 @@ def test_every_network_call_in_the_code_has_a_timeout():
 @pytest.mark.slow
 def test_stalled_and_idle_clients_do_not_keep_others_from_serve(lite0_serve):
     """More stalled bodies than the server admits to inference (1 running + 16 waiting), and idle
-    connections that never send a byte: a complete request is still answered at once."""
-    stalled = [half_open(lite0_serve.url) for _ in range(20)]
-    idle = [socket.create_connection(("127.0.0.1", int(lite0_serve.url.rsplit(":", 1)[1])), timeout=5) for _ in range(50)]
+    connections that never send a byte, all from one client address: a complete request from another is
+    still answered at once, and the stalling address itself is refused (503) past its share of the read
+    slots instead of taking them all."""
+    port = int(lite0_serve.url.rsplit(":", 1)[1])
+    stalled = [half_open(lite0_serve.url, source="127.0.0.2") for _ in range(20)]
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0)) for _ in range(50)]
     try:
         time.sleep(0.5)
         assert_still_serves(lite0_serve.url)
+        with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2")) as same:
+            refused = same.post(f"{lite0_serve.url}/classify", content=by_name("coffee").read(),
+                                headers={"content-type": "image/jpeg"}, timeout=60)
+        assert refused.status_code == 503 and refused.json()["error"] == "overloaded", refused.text
     finally:
         for sock in stalled + idle:
             sock.close()

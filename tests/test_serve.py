@@ -143,10 +143,10 @@ def test_wrong_method_and_path_are_json_errors(server):
     assert response.status_code == 404 and response.json()["error"] == "not_found"
 
 
-def half_open(url: str) -> socket.socket:
-    """A client that sends headers and part of its body, then stalls."""
+def half_open(url: str, source: str | None = None) -> socket.socket:
+    """A client that sends headers and part of its body, then stalls (from loopback address ``source``)."""
     host, port = url.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)))
+    sock = socket.create_connection((host, int(port)), source_address=(source, 0) if source else None)
     sock.sendall(b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n" + b"\x89PNG")
     return sock
 
