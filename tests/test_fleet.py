@@ -26,7 +26,7 @@ from local.fleet import AutoscalePolicy, Fleet, scaling_step
 from local.fleet.haproxy import config_text, haproxy_binary
 from local.fleet.instance import ConfinementError, choose_confinement
 from local.lambda_env.cgroups import CgroupUnavailableError, cgroups_of, find_hierarchy
-from local.measure.load import start_workers
+from local.measure.core.closed_loop import start_workers
 from tests.helpers.process import ROOT
 
 SERVE_ARGS = ["--runtime", "onnxruntime"]
