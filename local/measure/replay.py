@@ -467,9 +467,9 @@ def _replay_fleet(arrivals: np.ndarray, model: Path, image: bytes, target: Fleet
         say(f"replaying {arrivals.size} arrivals to the fleet ({arrivals[-1] if arrivals.size else 0:.0f} s)", 0.0)
         backend = HttpBackend(fleet.url + "/classify", kind="server", name="local fleet", connect_retries=0)
         try:
-            origin = time.monotonic() + LEAD_S  # the open loop's t = 0, as it sets it
-            fleet.restart_autoscaler(at=origin)  # its evaluations on the simulation's clock: every period from t = 0
             with load:
+                origin = time.monotonic() + LEAD_S  # the open loop's t = 0, as it sets it
+                fleet.restart_autoscaler(at=origin)  # its evaluations on the simulation's clock: every period from t = 0
                 run = _send(arrivals, backend, image, "server", stop, say)
             history, during = fleet.history(), fleet.boot_times()[len(boots):]
         finally:
