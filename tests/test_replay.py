@@ -4,6 +4,7 @@ comparison applies the issue's goals, and a short real validation runs end to en
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import psutil
@@ -95,3 +96,81 @@ def test_a_short_real_validation_accounts_for_every_request(lite0):
     leftovers = [p for p in psutil.Process().children(recursive=True) if p.pid not in before
                  and ("aws-lambda-rie" in " ".join(p.cmdline()) or "-m local serve" in " ".join(p.cmdline()))]
     assert not leftovers  # every emulator and server it started is stopped
+
+
+# --- the fleet: `local fleet` replayed and simulated with the same shape ------------------------------
+
+
+def _fleet_processes(model) -> set[int]:
+    """Every HAProxy and every `local serve` of ``model`` on the machine (a fleet's, wherever its parent went)."""
+    found = set()
+    for process in psutil.process_iter(["pid", "name", "cmdline"]):
+        line = " ".join(process.info["cmdline"] or [])
+        if process.info["name"] == "haproxy" or ("-m local serve" in line and str(model) in line):
+            found.add(process.info["pid"])
+    return found
+
+
+def test_instance_steps_start_at_zero_and_drop_repeats():
+    from local.measure.replay import instance_seconds, steps
+
+    series = steps([-3.0, 0.0, 0.0, 4.0, 6.0, 6.0, 20.0], [1, 1, 2, 2, 1, 1, 2], end_s=10.0)
+    assert series == [(0.0, 2), (6.0, 1)]
+    assert instance_seconds(series, 10.0) == 2 * 6 + 1 * 4
+
+
+@pytest.mark.slow
+def test_the_replay_against_the_fleet_reports_every_goal_and_leaves_no_process(lite0, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers.process import ROOT
+
+    before = _fleet_processes(lite0)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "local", "replay", "spikes", "--model", str(lite0), "--duration", "15s", "--rate", "1",
+               "--spike-every", "10s", "--spike-length", "3s", "--spike-multiplier", "6", "--server", "fleet",
+               "--instances", "2", "--no-lambda", "--seeds", "3", "--out", str(out), "--json"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode in (0, 1), done.stderr[-3000:]  # 1: a goal missed (this machine is shared), not a failure
+    report = json.loads(done.stdout)
+    assert report["settings"]["server"] == "fleet" and report["settings"]["fleet"]["instances"] == 2
+    assert report["settings"]["lanes_per_instance"] >= 1
+    assert {(c["side"], c["metric"]) for c in report["checks"]} == {("server", "rejected"), ("server", "p50_ms"),
+                                                                      ("server", "p99_ms")}
+    assert report["measured"]["server"]["requests"] == report["simulated"]["server"]["requests"] == report["settings"]["requests"]
+    assert "the server at http://127.0.0.1" in report["calibration"]["server"]["source"]  # measured through HAProxy
+    markdown = (out / "replay-fleet.md").read_text()
+    for metric in ("rejected", "p50_ms", "p99_ms"):
+        assert f"| server | {metric} |" in markdown
+    assert "`local fleet` (2 instances" in markdown
+    assert (out / "replay-fleet.png").read_bytes()[:4] == b"\x89PNG"
+    assert "fleet: i1 up" in done.stderr and "fleet: i2 up" in done.stderr  # progress went to stderr with --json
+    deadline = time.monotonic() + 10
+    while _fleet_processes(lite0) - before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _fleet_processes(lite0) - before  # HAProxy and both instances stopped
+
+
+@pytest.mark.slow
+def test_an_autoscaled_fleet_replay_charts_its_instances_measured_and_simulated(lite0, tmp_path):
+    from local.measure.replay import FleetTarget, validate
+    from local.report.replay import write_validation
+
+    before = _fleet_processes(lite0)
+    arrivals, _ = arrivals_for(Shape("spikes", rate=2, spike_every_s=10, spike_length_s=5, spike_multiplier=10), 20)
+    target = FleetTarget(2, autoscale=True, evaluation_s=1.0, cooldown_s=2.0)
+    validation = validate(arrivals, model=lite0, scenario="test", fleet=target, lambda_side=False, seeds=3,
+                          calibration_requests=10, again_after=False)
+    measured, simulated = validation.instances["measured"], validation.instances["simulated"]
+    assert measured[0] == (0.0, 1) and all(1 <= n <= 2 for _, n in measured)  # one at the start, never over K
+    assert len(simulated) == 3 and all(series[0] == (0.0, 1) for series in simulated)
+    assert all(t <= validation.settings["duration_s"] for series in [measured, *simulated] for t, _ in series)
+    assert validation.instances["boot_s"] > 0
+    assert {c.metric for c in validation.checks} == {"rejected", "p50_ms", "p99_ms"}
+    paths = write_validation(validation, tmp_path)
+    assert paths["instances_png"].name == "replay-fleet-autoscaled-instances.png"
+    assert paths["instances_png"].read_bytes()[:4] == b"\x89PNG"
+    assert "instance-seconds over the replay" in paths["markdown"].read_text()
+    assert not _fleet_processes(lite0) - before

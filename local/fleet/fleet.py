@@ -260,6 +260,20 @@ class Fleet:
             if count < len(running):
                 self._retire(len(running) - count)
 
+    def restart_autoscaler(self, at: float | None = None) -> None:
+        """Start the autoscaler afresh: its first evaluation one period after ``at`` (a
+        ``time.monotonic()`` time, default now), the next ones on that clock, its utilisation counted
+        from now and no scale-in before; as the simulation's autoscaler starts with its period (the
+        replay lines the two up this way)."""
+        if self.autoscale is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            ups = [i for i in self._instances if i.state == UP]
+            self._marks = {i.name: (now, i.cpu_seconds()) for i in ups}
+            self._last_evaluation, self._last_scale_in = now, -math.inf
+            self._next_evaluation = (now if at is None else at) + self.autoscale.evaluation_s
+
     def stop(self) -> None:
         """Stop everything started (idempotent): the supervisor, every instance, HAProxy."""
         self._stopping.set()
@@ -366,7 +380,8 @@ class Fleet:
                 if self._sample is None or now - self._sample[0] >= SAMPLE_S:
                     self._take_sample(now)
                 if now >= self._next_evaluation and self.autoscale is not None:
-                    self._next_evaluation = now + self.autoscale.evaluation_s
+                    while self._next_evaluation <= now:  # on a fixed clock: a late tick does not shift the next ones
+                        self._next_evaluation += self.autoscale.evaluation_s
                     self._evaluate(now)
             except HAProxyError as exc:  # HAProxy itself died: nothing serves any more
                 if not self._stopping.is_set():

@@ -34,6 +34,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -404,11 +405,14 @@ def measure_lambda(model: Path, memory_mb: int, image: bytes, *, warm: int = WAR
 
 
 def measure_server(model: Path, image: bytes, *, requests: int = SERVER_REQUESTS, serve_args: Sequence[str] = (),
-                   loaded_seconds: float = 0.0, on_progress: Say | None = None) -> ServerFigures:
+                   loaded_seconds: float = 0.0, url: str | None = None, lanes: int | None = None,
+                   on_progress: Say | None = None) -> ServerFigures:
     """Sequential requests to a fresh ``local serve``, spaced like warm Lambda requests: one
     request's time on an idle instance. With ``loaded_seconds``, then closed-loop load with every lane
     busy (the module docstring), and the lane part of that distribution scaled to the lane time per
-    request measured under it."""
+    request measured under it. With ``url``, the server already running there is measured instead
+    (a fleet behind its load balancer: one instance's time as the fleet runs it, the balancer's hop
+    included), ``lanes`` being the lanes behind it (default: this machine's ``local serve``'s)."""
     from lambda_onnx.resources import server_split
     from local.clients.http import HttpBackend
     from local.measure.core.http_load import load_generator
@@ -420,10 +424,12 @@ def measure_server(model: Path, image: bytes, *, requests: int = SERVER_REQUESTS
     say = on_progress or _quiet
     rng = np.random.default_rng(1)
     args = tuple(serve_args) or ("--runtime", "onnxruntime")
-    say("starting local serve", None)
+    if url is None:
+        say("starting local serve", None)
     times, outside = [], []
-    with OtherLoad() as load, ServeProcess(model, *args) as process:
-        backend = HttpBackend(process.url + "/classify", kind="server", name="local serve", connect_retries=0)
+    with OtherLoad() as load, (ServeProcess(model, *args) if url is None else nullcontext()) as process:
+        base = process.url if process is not None else str(url)
+        backend = HttpBackend(base + "/classify", kind="server", name="local serve", connect_retries=0)
         try:
             for _ in range(5):  # the first requests warm the connection and the session
                 _ok(timed_request(backend, image), "a request to local serve")
@@ -437,33 +443,34 @@ def measure_server(model: Path, image: bytes, *, requests: int = SERVER_REQUESTS
                     say(f"server {i + 1}/{requests}: p50 {np.median(times):.1f} ms", (i + 1) / requests)
         finally:
             backend.close()
-        loaded = None
+        loaded, busy = None, 0
         if loaded_seconds > 0:
             split = server_split()
-            lanes = split.workers * split.lanes
+            busy = lanes or split.workers * split.lanes
             generator = load_generator("auto")
-            connections = LOADED_CONNECTIONS_PER_LANE * lanes
+            connections = LOADED_CONNECTIONS_PER_LANE * busy
             say(f"server: {connections} connections from {generator.name} for {loaded_seconds:g} s, every one of "
-                f"{lanes} lanes busy", None)
-            generator.run(process.url + "/classify", image, content_type=CONTENT_TYPE, connections=connections, seconds=1.0)
-            loaded = generator.run(process.url + "/classify", image, content_type=CONTENT_TYPE, connections=connections,
+                f"{busy} lanes busy", None)
+            generator.run(base + "/classify", image, content_type=CONTENT_TYPE, connections=connections, seconds=1.0)
+            loaded = generator.run(base + "/classify", image, content_type=CONTENT_TYPE, connections=connections,
                                    seconds=loaded_seconds)
             if loaded.ok == 0:
                 raise CalibrationError(f"no request answered under load: statuses {loaded.statuses}")
-    source = (f"measured now against local serve ({Path(model).name}, {' '.join(args)}): {requests} requests one at a time; "
+    against = f"local serve ({Path(model).name}, {' '.join(args)})" if url is None else f"the server at {url} ({Path(model).name})"
+    source = (f"measured now against {against}: {requests} requests one at a time; "
               f"other processes used {load.cpus:.1f} CPUs meanwhile")
     overhead = min(max(0.0, float(np.median(outside))) if outside else 0.0, 0.9 * float(np.mean(times)))
     idle = Distribution.measured(times, source)
     if loaded is None:
         return ServerFigures(idle, source, overhead, threads_per_core=threads_per_core())
-    worker_ms = lanes * loaded.elapsed_s * 1000.0 / loaded.ok
+    worker_ms = busy * loaded.elapsed_s * 1000.0 / loaded.ok
     factor = worker_ms / max(idle.mean_ms - overhead, 1e-6)
     source += (f"; under {connections} connections ({loaded.generator}, {loaded.elapsed_s:.0f} s): {loaded.ok} answers, "
-               f"{worker_ms:.1f} ms a lane per request with all {lanes} busy")
+               f"{worker_ms:.1f} ms a lane per request with all {busy} busy")
     say(f"server, every lane busy: {loaded.ok / loaded.elapsed_s:.1f} answers/s, {worker_ms:.1f} ms a lane per request "
         f"({factor:.2f} x one at a time)", 1.0)
     return ServerFigures(idle.scaled_above(overhead, factor, source + f": the one-at-a-time lane part x {factor:.3g}"),
-                         source, overhead, lanes, threads_per_core(), worker_ms)
+                         source, overhead, busy, threads_per_core(), worker_ms)
 
 
 def _ok(outcome: Any, what: str) -> Any:
