@@ -3,6 +3,10 @@ compiled from (lambda_onnx/requirements.txt): every direct pin is locked at the 
 locked package has an exact version and at least one sha256, and the set is closed (pip, asked to
 resolve it with hashes required, needs nothing outside it) for both architectures the template offers.
 
+The tool virtualenvs .ci/install makes (the SAM CLI, the AWS CLI, checkov) are hash-locked the same way:
+``.ci/locks/TOOL.lock``, compiled from ``.ci/locks/TOOL.in`` for Python 3.11 (each lock's first lines say
+how), installed with ``--require-hashes --no-deps``; the last tests here hold that.
+
 Regenerate after changing a pin (uv in a virtualenv of its own, not a project dependency):
 ``uv pip compile lambda_onnx/requirements.txt --python-version 3.12 --python-platform x86_64-manylinux_2_34
 --only-binary :all: --generate-hashes --output-file lambda_onnx/requirements.lock`` (the lock's first
@@ -137,3 +141,55 @@ def test_a_file_whose_hash_is_not_in_the_lock_is_refused(tmp_path):
     tampered.write_text(text.replace(block, HASH.sub("--hash=sha256:" + "0" * 64, block)))
     with pytest.raises(DockerfileError, match="(?i)hash"):
         pip_target_install(tmp_path / "target", ["--require-hashes", "--no-deps", "-r", str(tampered)])
+
+
+CI_LOCKS = ROOT / ".ci" / "locks"
+CI_INSTALL = ROOT / ".ci" / "install"
+TOOLS = {"sam-cli": ("aws-sam-cli", "sam"), "awscli": ("awscli", "aws"), "checkov": ("checkov", "checkov")}
+
+
+@pytest.mark.parametrize("tool", list(TOOLS))
+def test_each_tool_lock_pins_every_package_with_hashes(tool):
+    lock, source = CI_LOCKS / f"{tool}.lock", CI_LOCKS / f"{tool}.in"
+    lines = logical_lines(lock)
+    assert len(lines) == len(pins(lock)) > 1  # one exact pin per logical line, dependencies included
+    for line in lines:
+        digests = [m["digest"] for m in HASH.finditer(line)]
+        assert digests and all(len(d) == 64 for d in digests), f"{lock.name}: no sha256 for {line.split()[0]}"
+        assert ";" not in line, f"{lock.name}: {line.split()[0]} has a platform marker: aarch64 would install differently"
+    direct = pins(source)
+    assert list(direct) == [TOOLS[tool][0]], direct
+    assert all(pins(lock).get(name) == version for name, version in direct.items()), f"{source.name} -> {lock.name}"
+    header = lock.read_text().splitlines()[:2]
+    assert any(f"uv pip compile .ci/locks/{tool}.in" in line and "--generate-hashes" in line
+               and "--python-version 3.11" in line and f"--output-file .ci/locks/{tool}.lock" in line
+               for line in header), header
+
+
+def test_the_install_script_installs_each_tool_venv_from_its_lock_with_hashes_required():
+    script = CI_INSTALL.read_text()
+    calls = re.findall(r"^install_locked (\S+) (\S+) (\S+)$", script, re.MULTILINE)
+    assert sorted(calls) == sorted((f".venv/{tool}", f".ci/locks/{tool}.lock", command)
+                                   for tool, (_, command) in TOOLS.items()), calls
+    body = re.search(r"^install_locked\(\) \{.*?^\}", script, re.MULTILINE | re.DOTALL)
+    assert body, "no install_locked function in .ci/install"
+    installs = [line for line in body[0].splitlines() if "pip install" in line]
+    assert len(installs) == 1 and all(flag in installs[0] for flag in ("--require-hashes", "--no-deps", '-r "$lock"'))
+    # no tool installed by name and version alone, bypassing its lock
+    assert not re.search(r"pip install[^\n]*(aws-sam-cli|awscli|checkov)==", script)
+    # the emulator binary comes out of the same SAM CLI version the lock installs
+    assert re.search(r"^SAM_CLI_VERSION=(\S+)$", script, re.MULTILINE)[1] == pins(CI_LOCKS / "sam-cli.lock")["aws-sam-cli"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("machine", list(PLATFORMS))
+@pytest.mark.parametrize("tool", list(TOOLS))
+def test_each_tool_lock_is_closed_for_each_architecture(tmp_path, tool, machine):
+    """As for the image's lock: resolved with dependencies and hashes required, nothing is missing from
+    the tool's lock for CPython 3.11 on either architecture (metadata only: --dry-run)."""
+    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--disable-pip-version-check",
+               "--require-hashes", "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
+               "--target", str(tmp_path), *[arg for p in PLATFORMS[machine] for arg in ("--platform", p)],
+               "-r", str(CI_LOCKS / f"{tool}.lock")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
