@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.aws import use_fake_aws
+from tests.helpers.handler import fresh_handler
 from tests.helpers.process import ROOT
 
 # Screenshots, reports and benchmark outputs written by tests land here (git-ignored).
@@ -172,18 +172,13 @@ def lite0_emulator(lite0: Path):
 def lite0_handler(lite0: Path):
     """``lambda_onnx.handler`` imported as Lambda would, with the real-weights model from
     ``MODEL_PATH``, once; then taken out of ``sys.modules`` so other tests import their own."""
-    import importlib
 
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MODEL_PATH", str(lite0))
         env.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048")
         for name in ("_X_AMZN_TRACE_ID", "MODEL_PRECISION", "MODEL_VERIFY"):
             env.delenv(name, raising=False)
-        previous = sys.modules.pop("lambda_onnx.handler", None)
-        module = importlib.import_module("lambda_onnx.handler")
-        sys.modules.pop("lambda_onnx.handler")
-        if previous is not None:
-            sys.modules["lambda_onnx.handler"] = previous
+        module = fresh_handler()
     assert module.SERVICE is not None, module.LOAD_ERROR
     return module
 

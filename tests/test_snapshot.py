@@ -7,8 +7,6 @@ decides what is kept. Everything passes on a CPU with VNNI and on one without.""
 from __future__ import annotations
 
 import base64
-import importlib
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from lambda_onnx.contract import Service
 from lambda_onnx.cpu import cpu_info, parse_cpuinfo
 from lambda_onnx.photos import by_name
 from lambda_onnx.snapshot import after_restore, chosen_kernel
+from tests.helpers.handler import fresh_handler
 from tests.test_int8_cpu import EPYC_AVX2, XEON_VNNI
 
 HERE = cpu_info()
@@ -105,11 +104,7 @@ def int8_handler(lite0_int8, fake_cpu, monkeypatch):
     monkeypatch.setenv("MODEL_PATH", str(lite0_int8))
     for name in ("MODEL_PRECISION", "MODEL_VERIFY", "INT8_KERNEL"):
         monkeypatch.delenv(name, raising=False)
-    previous = sys.modules.pop("lambda_onnx.handler", None)
-    module = importlib.import_module("lambda_onnx.handler")
-    sys.modules.pop("lambda_onnx.handler")
-    if previous is not None:
-        sys.modules["lambda_onnx.handler"] = previous
+    module = fresh_handler()
     assert module.SERVICE is not None, module.LOAD_ERROR
     return module
 

@@ -51,6 +51,11 @@ FLEET_PLATFORMS = ("auto", *PLATFORMS)  # auto: the cheaper for the traffic
 RATES_CHARS = 60  # LOW:HIGH:N is short; a longer text is not parsed
 
 
+
+def refused(exc: ClassifierError | ValueError) -> gr.Error:
+    """A library's refusal as the tab's one-line error (a typed error's message, a ValueError's text)."""
+    return gr.Error(exc.message if isinstance(exc, ClassifierError) else str(exc))
+
 @dataclass
 class ScenarioView:
     """What the view shows after a run."""
@@ -288,10 +293,8 @@ def build_tab(ctx: Any, prices: Any = None, access: Access | None = None) -> Non
                                 precision=precision, autoscale=bool(autoscale), calibration=calibration, prices=chosen,
                                 saved_calibration=saved(), on_progress=progress_callback(progress), limits=limits,
                                 out=ctx.scratch.folder("scenario-"), **inputs)
-            except ClassifierError as exc:
-                raise gr.Error(exc.message) from None
-            except ValueError as exc:
-                raise gr.Error(str(exc)) from None
+            except (ClassifierError, ValueError) as exc:
+                raise refused(exc) from None
         return view.summary, view.figure, view.table, view.result, view.files, view.deployment, view.deploy_files or None
 
     def compare(request: gr.Request, memory_mb: float, precision: str, calibration: str, architecture: str | None = None,
@@ -304,10 +307,8 @@ def build_tab(ctx: Any, prices: Any = None, access: Access | None = None) -> Non
                 view = compare_view(model_for(precision), memory_mb=memory, precision=precision, calibration=calibration,
                                     prices=chosen, saved_calibration=saved(), on_progress=progress_callback(progress),
                                     out=ctx.scratch.folder("scenario-compare-"))
-            except ClassifierError as exc:
-                raise gr.Error(exc.message) from None
-            except ValueError as exc:
-                raise gr.Error(str(exc)) from None
+            except (ClassifierError, ValueError) as exc:
+                raise refused(exc) from None
         return view.summary, view.figure, view.table, view.result, view.files, "", None
 
     def crossover(request: gr.Request, rate: float | None, rates: str, burstiness: float | None, memory_mb: float,
@@ -324,10 +325,8 @@ def build_tab(ctx: Any, prices: Any = None, access: Access | None = None) -> Non
                                       precision=precision, calibration=calibration, instance_type=fleet_type(instance_type),
                                       prices=chosen, saved_calibration=saved(), on_progress=progress_callback(progress),
                                       out=ctx.scratch.folder("breakeven-"))
-            except ClassifierError as exc:
-                raise gr.Error(exc.message) from None
-            except ValueError as exc:
-                raise gr.Error(str(exc)) from None
+            except (ClassifierError, ValueError) as exc:
+                raise refused(exc) from None
         return view.summary, view.figure, view.table, view.result, view.files, "", None
 
     with gr.Tab("Scenario"):
